@@ -1,0 +1,79 @@
+//! The report of a session with 10,000 artifacts: fold over the records and serialise
+//! the JSON, from records in memory and from a RocksDB scan.
+//!
+//! `cargo bench --bench report_fold`
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fetchgate::audit::report;
+use fetchgate_storage::rocks::RocksStorage;
+use fetchgate_storage::{AuditLog, Policy, SessionHeader, SessionId, Timestamp};
+
+const ARTIFACTS: u64 = 10_000;
+
+fn header() -> SessionHeader {
+    SessionHeader {
+        id: SessionId::from_bytes([3; 16]),
+        token_hash: [0; 32],
+        policy: Policy::Strict,
+        created: Timestamp::from_micros(1_790_000_000_000_000),
+        timeout_secs: 3600,
+        revoked: Some(Timestamp::from_micros(1_790_000_100_000_000)),
+        ended: None,
+        secrets: vec![],
+        inspectors_configuration: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let records: Vec<_> = (0..ARTIFACTS).map(common::download).collect();
+    let h = header();
+    let mut group = c.benchmark_group("report_10k_artifacts");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("fold_and_serialise", |b| {
+        b.iter(|| {
+            let r = report::fold(
+                &h,
+                "/spool/x".as_ref(),
+                Vec::new(),
+                &records,
+                Timestamp::now(),
+            );
+            serde_json::to_writer(std::io::sink(), &r).unwrap();
+        })
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStorage::open(dir.path()).unwrap();
+    rt.block_on(async {
+        for r in &records {
+            store.append(h.id, r.clone()).await.unwrap();
+        }
+    });
+    group.bench_function("rocksdb_scan_fold_and_serialise", |b| {
+        b.iter(|| {
+            let records = rt.block_on(store.scan(h.id)).unwrap();
+            assert_eq!(records.len() as u64, ARTIFACTS);
+            let r = report::fold(
+                &h,
+                "/spool/x".as_ref(),
+                Vec::new(),
+                &records,
+                Timestamp::now(),
+            );
+            serde_json::to_writer(std::io::sink(), &r).unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

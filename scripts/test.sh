@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs fetchgate's whole test suite on a fresh Debian/Ubuntu machine: installs the
+# system packages the build and the tests need (as root, or through sudo), then checks
+# formatting and lints and runs every test, including the integration tests that start
+# the real binary and a smoke run of each benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# clang/libclang: RocksDB's bindings; cmake: Pingora's zlib-ng; openssl: the tests
+# make CAs the way craft-application does.
+packages=(clang libclang-dev cmake openssl pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --all-targets --locked

@@ -1,0 +1,113 @@
+//! The command line: the reference daemon's flags (with no subcommand they run the
+//! daemon, as craft-application starts it) plus fetchgate's own subcommands.
+//!
+//! Exit status: 0 on a normal stop or idle shutdown, 1 for wrong arguments or
+//! configuration (and an unbindable proxy port), 2 when the control port cannot be
+//! bound or the service fails.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::daemon;
+
+/// A recording, verifying forward proxy for build farms.
+#[derive(Debug, Parser)]
+#[command(name = "fetchgate", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands; none means `serve`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default when no subcommand is given).
+    Serve(ServeArgs),
+}
+
+/// The daemon's flags, named as the reference fetch-service names them.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Control API port.
+    #[arg(long, value_name = "N", default_value_t = 9999)]
+    pub control_port: u16,
+    /// Proxy port.
+    #[arg(short = 'p', long, value_name = "N", default_value_t = 9988)]
+    pub proxy_port: u16,
+    /// Listen address for both ports.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Directory holding fetchgate.toml [default: /etc/fetchgate, or $SNAP_DATA/conf in the snap].
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Spool directory: per-session files, the database, a generated CA
+    /// [default: /var/lib/fetchgate, or $SNAP_COMMON/spool in the snap].
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// CA certificate (PEM) used to intercept HTTPS; generated under the spool if absent.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key of the CA (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Allow permissive sessions.
+    #[arg(long)]
+    pub permissive_mode: bool,
+    /// Exit after this many seconds without activity (0 = never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub idle_shutdown: u64,
+    /// Log to this file instead of stderr; SIGUSR1 reopens it.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Also write security events (auth failures, revoked tokens, ACL denials) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub security_log_file: Option<PathBuf>,
+    /// Log level.
+    #[arg(long, value_enum, default_value_t = Verbosity::Info)]
+    pub verbosity: Verbosity,
+}
+
+/// How much to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Verbosity {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Parses the command line and runs what it asks for.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and are not failures; everything else is a
+            // wrong argument, which the reference reports with status 1 (clap uses 2).
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(e.exit_code()),
+    }
+}

@@ -1,0 +1,369 @@
+//! Configuration, parsed once at the edge into typed values: command-line flags, the
+//! environment (`FETCH_SERVICE_AUTH`, `SNAP_DATA`/`SNAP_COMMON`) and the optional
+//! `fetchgate.toml` in the config directory. Every error names the flag, variable or
+//! key that caused it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::cli::{ServeArgs, Verbosity};
+
+/// The name of the optional configuration file inside the config directory.
+pub const CONFIG_FILE: &str = "fetchgate.toml";
+
+/// A configuration problem, named precisely enough to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{name} must be `user:password` with a non-empty user")]
+    Credentials { name: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Control API credentials (`user:password`), compared in constant time.
+#[derive(Clone)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// Parses `user:password`; the password may contain colons, the user may not.
+    pub fn parse(s: &str, name: &str) -> Result<Self, ConfigError> {
+        match s.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(Credentials {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }),
+            _ => Err(ConfigError::Credentials { name: name.into() }),
+        }
+    }
+
+    /// Builds credentials from their parts.
+    pub fn new(user: String, password: String) -> Self {
+        Credentials { user, password }
+    }
+
+    /// Whether `user`/`password` match, without leaking where they differ through timing.
+    pub fn matches(&self, user: &str, password: &str) -> bool {
+        let user_ok = self.user.as_bytes().ct_eq(user.as_bytes());
+        let password_ok = self.password.as_bytes().ct_eq(password.as_bytes());
+        (user_ok & password_ok).into()
+    }
+
+    /// The `user:password` form, for writing the generated credentials file.
+    pub fn to_pair(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}:<redacted>)", self.user)
+    }
+}
+
+/// Where the interception CA comes from.
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// `--cert` and `--key`.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generated under the spool on first start, reused afterwards.
+    Generated { dir: PathBuf },
+}
+
+/// Logging destinations and level.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub file: Option<PathBuf>,
+    pub security_file: Option<PathBuf>,
+    pub verbosity: Verbosity,
+    pub json: bool,
+}
+
+/// Session limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// Timeout of a session created without one, in seconds.
+    pub default_timeout_secs: u64,
+    /// Largest timeout a client may ask for, in seconds.
+    pub max_timeout_secs: u64,
+    /// How often the reaper ends expired sessions.
+    pub reaper_interval: Duration,
+}
+
+/// How long ended sessions' data is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// Kept this long after a session ends (0 = deleted at the next sweep).
+    pub period: Duration,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
+}
+
+/// The daemon's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub control_port: u16,
+    pub proxy_port: u16,
+    pub config_dir: PathBuf,
+    pub spool: PathBuf,
+    pub db_path: PathBuf,
+    pub ca: CaSource,
+    pub permissive_mode: bool,
+    pub idle_shutdown: Option<Duration>,
+    pub log: LogConfig,
+    /// `None`: generate credentials under the spool on first start.
+    pub control_auth: Option<Credentials>,
+    pub metrics_require_auth: bool,
+    pub sessions: SessionConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `fetchgate.toml`. Unknown keys are errors, so a typo does not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    control: ControlSection,
+    sessions: SessionsSection,
+    storage: StorageSection,
+    logging: LoggingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct ControlSection {
+    auth: Option<String>,
+    metrics_require_auth: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct SessionsSection {
+    default_timeout: u64,
+    max_timeout: u64,
+    reaper_interval: u64,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        SessionsSection {
+            default_timeout: 6 * 3600,
+            max_timeout: 7 * 24 * 3600,
+            reaper_interval: 1,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct StorageSection {
+    path: Option<PathBuf>,
+    retention: u64,
+    sweep_interval: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            path: None,
+            retention: 7 * 24 * 3600,
+            sweep_interval: 60,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct LoggingSection {
+    format: LogFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Resolves flags, environment and the config file into a validated configuration.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let config_dir = args
+            .config
+            .or_else(|| env("SNAP_DATA").map(|d| Path::new(&d).join("conf")))
+            .unwrap_or_else(|| PathBuf::from("/etc/fetchgate"));
+        let spool = args
+            .spool
+            .or_else(|| env("SNAP_COMMON").map(|d| Path::new(&d).join("spool")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/fetchgate"));
+        let file = read_file_config(&config_dir)?;
+
+        let control_auth = match std::env::var("FETCH_SERVICE_AUTH") {
+            Ok(v) if !v.is_empty() => Some(Credentials::parse(&v, "FETCH_SERVICE_AUTH")?),
+            _ => file
+                .control
+                .auth
+                .as_deref()
+                .map(|v| Credentials::parse(v, "control.auth in fetchgate.toml"))
+                .transpose()?,
+        };
+
+        let s = &file.sessions;
+        if s.max_timeout == 0 {
+            return Err(invalid("sessions.max-timeout", "must be at least 1 second"));
+        }
+        if s.default_timeout == 0 || s.default_timeout > s.max_timeout {
+            return Err(invalid(
+                "sessions.default-timeout",
+                format!(
+                    "must be between 1 and sessions.max-timeout ({})",
+                    s.max_timeout
+                ),
+            ));
+        }
+        if s.reaper_interval == 0 {
+            return Err(invalid(
+                "sessions.reaper-interval",
+                "must be at least 1 second",
+            ));
+        }
+        if file.storage.sweep_interval == 0 {
+            return Err(invalid(
+                "storage.sweep-interval",
+                "must be at least 1 second",
+            ));
+        }
+        if args.control_port == args.proxy_port {
+            return Err(invalid(
+                "--control-port",
+                format!(
+                    "the control and proxy ports must differ (both are {})",
+                    args.proxy_port
+                ),
+            ));
+        }
+
+        let ca = match (args.cert, args.key) {
+            (Some(cert), Some(key)) => CaSource::Files { cert, key },
+            _ => CaSource::Generated {
+                dir: spool.join("ca"),
+            },
+        };
+        let db_path = file
+            .storage
+            .path
+            .clone()
+            .unwrap_or_else(|| spool.join("db"));
+
+        Ok(Config {
+            bind: args.bind,
+            control_port: args.control_port,
+            proxy_port: args.proxy_port,
+            config_dir,
+            db_path,
+            ca,
+            permissive_mode: args.permissive_mode,
+            idle_shutdown: (args.idle_shutdown > 0)
+                .then(|| Duration::from_secs(args.idle_shutdown)),
+            log: LogConfig {
+                file: args.log_file,
+                security_file: args.security_log_file,
+                verbosity: args.verbosity,
+                json: matches!(file.logging.format, LogFormat::Json),
+            },
+            control_auth,
+            metrics_require_auth: file.control.metrics_require_auth,
+            sessions: SessionConfig {
+                default_timeout_secs: s.default_timeout,
+                max_timeout_secs: s.max_timeout,
+                reaper_interval: Duration::from_secs(s.reaper_interval),
+            },
+            retention: RetentionConfig {
+                period: Duration::from_secs(file.storage.retention),
+                sweep_interval: Duration::from_secs(file.storage.sweep_interval),
+            },
+            spool,
+        })
+    }
+}
+
+fn read_file_config(dir: &Path) -> Result<FileConfig, ConfigError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_split_at_the_first_colon() {
+        let c = Credentials::parse("craft:pa:ss", "X").unwrap();
+        assert!(c.matches("craft", "pa:ss"));
+        assert!(!c.matches("craft", "pa"));
+        assert!(!c.matches("craf", "pa:ss"));
+        assert!(Credentials::parse("nocolon", "X").is_err());
+        assert!(Credentials::parse(":pw", "X").is_err());
+        assert!(Credentials::parse("u:", "X").unwrap().matches("u", ""));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let c = Credentials::parse("craft:secret", "X").unwrap();
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let err =
+            toml::from_str::<FileConfig>("[storage]\nretention = 5\nretentoin = 3\n").unwrap_err();
+        assert!(err.to_string().contains("retentoin"), "{err}");
+        let err =
+            toml::from_str::<FileConfig>("[sessions]\ndefault-timeout = \"6h\"\n").unwrap_err();
+        assert!(err.to_string().contains("default-timeout"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = read_file_config(dir.path()).unwrap();
+        assert_eq!(f.sessions.default_timeout, 21600);
+        assert_eq!(f.storage.retention, 7 * 24 * 3600);
+    }
+}

@@ -1,0 +1,304 @@
+//! Session endpoints: create, revoke, report, end, resources, renew, list, and the
+//! retained final report.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use fetchgate_storage::{SessionHeader, SessionId, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ControlState;
+use super::auth::basic_credentials;
+use super::error::ApiError;
+use super::json::{parse_body, stream};
+use crate::audit::report;
+use crate::rfc3339;
+use crate::session::{
+    NewSession, SecretSpec, SessionError, State as SessionState, end_time, state,
+};
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    Ok(raw.parse::<SessionId>()?)
+}
+
+/// `POST /session` body. Unknown keys (old Launchpad sends `username`) are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CreateBody {
+    policy: Option<String>,
+    timeout: Option<u64>,
+    secrets: Vec<SecretSpec>,
+    #[serde(rename = "inspectors-configuration")]
+    inspectors_configuration: Option<Value>,
+}
+
+/// `POST /session`.
+pub async fn create(
+    State(st): State<Arc<ControlState>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: CreateBody = parse_body(body).await?;
+    let inspectors_configuration = match body.inspectors_configuration {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.to_string()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "inspectors-configuration must be a JSON object",
+            ));
+        }
+    };
+    let (header, token) = st
+        .sessions
+        .create(NewSession {
+            policy: body.policy,
+            timeout_secs: body.timeout,
+            secrets: body.secrets,
+            inspectors_configuration,
+        })
+        .await?;
+    tracing::info!(session = %header.id, policy = header.policy.as_str(), timeout = header.timeout_secs, "session created");
+    Ok(Json(
+        json!({ "id": header.id.to_string(), "token": token.expose() }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RevokeBody {
+    token: Option<String>,
+}
+
+/// `DELETE /session/{id}/token`: the token is the credential, in the body or as Basic
+/// auth `id:token`.
+pub async fn revoke(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&id)?;
+    let body: RevokeBody = parse_body(body).await?;
+    let token = match body.token {
+        Some(t) => t,
+        None => match basic_credentials(&headers) {
+            Some((user, token)) if user == id.to_string() => token,
+            _ => {
+                // An unknown session is 404 whatever was sent.
+                st.sessions.get(id).await?;
+                return Err(ApiError::bad_request(
+                    "the token is missing: send {\"token\": \"...\"}",
+                ));
+            }
+        },
+    };
+    let h = st.sessions.revoke(id, &token).await?;
+    let now = Timestamp::now();
+    Ok(Json(json!({
+        "session-id": h.id.to_string(),
+        "start-time": rfc3339::format(h.created),
+        "end-time": end_time(&h, now).map(rfc3339::format),
+        "spool-path": st.sessions.spool_path(h.id).display().to_string(),
+    })))
+}
+
+async fn report_response(st: &ControlState, h: SessionHeader) -> Result<Response, ApiError> {
+    let records = st
+        .sessions
+        .log()
+        .scan(h.id)
+        .await
+        .map_err(SessionError::from)?;
+    let spool = st.sessions.spool_path(h.id);
+    let report = report::fold(&h, &spool, Vec::new(), &records, Timestamp::now());
+    Ok(stream(report))
+}
+
+/// `GET /session/{id}`: the report, once the token is revoked (or expired).
+pub async fn get_report(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let h = st.sessions.get(id).await?;
+    match state(&h, Timestamp::now()) {
+        SessionState::Active => Err(SessionError::StillActive(id).into()),
+        SessionState::Ended => Err(SessionError::Gone(id).into()),
+        SessionState::Revoked | SessionState::Expired => report_response(&st, h).await,
+    }
+}
+
+/// `GET /reports/{id}`: the final report of an ended or expired session.
+pub async fn get_final_report(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let h = st.sessions.get(id).await?;
+    let s = state(&h, Timestamp::now());
+    if s.is_live() {
+        return Err(SessionError::WrongState {
+            id,
+            state: s.as_str(),
+        }
+        .into());
+    }
+    report_response(&st, h).await
+}
+
+/// `DELETE /session/{id}`.
+pub async fn end(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&id)?;
+    st.sessions.end(id).await?;
+    Ok(Json(
+        json!({ "session-id": id.to_string(), "state": "ended" }),
+    ))
+}
+
+/// `DELETE /resources/{id}`.
+pub async fn delete_resources(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&id)?;
+    st.sessions.delete_resources(id).await?;
+    Ok(Json(
+        json!({ "session-id": id.to_string(), "resources": "deleted" }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct PatchBody {
+    timeout: Option<u64>,
+}
+
+/// `PATCH /session/{id}` `{"timeout": <seconds>}`.
+pub async fn patch(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&id)?;
+    let body: PatchBody = parse_body(body).await?;
+    let timeout = body
+        .timeout
+        .ok_or_else(|| ApiError::bad_request("timeout (seconds) is required"))?;
+    let h = st.sessions.set_timeout(id, timeout).await?;
+    Ok(Json(row(&h, Timestamp::now(), Default::default())))
+}
+
+/// One row of a session listing.
+fn row(h: &SessionHeader, now: Timestamp, counters: fetchgate_storage::Counters) -> Value {
+    json!({
+        "session-id": h.id.to_string(),
+        "state": state(h, now).as_str(),
+        "policy": h.policy.as_str(),
+        "start-time": rfc3339::format(h.created),
+        "end-time": end_time(h, now).map(rfc3339::format),
+        "expires-at": rfc3339::format(h.expires_at()),
+        "timeout": h.timeout_secs,
+        "downloads": counters.downloads,
+        "denied": counters.denied,
+    })
+}
+
+/// Largest and default page sizes of listings.
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    policy: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The position after which a page starts: newest first, by (start time, id).
+fn parse_cursor(s: &str) -> Option<(Timestamp, SessionId)> {
+    let (t, id) = s.split_once('-')?;
+    Some((Timestamp::from_micros(t.parse().ok()?), id.parse().ok()?))
+}
+
+/// `GET /sessions?state=&policy=&limit=&cursor=`.
+pub async fn list(
+    State(st): State<Arc<ControlState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let want_state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            SessionState::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown state {s:?}: use active, revoked, ended or expired"
+                ))
+            })
+        })
+        .transpose()?;
+    if let Some(p) = q.policy.as_deref()
+        && !matches!(p, "strict" | "permissive")
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown policy {p:?}: use strict or permissive"
+        )));
+    }
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be between 1 and {MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            parse_cursor(c).ok_or_else(|| {
+                ApiError::bad_request("invalid cursor: pass the `next` value of the previous page")
+            })
+        })
+        .transpose()?;
+
+    let now = Timestamp::now();
+    let mut all = st
+        .sessions
+        .store()
+        .list()
+        .await
+        .map_err(SessionError::from)?;
+    all.retain(|h| {
+        want_state.is_none_or(|s| state(h, now) == s)
+            && q.policy.as_deref().is_none_or(|p| h.policy.as_str() == p)
+            && after.is_none_or(|a| (h.created, h.id) < a)
+    });
+    all.sort_unstable_by_key(|h| std::cmp::Reverse((h.created, h.id)));
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let mut rows = Vec::with_capacity(all.len());
+    for h in &all {
+        let counters = st
+            .sessions
+            .log()
+            .counters(h.id)
+            .await
+            .map_err(SessionError::from)?;
+        rows.push(row(h, now, counters));
+    }
+    let next = all
+        .last()
+        .filter(|_| more)
+        .map(|h| format!("{}-{}", h.created.as_micros(), h.id));
+    Ok(Json(json!({ "sessions": rows, "next": next })))
+}

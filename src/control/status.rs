@@ -1,0 +1,76 @@
+//! `GET /status` (readiness and health) and `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fetchgate_storage::Timestamp;
+use serde_json::json;
+
+use super::ControlState;
+use super::error::ApiError;
+use crate::rfc3339;
+use crate::session::{State as SessionState, state};
+
+/// `GET /status`: 200 with uptime and active sessions, 503 when sessions cannot be served.
+pub async fn status(
+    State(st): State<Arc<ControlState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let unavailable = |e: fetchgate_storage::Error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("session store unavailable: {e}"),
+        )
+    };
+    st.sessions
+        .store()
+        .check_health()
+        .await
+        .map_err(unavailable)?;
+    let now = Timestamp::now();
+    let sessions = st.sessions.store().list().await.map_err(unavailable)?;
+    let mut active: Vec<_> = sessions
+        .iter()
+        .filter(|h| state(h, now) == SessionState::Active)
+        .collect();
+    active.sort_unstable_by_key(|h| h.created);
+    let active: Vec<_> = active
+        .into_iter()
+        .map(|h| {
+            json!({
+                "session-id": h.id.to_string(),
+                "start-time": rfc3339::format(h.created),
+                "policy": h.policy.as_str(),
+                "age": (now.as_micros() - h.created.as_micros()).max(0) / 1_000_000,
+                "timeout": h.timeout_secs,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "uptime": st.started_at.elapsed().as_secs(),
+        "start-time": rfc3339::format(st.started),
+        "session-count": st.sessions.created_since_start(),
+        "active-sessions": active,
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(st): State<Arc<ControlState>>, headers: HeaderMap) -> Response {
+    if st.metrics_require_auth
+        && !super::auth::basic_credentials(&headers)
+            .is_some_and(|(u, p)| st.credentials.matches(&u, &p))
+    {
+        return ApiError::unauthorized().into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}

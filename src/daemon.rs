@@ -1,0 +1,285 @@
+//! The daemon: binds the ports, opens storage and the CA, starts the control API, the
+//! proxy listener and the background tasks, and stops on SIGTERM/SIGINT or idleness.
+//!
+//! Start-up order matters to clients: the proxy port is bound first, then the control
+//! port, so a taken port is reported (status 1 or 2, and a log line with `ERROR:` and
+//! `bind: address already in use`) before anything else happens.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fetchgate_storage::Timestamp;
+use fetchgate_storage::rocks::RocksStorage;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::ca::{CaError, CertificateAuthority};
+use crate::config::{CaSource, Config, Credentials};
+use crate::control::{self, ControlState};
+use crate::idle::{Activity, wait_until_idle};
+use crate::proxy;
+use crate::session::{Sessions, expiry};
+use crate::telemetry::{self, LogFiles};
+
+/// File under the spool holding generated control credentials.
+pub const GENERATED_AUTH_FILE: &str = "control-auth";
+/// How long in-flight control requests get to finish after a stop signal.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Why the daemon could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on proxy port {port}: listen tcp {addr}: bind: {reason}")]
+    ProxyBind {
+        port: u16,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("cannot listen on control port {port}: listen tcp {addr}: bind: {reason}")]
+    ControlBind {
+        port: u16,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("cannot open log file: {0}")]
+    Logging(std::io::Error),
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("storage: {0}")]
+    Storage(#[from] fetchgate_storage::Error),
+    #[error("service failed: {0}")]
+    Service(String),
+}
+
+impl DaemonError {
+    /// The process exit status for this error (see `shared/spec/cli.md`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::ProxyBind { .. } | DaemonError::Logging(_) | DaemonError::Ca(_) => 1,
+            DaemonError::ControlBind { .. }
+            | DaemonError::Setup(_)
+            | DaemonError::Storage(_)
+            | DaemonError::Service(_) => 2,
+        }
+    }
+}
+
+fn bind_reason(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        "address already in use".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    TcpListener::from_std(std_listener)
+}
+
+/// Runs the daemon until it is told to stop; `Ok` means a normal stop (status 0).
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let log_files = telemetry::init_logging(&config.log).map_err(|e| {
+        eprintln!("ERROR: cannot open log file: {e}");
+        DaemonError::Logging(e)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fetchgate")
+        .build()
+        .map_err(|e| DaemonError::Service(format!("cannot start the runtime: {e}")))?;
+    let logs_to_file = config.log.file.is_some();
+    let result = runtime.block_on(serve(config, log_files));
+    if let Err(e) = &result {
+        tracing::error!("ERROR: {e}");
+        if logs_to_file {
+            // craft reads the log file; people read stderr. Give both the reason.
+            eprintln!("ERROR: {e}");
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
+    let started = Timestamp::now();
+    let started_at = Instant::now();
+
+    let proxy_addr = SocketAddr::new(config.bind, config.proxy_port);
+    let proxy_listener = bind(proxy_addr).map_err(|e| DaemonError::ProxyBind {
+        port: config.proxy_port,
+        addr: proxy_addr,
+        reason: bind_reason(&e),
+    })?;
+    let control_addr = SocketAddr::new(config.bind, config.control_port);
+    let control_listener = bind(control_addr).map_err(|e| DaemonError::ControlBind {
+        port: config.control_port,
+        addr: control_addr,
+        reason: bind_reason(&e),
+    })?;
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&config.spool)
+        .map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create spool {}: {e}",
+                config.spool.display()
+            ))
+        })?;
+
+    // Loading proves the certificate matches the key and the key can sign.
+    let (ca, origin) = match &config.ca {
+        CaSource::Files { cert, key } => (CertificateAuthority::load(cert, key)?, "loaded"),
+        CaSource::Generated { dir } => match CertificateAuthority::load_or_generate(dir)? {
+            (ca, true) => (ca, "generated"),
+            (ca, false) => (ca, "reusing generated"),
+        },
+    };
+    tracing::info!(path = %ca.cert_path().display(), "{origin} CA certificate; builders must trust this file");
+
+    let credentials = match config.control_auth.clone() {
+        Some(c) => c,
+        None => generated_credentials(&config.spool)?,
+    };
+
+    let db_path = config.db_path.clone();
+    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(&db_path))
+        .await
+        .map_err(|e| DaemonError::Service(e.to_string()))??;
+    let storage = Arc::new(storage);
+    let sessions = Arc::new(Sessions::new(
+        storage.clone(),
+        storage,
+        config.spool.clone(),
+        config.sessions,
+        config.permissive_mode,
+    ));
+    let metrics = telemetry::init_metrics().map_err(DaemonError::Setup)?;
+    let activity = Arc::new(Activity::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    expiry::spawn(
+        Arc::clone(&sessions),
+        config.sessions.reaper_interval,
+        config.retention.period,
+        config.retention.sweep_interval,
+        stop_rx.clone(),
+    );
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(proxy::serve(
+        proxy_listener,
+        Arc::clone(&activity),
+        stop_rx.clone(),
+    ));
+
+    let state = Arc::new(ControlState {
+        sessions,
+        credentials,
+        metrics,
+        metrics_require_auth: config.metrics_require_auth,
+        started,
+        started_at,
+        activity: Arc::clone(&activity),
+    });
+    let mut control_stop = stop_rx.clone();
+    let mut control = tokio::spawn(control::serve(control_listener, state, async move {
+        let _ = control_stop.changed().await;
+    }));
+    tracing::info!(
+        proxy = %proxy_addr,
+        control = %control_addr,
+        spool = %config.spool.display(),
+        "fetchgate {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let idle = async {
+        match config.idle_shutdown {
+            Some(limit) => wait_until_idle(&activity, limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(idle);
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            _ = sigint.recv() => break Ok("SIGINT"),
+            _ = sigusr1.recv() => log_files.reopen(),
+            _ = &mut idle => break Ok("idle shutdown"),
+            r = &mut control => break Err(DaemonError::Service(match r {
+                Ok(Ok(())) => "the control API stopped".to_owned(),
+                Ok(Err(e)) => format!("control API: {e}"),
+                Err(e) => format!("control API task: {e}"),
+            })),
+        }
+    };
+    let _ = stop_tx.send(true);
+    if let Ok(reason) = &outcome {
+        tracing::info!("stopping ({reason}); live sessions are kept for the next start");
+        let _ = tokio::time::timeout(STOP_GRACE, control).await;
+    }
+    outcome.map(|_| ())
+}
+
+/// Reads the generated control credentials, creating them (mode 0600) on first start.
+fn generated_credentials(spool: &Path) -> Result<Credentials, DaemonError> {
+    let path = spool.join(GENERATED_AUTH_FILE);
+    let setup = |what: &str, e: std::io::Error| {
+        DaemonError::Setup(format!("cannot {what} {}: {e}", path.display()))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let creds = Credentials::parse(text.trim(), &path.display().to_string())
+                .map_err(|e| DaemonError::Setup(e.to_string()))?;
+            tracing::info!(path = %path.display(), user = creds.user(), "control API credentials read from the spool");
+            Ok(creds)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let password: String = rand::rng()
+                .sample_iter(Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect();
+            let creds = Credentials::new("fetchgate".into(), password);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| setup("create", e))?;
+            writeln!(f, "{}", creds.to_pair()).map_err(|e| setup("write", e))?;
+            f.sync_all().map_err(|e| setup("write", e))?;
+            tracing::warn!(
+                path = %path.display(),
+                "no control credentials configured (FETCH_SERVICE_AUTH or control.auth); generated them in this file"
+            );
+            Ok(creds)
+        }
+        Err(e) => Err(setup("read", e)),
+    }
+}

@@ -1,0 +1,18 @@
+//! fetchgate: a forward proxy for build farms that records and verifies every download.
+//!
+//! The flow of one download reads top to bottom: `proxy` (accept, auth, intercept) →
+//! `inspect` (what is it, may it pass) → `audit` (what happened) → `fetchgate-storage`
+//! (where it is kept). The control API in `control` reads the same stores. See
+//! `docs/architecture.md`.
+
+pub mod audit;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod idle;
+pub mod proxy;
+pub mod rfc3339;
+pub mod session;
+pub mod telemetry;

@@ -1,0 +1,449 @@
+//! Sessions: creation with validated parameters, the lifecycle active → revoked → ended
+//! (and expired, the instant the timeout passes), and the per-session spool directory.
+//!
+//! This module decides what a session's state is and which transitions are allowed;
+//! the stores only keep what it decides. It never sees HTTP.
+
+pub mod expiry;
+pub mod token;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fetchgate_storage::{
+    AuditLog, EndReason, Policy, SecretRule, SessionHeader, SessionId, SessionStore, Timestamp,
+};
+use rand::Rng;
+
+use crate::config::SessionConfig;
+use crate::telemetry::metric;
+pub use token::Token;
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The token works.
+    Active,
+    /// The token was revoked; the report can be read.
+    Revoked,
+    /// Ended by `DELETE /session/{id}`.
+    Ended,
+    /// Its timeout passed (whether or not the reaper has ended it yet).
+    Expired,
+}
+
+impl State {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Revoked => "revoked",
+            State::Ended => "ended",
+            State::Expired => "expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [State::Active, State::Revoked, State::Ended, State::Expired]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+
+    /// Whether the session has not ended, by request or by expiry.
+    pub const fn is_live(self) -> bool {
+        matches!(self, State::Active | State::Revoked)
+    }
+}
+
+/// The state of `h` at `now`. Expiry is decided here, at the instant the timeout
+/// passes, not when the reaper gets round to it.
+pub fn state(h: &SessionHeader, now: Timestamp) -> State {
+    match h.ended {
+        Some(e) if e.reason == EndReason::Ended => State::Ended,
+        Some(_) => State::Expired,
+        None if now >= h.expires_at() => State::Expired,
+        None if h.revoked.is_some() => State::Revoked,
+        None => State::Active,
+    }
+}
+
+/// When the session stopped accepting its token: revocation or expiry, whichever came
+/// first; `None` while active.
+pub fn end_time(h: &SessionHeader, now: Timestamp) -> Option<Timestamp> {
+    let expiry = h.expires_at();
+    match h.revoked {
+        Some(r) => Some(r.min(expiry)),
+        None if now >= expiry => Some(expiry),
+        None => None,
+    }
+}
+
+/// A secret as given at session creation.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SecretSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    #[serde(rename = "basic-credentials")]
+    pub basic_credentials: Option<String>,
+}
+
+/// What a client asks for when creating a session.
+#[derive(Debug, Default)]
+pub struct NewSession {
+    pub policy: Option<String>,
+    pub timeout_secs: Option<u64>,
+    pub secrets: Vec<SecretSpec>,
+    pub inspectors_configuration: Option<String>,
+}
+
+/// Why a session operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown session {0}")]
+    NotFound(SessionId),
+    #[error("session {0} has ended")]
+    Gone(SessionId),
+    #[error("wrong token for session {0}")]
+    WrongToken(SessionId),
+    #[error("unknown policy {0:?}: use \"strict\" or \"permissive\"")]
+    UnknownPolicy(String),
+    #[error("permissive sessions are not allowed: the daemon runs without --permissive-mode")]
+    PermissiveNotAllowed,
+    #[error("timeout must be between 1 and {max} seconds, got {got}")]
+    InvalidTimeout { got: u64, max: u64 },
+    #[error("secret #{index}: {reason}")]
+    InvalidSecret { index: usize, reason: String },
+    #[error("session {0} is still active: revoke its token first")]
+    StillActive(SessionId),
+    #[error("session {id} is {state}")]
+    WrongState { id: SessionId, state: &'static str },
+    #[error(transparent)]
+    Storage(#[from] fetchgate_storage::Error),
+}
+
+/// The session service shared by the control API, the proxy and the background tasks.
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    log: Arc<dyn AuditLog>,
+    spool: PathBuf,
+    config: SessionConfig,
+    permissive_mode: bool,
+    created_since_start: AtomicU64,
+}
+
+impl Sessions {
+    /// A service over the given stores.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        log: Arc<dyn AuditLog>,
+        spool: PathBuf,
+        config: SessionConfig,
+        permissive_mode: bool,
+    ) -> Self {
+        Sessions {
+            store,
+            log,
+            spool,
+            config,
+            permissive_mode,
+            created_since_start: AtomicU64::new(0),
+        }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The audit log.
+    pub fn log(&self) -> &Arc<dyn AuditLog> {
+        &self.log
+    }
+
+    /// Sessions created since this process started.
+    pub fn created_since_start(&self) -> u64 {
+        self.created_since_start.load(Ordering::Relaxed)
+    }
+
+    /// The session's spool directory (artifact copies, temporary files).
+    pub fn spool_path(&self, id: SessionId) -> PathBuf {
+        self.spool.join(id.to_string())
+    }
+
+    /// The spool root.
+    pub fn spool_root(&self) -> &Path {
+        &self.spool
+    }
+
+    /// Validates the request, stores a new session and returns it with its token.
+    pub async fn create(&self, req: NewSession) -> Result<(SessionHeader, Token), SessionError> {
+        let policy = match req.policy.as_deref() {
+            None | Some("strict") => Policy::Strict,
+            Some("permissive") if self.permissive_mode => Policy::Permissive,
+            Some("permissive") => return Err(SessionError::PermissiveNotAllowed),
+            Some(other) => return Err(SessionError::UnknownPolicy(other.to_owned())),
+        };
+        let timeout_secs = req.timeout_secs.unwrap_or(self.config.default_timeout_secs);
+        self.check_timeout(timeout_secs)?;
+        let secrets = req
+            .secrets
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| {
+                validate_secret(s).map_err(|reason| SessionError::InvalidSecret { index, reason })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let token = Token::generate();
+        let header = SessionHeader {
+            id: new_session_id(),
+            token_hash: token.hash(),
+            policy,
+            created: Timestamp::now(),
+            timeout_secs,
+            revoked: None,
+            ended: None,
+            secrets,
+            inspectors_configuration: req.inspectors_configuration,
+        };
+        self.store.create(&header).await?;
+        self.created_since_start.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(metric::SESSIONS_CREATED, "policy" => policy.as_str()).increment(1);
+        Ok((header, token))
+    }
+
+    /// Reads a session, `NotFound` if there is none.
+    pub async fn get(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
+        self.store.get(id).await?.ok_or(SessionError::NotFound(id))
+    }
+
+    /// Revokes the token, given the token itself. Revoking twice is harmless.
+    pub async fn revoke(&self, id: SessionId, token: &str) -> Result<SessionHeader, SessionError> {
+        let h = self.get(id).await?;
+        if !token::verify(token, &h.token_hash) {
+            return Err(SessionError::WrongToken(id));
+        }
+        if h.revoked.is_some() {
+            return Ok(h);
+        }
+        let h = self
+            .store
+            .revoke(id, Timestamp::now())
+            .await?
+            .ok_or(SessionError::NotFound(id))?;
+        tracing::info!(session = %id, "token revoked");
+        Ok(h)
+    }
+
+    /// Ends a session that has not ended; revoking first is not required.
+    pub async fn end(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
+        let h = self.get(id).await?;
+        if state(&h, Timestamp::now()) == State::Ended {
+            return Err(SessionError::Gone(id));
+        }
+        let h = self
+            .store
+            .end(id, Timestamp::now(), EndReason::Ended)
+            .await?
+            .ok_or(SessionError::NotFound(id))?;
+        metrics::counter!(metric::SESSIONS_ENDED, "reason" => "ended").increment(1);
+        tracing::info!(session = %id, "session ended");
+        Ok(h)
+    }
+
+    /// Ends a session whose timeout has passed, as of its expiry time.
+    pub async fn expire(&self, h: &SessionHeader) -> Result<(), SessionError> {
+        self.store
+            .end(h.id, h.expires_at(), EndReason::Expired)
+            .await?;
+        metrics::counter!(metric::SESSIONS_ENDED, "reason" => "expired").increment(1);
+        tracing::info!(session = %h.id, "session expired");
+        Ok(())
+    }
+
+    /// Changes the time to live of a live session (counted from creation).
+    pub async fn set_timeout(
+        &self,
+        id: SessionId,
+        timeout_secs: u64,
+    ) -> Result<SessionHeader, SessionError> {
+        self.check_timeout(timeout_secs)?;
+        let h = self.get(id).await?;
+        let st = state(&h, Timestamp::now());
+        if !st.is_live() {
+            return Err(SessionError::WrongState {
+                id,
+                state: st.as_str(),
+            });
+        }
+        self.store
+            .set_timeout(id, timeout_secs)
+            .await?
+            .ok_or(SessionError::NotFound(id))
+    }
+
+    /// Deletes the session's spool files. Allowed once the session has ended or expired,
+    /// and for sessions that no longer exist.
+    pub async fn delete_resources(&self, id: SessionId) -> Result<(), SessionError> {
+        if let Some(h) = self.store.get(id).await? {
+            let st = state(&h, Timestamp::now());
+            if st.is_live() {
+                return Err(SessionError::WrongState {
+                    id,
+                    state: st.as_str(),
+                });
+            }
+        }
+        remove_dir(&self.spool_path(id)).await
+    }
+
+    fn check_timeout(&self, secs: u64) -> Result<(), SessionError> {
+        let max = self.config.max_timeout_secs;
+        if secs == 0 || secs > max {
+            return Err(SessionError::InvalidTimeout { got: secs, max });
+        }
+        Ok(())
+    }
+}
+
+/// Removes a directory tree; a missing one is fine.
+pub(crate) async fn remove_dir(path: &Path) -> Result<(), SessionError> {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SessionError::Storage(fetchgate_storage::Error::Backend(
+            format!("cannot delete {}: {e}", path.display()),
+        ))),
+    }
+}
+
+/// A random (version 4) UUID's bytes.
+fn new_session_id() -> SessionId {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    SessionId::from_bytes(b)
+}
+
+fn validate_secret(s: SecretSpec) -> Result<SecretRule, String> {
+    if s.kind != "basic-auth" {
+        return Err(format!(
+            "unknown type {:?}: only \"basic-auth\" is supported",
+            s.kind
+        ));
+    }
+    if s.url.is_empty() {
+        return Err("url must be a non-empty glob".into());
+    }
+    let credentials = s
+        .basic_credentials
+        .filter(|c| c.contains(':'))
+        .ok_or("basic-credentials must be \"user:password\"")?;
+    Ok(SecretRule {
+        kind: s.kind,
+        url_glob: s.url,
+        credentials,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fetchgate_storage::Ended;
+
+    fn header(timeout_secs: u64) -> SessionHeader {
+        SessionHeader {
+            id: new_session_id(),
+            token_hash: [0; 32],
+            policy: Policy::Strict,
+            created: Timestamp::from_micros(1_000_000_000),
+            timeout_secs,
+            revoked: None,
+            ended: None,
+            secrets: vec![],
+            inspectors_configuration: None,
+        }
+    }
+
+    #[test]
+    fn a_session_expires_at_the_instant_its_timeout_passes() {
+        let h = header(10);
+        let just_before = h.created.plus_secs(10).minus_secs(0);
+        assert_eq!(
+            state(&h, Timestamp::from_micros(just_before.as_micros() - 1)),
+            State::Active
+        );
+        assert_eq!(state(&h, just_before), State::Expired);
+        assert_eq!(end_time(&h, just_before), Some(h.expires_at()));
+    }
+
+    #[test]
+    fn states_follow_revocation_and_ending() {
+        let now = Timestamp::from_micros(1_000_000_001);
+        let mut h = header(10);
+        assert_eq!(state(&h, now), State::Active);
+        assert_eq!(end_time(&h, now), None);
+        h.revoked = Some(now);
+        assert_eq!(state(&h, now), State::Revoked);
+        assert_eq!(end_time(&h, now), Some(now));
+        h.ended = Some(Ended {
+            at: now,
+            reason: EndReason::Ended,
+        });
+        assert_eq!(state(&h, now), State::Ended);
+        h.ended = Some(Ended {
+            at: now,
+            reason: EndReason::Expired,
+        });
+        assert_eq!(state(&h, now), State::Expired);
+    }
+
+    #[test]
+    fn session_ids_are_uuid_v4_shaped() {
+        let id = new_session_id().to_string();
+        assert_eq!(id.len(), 32);
+        assert_eq!(&id[12..13], "4");
+        assert!(matches!(&id[16..17], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn secrets_are_validated() {
+        let ok = SecretSpec {
+            kind: "basic-auth".into(),
+            url: "https://x/*".into(),
+            basic_credentials: Some("u:p".into()),
+        };
+        assert!(validate_secret(ok.clone()).is_ok());
+        assert!(
+            validate_secret(SecretSpec {
+                kind: "token".into(),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_secret(SecretSpec {
+                url: String::new(),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_secret(SecretSpec {
+                basic_credentials: Some("nocolon".into()),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_secret(SecretSpec {
+                basic_credentials: None,
+                ..ok
+            })
+            .is_err()
+        );
+    }
+}

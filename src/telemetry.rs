@@ -1,0 +1,173 @@
+//! Logging and metrics set-up, and every metric name in one place.
+//!
+//! Logs go to stderr or to `--log-file` (reopened on SIGUSR1 for logrotate); security
+//! events (target `security`) also go, as JSON lines, to `--security-log-file`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Level;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::cli::Verbosity;
+use crate::config::LogConfig;
+
+/// The tracing target of security events.
+pub const SECURITY: &str = "security";
+
+/// Metric names.
+pub mod metric {
+    /// Sessions created, by policy.
+    pub const SESSIONS_CREATED: &str = "fetchgate_sessions_created_total";
+    /// Sessions ended, by reason (`ended`, `expired`).
+    pub const SESSIONS_ENDED: &str = "fetchgate_sessions_ended_total";
+    /// Control API requests, by route and status code.
+    pub const CONTROL_REQUESTS: &str = "fetchgate_control_requests_total";
+    /// Control API authentication failures.
+    pub const CONTROL_AUTH_FAILURES: &str = "fetchgate_control_auth_failures_total";
+    /// Sessions whose data the retention sweeper deleted.
+    pub const SESSIONS_PURGED: &str = "fetchgate_sessions_purged_total";
+}
+
+/// A log file that can be reopened in place (after logrotate moved it away).
+#[derive(Clone)]
+pub struct ReopenableFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl ReopenableFile {
+    /// Opens `path` for appending, creating it.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(ReopenableFile {
+            path: path.into(),
+            file: Arc::new(Mutex::new(open_append(path)?)),
+        })
+    }
+
+    /// Closes the current file and opens the path again.
+    pub fn reopen(&self) -> io::Result<()> {
+        let fresh = open_append(&self.path)?;
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// One log line's writer: holds the file lock only while writing.
+pub struct FileWriter<'a>(&'a ReopenableFile);
+
+impl Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for ReopenableFile {
+    type Writer = FileWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        FileWriter(self)
+    }
+}
+
+/// The open log files, for SIGUSR1.
+#[derive(Clone, Default)]
+pub struct LogFiles(Vec<ReopenableFile>);
+
+impl LogFiles {
+    /// Reopens every log file, reporting failures on the log itself.
+    pub fn reopen(&self) {
+        for f in &self.0 {
+            if let Err(e) = f.reopen() {
+                tracing::error!(path = %f.path.display(), error = %e, "cannot reopen log file");
+            }
+        }
+    }
+}
+
+fn level(v: Verbosity) -> LevelFilter {
+    match v {
+        Verbosity::Error => LevelFilter::ERROR,
+        Verbosity::Warn => LevelFilter::WARN,
+        Verbosity::Info => LevelFilter::INFO,
+        Verbosity::Debug => LevelFilter::DEBUG,
+        Verbosity::Trace => LevelFilter::TRACE,
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn fmt_layer<W>(writer: W, json: bool, ansi: bool) -> BoxedLayer
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    if json {
+        layer.json().boxed()
+    } else {
+        layer.boxed()
+    }
+}
+
+/// Installs the global tracing subscriber.
+pub fn init_logging(config: &LogConfig) -> io::Result<LogFiles> {
+    let mut files = Vec::new();
+    let main = match &config.file {
+        Some(path) => {
+            let f = ReopenableFile::open(path)?;
+            files.push(f.clone());
+            fmt_layer(f, config.json, false)
+        }
+        None => fmt_layer(io::stderr, config.json, false),
+    };
+    let ours = Targets::new()
+        .with_default(level(config.verbosity))
+        // Dependencies only speak up when something is wrong.
+        .with_target("hyper", Level::WARN)
+        .with_target("h2", Level::WARN)
+        .with_target("rustls", Level::WARN);
+    let mut layers = vec![main.with_filter(ours).boxed()];
+    if let Some(path) = &config.security_file {
+        let f = ReopenableFile::open(path)?;
+        files.push(f.clone());
+        layers.push(
+            fmt_layer(f, true, false)
+                .with_filter(Targets::new().with_target(SECURITY, Level::TRACE))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry().with(layers).init();
+    Ok(LogFiles(files))
+}
+
+/// Installs the Prometheus recorder; the handle renders `/metrics`.
+pub fn init_metrics() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}

@@ -1,0 +1,20 @@
+//! fetchgate's storage: the session/token store and the per-session audit log, behind
+//! traits with pluggable backends (RocksDB, the embedded default; in-memory, for tests).
+//!
+//! This crate knows nothing of HTTP or sockets: it keeps typed records, encodes them
+//! with a versioned codec and answers the queries the daemon needs. It must never
+//! acknowledge a write that is not durable.
+
+pub mod codec;
+mod error;
+pub mod memory;
+mod model;
+pub mod rocks;
+mod traits;
+
+pub use error::{Error, Result};
+pub use model::{
+    AuditRecord, BodyDigest, Counters, Denied, DeniedStage, Download, EndReason, Ended, Failure,
+    Inspection, InvalidSessionId, Opinion, Policy, SecretRule, SessionHeader, SessionId, Timestamp,
+};
+pub use traits::{AuditLog, SessionStore};

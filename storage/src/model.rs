@@ -1,0 +1,354 @@
+//! The typed values the stores keep: session headers and audit records.
+//!
+//! These are plain data. How they are shown to clients (JSON keys, RFC 3339 times) is
+//! the daemon's business, not this crate's.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A session id: 16 random bytes, shown as 32 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId([u8; 16]);
+
+impl SessionId {
+    /// Wraps 16 bytes (the caller draws them from a CSPRNG).
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        SessionId(bytes)
+    }
+
+    /// The raw bytes, as used in storage keys.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// Why a string is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is 32 lowercase hexadecimal characters")]
+pub struct InvalidSessionId;
+
+impl FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.as_bytes();
+        if s.len() != 32 {
+            return Err(InvalidSessionId);
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(InvalidSessionId),
+        };
+        let mut out = [0u8; 16];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Ok(SessionId(out))
+    }
+}
+
+/// A point in time: microseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// A time given in microseconds since the epoch.
+    pub const fn from_micros(us: i64) -> Self {
+        Timestamp(us)
+    }
+
+    /// Microseconds since the epoch.
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// This time plus `secs` seconds, saturating.
+    pub const fn plus_secs(self, secs: u64) -> Self {
+        let add = if secs > (i64::MAX / 1_000_000) as u64 {
+            i64::MAX
+        } else {
+            secs as i64 * 1_000_000
+        };
+        Timestamp(self.0.saturating_add(add))
+    }
+
+    /// This time minus `secs` seconds, saturating.
+    pub const fn minus_secs(self, secs: u64) -> Self {
+        let sub = if secs > (i64::MAX / 1_000_000) as u64 {
+            i64::MAX
+        } else {
+            secs as i64 * 1_000_000
+        };
+        Timestamp(self.0.saturating_sub(sub))
+    }
+}
+
+/// A session's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Policy {
+    /// Block what cannot be verified.
+    Strict,
+    /// Record everything, block nothing.
+    Permissive,
+}
+
+impl Policy {
+    /// The wire name (`strict` / `permissive`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Policy::Strict => "strict",
+            Policy::Permissive => "permissive",
+        }
+    }
+}
+
+/// How a session came to an end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// `DELETE /session/{id}`.
+    Ended,
+    /// Its timeout passed; the reaper ended it.
+    Expired,
+}
+
+/// When and why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub at: Timestamp,
+    pub reason: EndReason,
+}
+
+/// A credential to inject upstream: `Authorization` for URLs matching `url_glob`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRule {
+    /// Only `basic-auth` exists today.
+    pub kind: String,
+    pub url_glob: String,
+    pub credentials: String,
+}
+
+impl fmt::Debug for SecretRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRule")
+            .field("kind", &self.kind)
+            .field("url_glob", &self.url_glob)
+            .field("credentials", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything stored about one session except its audit records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHeader {
+    pub id: SessionId,
+    /// SHA-256 of the token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub policy: Policy,
+    pub created: Timestamp,
+    /// Time to live in seconds, counted from `created`.
+    pub timeout_secs: u64,
+    pub revoked: Option<Timestamp>,
+    pub ended: Option<Ended>,
+    pub secrets: Vec<SecretRule>,
+    /// The `inspectors-configuration` object from session creation, as JSON text.
+    pub inspectors_configuration: Option<String>,
+}
+
+impl SessionHeader {
+    /// The instant the session's timeout passes.
+    pub fn expires_at(&self) -> Timestamp {
+        self.created.plus_secs(self.timeout_secs)
+    }
+}
+
+/// An inspector's opinion on a request or response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Opinion {
+    Pending,
+    Approved,
+    Unknown,
+    Rejected,
+}
+
+/// One inspector's verdict with its reason and annotations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspection {
+    pub opinion: Opinion,
+    pub reason: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Size and digests of a response body that was received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDigest {
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+/// Why a request that was attempted did not complete normally.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Where it failed: `upstream-connect`, `upstream-tls`, `upstream-timeout`, `client-abort`, ...
+    pub stage: String,
+    pub reason: String,
+}
+
+/// One request that reached (or tried to reach) an upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Download {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub method: String,
+    /// Normalised URL with an explicit port for https.
+    pub url: String,
+    pub client_address: String,
+    pub user_agent: Option<String>,
+    pub status_code: u16,
+    pub status: String,
+    pub content_type: Option<String>,
+    /// Header name → values, as sent upstream minus credentials.
+    pub request_headers: Vec<(String, Vec<String>)>,
+    pub response_headers: Vec<(String, Vec<String>)>,
+    pub body: Option<BodyDigest>,
+    pub failure: Option<Failure>,
+    pub request_inspection: BTreeMap<String, Inspection>,
+    pub response_inspection: BTreeMap<String, Inspection>,
+    /// Artifact metadata an inspector filled in (`name`, `version`, `type`, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The stage at which a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeniedStage {
+    Auth,
+    Acl,
+    Policy,
+}
+
+impl DeniedStage {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeniedStage::Auth => "auth",
+            DeniedStage::Acl => "acl",
+            DeniedStage::Policy => "policy",
+        }
+    }
+}
+
+/// A request refused before any download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denied {
+    pub time: Timestamp,
+    pub method: String,
+    pub url: String,
+    pub client_address: String,
+    pub reason: String,
+    pub stage: DeniedStage,
+}
+
+/// One entry of a session's audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditRecord {
+    Download(Box<Download>),
+    Denied(Denied),
+}
+
+impl AuditRecord {
+    /// The sha256 of the body, for the cross-session artifact index.
+    pub fn artifact_sha256(&self) -> Option<[u8; 32]> {
+        match self {
+            AuditRecord::Download(d) => d.body.map(|b| b.sha256),
+            AuditRecord::Denied(_) => None,
+        }
+    }
+}
+
+/// Per-session record counts, kept as records are appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub downloads: u64,
+    pub denied: u64,
+}
+
+impl Counters {
+    /// Counts one more record.
+    pub fn add(&mut self, record: &AuditRecord) {
+        match record {
+            AuditRecord::Download(_) => self.downloads += 1,
+            AuditRecord::Denied(_) => self.denied += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_round_trips_through_hex() {
+        let id = SessionId::from_bytes([0xab; 16]);
+        let s = id.to_string();
+        assert_eq!(s, "ab".repeat(16));
+        assert_eq!(s.parse::<SessionId>().unwrap(), id);
+    }
+
+    #[test]
+    fn session_id_refuses_wrong_length_case_and_characters() {
+        for bad in [
+            "",
+            "ab",
+            &"AB".repeat(16),
+            &"zz".repeat(16),
+            &"a".repeat(33),
+            "../../etc/passwd",
+        ] {
+            assert_eq!(bad.parse::<SessionId>(), Err(InvalidSessionId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamp_arithmetic_saturates() {
+        assert_eq!(
+            Timestamp::from_micros(0).plus_secs(2).as_micros(),
+            2_000_000
+        );
+        assert_eq!(
+            Timestamp::from_micros(1).plus_secs(u64::MAX).as_micros(),
+            i64::MAX
+        );
+        assert_eq!(
+            Timestamp::from_micros(5_000_000).minus_secs(2).as_micros(),
+            3_000_000
+        );
+    }
+}

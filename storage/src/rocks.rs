@@ -1,0 +1,563 @@
+//! RocksDB backend: the embedded default for both stores, in one database.
+//!
+//! Column families (never one per session):
+//! - `sessions`: `session_id` → [`SessionHeader`]
+//! - `events`: `session_id ‖ seq (u64 BE)` → [`AuditRecord`]; the key `session_id ‖ u64::MAX`
+//!   holds the session's [`LogState`] (next sequence number and counters), so a session
+//!   is one prefix and deleting it is one range delete
+//! - `artifacts`: `sha256 ‖ session_id` → empty (who fetched this content)
+//! - `by_end_time`: `end_us (u64 BE) ‖ session_id` → empty (the retention queue)
+//!
+//! All `events`/`artifacts` writes go through one writer thread that group-commits a
+//! `WriteBatch` with `sync = true`, so an acknowledged append survives `kill -9` and
+//! power loss, and concurrent appenders share each fsync. Session changes are rare and
+//! written synchronously, one at a time. Nothing here blocks the async reactor: every
+//! RocksDB call runs on the writer thread or in `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    SliceTransform, WriteBatch, WriteOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, SessionHeader, SessionId,
+    SessionStore, Timestamp, codec,
+};
+
+const CF_SESSIONS: &str = "sessions";
+const CF_EVENTS: &str = "events";
+const CF_ARTIFACTS: &str = "artifacts";
+const CF_BY_END_TIME: &str = "by_end_time";
+
+/// Appends one writer batch may hold at most.
+const MAX_BATCH: usize = 4096;
+/// Appends that may wait for the writer before callers are slowed down.
+const QUEUE_DEPTH: usize = 16 * 1024;
+/// The sequence number reserved for a session's [`LogState`].
+const STATE_SEQ: u64 = u64::MAX;
+
+/// The next sequence number and record counts of one session's log.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct LogState {
+    next_seq: u64,
+    counters: Counters,
+}
+
+struct Shared {
+    db: DB,
+    /// Serialises read-modify-write of session headers.
+    session_lock: Mutex<()>,
+}
+
+impl Shared {
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Backend(format!("column family {name} is missing")))
+    }
+
+    fn sync_write(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    fn get_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_SESSIONS)?, id.as_bytes())?
+        {
+            Some(bytes) => codec::decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `f` to the stored header and writes it back (with `extra` writes) in one
+    /// synchronous batch. `f` returns whether anything changed.
+    fn update_header(
+        &self,
+        id: SessionId,
+        f: impl FnOnce(&mut SessionHeader, &mut WriteBatch, &Self) -> Result<bool>,
+    ) -> Result<Option<SessionHeader>> {
+        let _guard = self.session_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut header) = self.get_header(id)? else {
+            return Ok(None);
+        };
+        let mut batch = WriteBatch::default();
+        if f(&mut header, &mut batch, self)? {
+            batch.put_cf(
+                self.cf(CF_SESSIONS)?,
+                id.as_bytes(),
+                codec::encode(&header)?,
+            );
+            self.sync_write(batch)?;
+        }
+        Ok(Some(header))
+    }
+
+    fn load_state(&self, session: SessionId) -> Result<LogState> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_EVENTS)?, event_key(session, STATE_SEQ))?
+        {
+            Some(bytes) => codec::decode(&bytes),
+            None => Ok(LogState::default()),
+        }
+    }
+
+    /// Calls `f` with each raw record of the session, in order.
+    fn for_each_event(
+        &self,
+        session: SessionId,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = session.as_bytes();
+        let state_key = event_key(session, STATE_SEQ);
+        for item in self.db.prefix_iterator_cf(self.cf(CF_EVENTS)?, prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || *key == state_key[..] {
+                break;
+            }
+            f(&value)?;
+        }
+        Ok(())
+    }
+}
+
+fn event_key(session: SessionId, seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(session.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn artifact_key(sha256: &[u8; 32], session: SessionId) -> [u8; 48] {
+    let mut key = [0u8; 48];
+    key[..32].copy_from_slice(sha256);
+    key[32..].copy_from_slice(session.as_bytes());
+    key
+}
+
+fn end_time_key(at: Timestamp, session: SessionId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    // Times before the epoch do not occur; clamp rather than wrap.
+    let us = u64::try_from(at.as_micros()).unwrap_or(0);
+    key[..8].copy_from_slice(&us.to_be_bytes());
+    key[8..].copy_from_slice(session.as_bytes());
+    key
+}
+
+fn session_from_key(bytes: &[u8]) -> Result<SessionId> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| {
+        Error::Corrupt(format!(
+            "key part of {} bytes is not a session id",
+            bytes.len()
+        ))
+    })?;
+    Ok(SessionId::from_bytes(arr))
+}
+
+enum WriterMsg {
+    Append {
+        session: SessionId,
+        bytes: Vec<u8>,
+        sha256: Option<[u8; 32]>,
+        delta: Counters,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Delete {
+        session: SessionId,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Both stores in one RocksDB database.
+pub struct RocksStorage {
+    shared: Arc<Shared>,
+    writer: Option<mpsc::Sender<WriterMsg>>,
+    writer_thread: Option<JoinHandle<()>>,
+}
+
+impl RocksStorage {
+    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(DBCompressionType::Lz4);
+        db_opts.set_keep_log_file_num(4);
+
+        let mut events_opts = db_opts.clone();
+        events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
+            ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
+            ColumnFamilyDescriptor::new(CF_ARTIFACTS, db_opts.clone()),
+            ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+            Error::Backend(format!(
+                "cannot open database at {}: {}",
+                path.display(),
+                e.into_string()
+            ))
+        })?;
+        let shared = Arc::new(Shared {
+            db,
+            session_lock: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread_shared = Arc::clone(&shared);
+        let writer_thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || run_writer(&thread_shared, rx))
+            .map_err(|e| Error::Backend(format!("cannot start the audit writer thread: {e}")))?;
+        Ok(RocksStorage {
+            shared,
+            writer: Some(tx),
+            writer_thread: Some(writer_thread),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| Error::Backend(format!("storage task failed: {e}")))?
+    }
+
+    async fn to_writer<T>(&self, msg: WriterMsg, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        let stopped = || Error::Backend("the audit writer has stopped".into());
+        let writer = self.writer.as_ref().ok_or_else(stopped)?;
+        writer.send(msg).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for RocksStorage {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what it holds and exit; joining it
+        // releases the database (and its lock file) before we return.
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
+    let mut states: HashMap<SessionId, LogState> = HashMap::new();
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        msgs.push(first);
+        while msgs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut pending: Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)> = Vec::new();
+        let mut batch = WriteBatch::default();
+        for msg in msgs.drain(..) {
+            match msg {
+                WriterMsg::Append {
+                    session,
+                    bytes,
+                    sha256,
+                    delta,
+                    reply,
+                } => match stage_append(
+                    shared,
+                    &mut states,
+                    &mut batch,
+                    session,
+                    &bytes,
+                    sha256,
+                    delta,
+                ) {
+                    Ok(seq) => pending.push((reply, session, seq)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                WriterMsg::Delete { session, reply } => {
+                    // A delete sees every append queued before it.
+                    commit(
+                        shared,
+                        &mut states,
+                        std::mem::take(&mut batch),
+                        &mut pending,
+                    );
+                    states.remove(&session);
+                    let _ = reply.send(delete_session(shared, session));
+                }
+            }
+        }
+        commit(shared, &mut states, batch, &mut pending);
+    }
+}
+
+fn stage_append(
+    shared: &Shared,
+    states: &mut HashMap<SessionId, LogState>,
+    batch: &mut WriteBatch,
+    session: SessionId,
+    bytes: &[u8],
+    sha256: Option<[u8; 32]>,
+    delta: Counters,
+) -> Result<u64> {
+    let state = match states.get_mut(&session) {
+        Some(s) => s,
+        None => states.entry(session).or_insert(shared.load_state(session)?),
+    };
+    let seq = state.next_seq;
+    if seq == STATE_SEQ {
+        return Err(Error::Backend(format!(
+            "session {session} has no sequence numbers left"
+        )));
+    }
+    state.next_seq += 1;
+    state.counters.downloads += delta.downloads;
+    state.counters.denied += delta.denied;
+    let events = shared.cf(CF_EVENTS)?;
+    batch.put_cf(events, event_key(session, seq), bytes);
+    batch.put_cf(events, event_key(session, STATE_SEQ), codec::encode(state)?);
+    if let Some(sha) = sha256 {
+        batch.put_cf(shared.cf(CF_ARTIFACTS)?, artifact_key(&sha, session), []);
+    }
+    Ok(seq)
+}
+
+fn commit(
+    shared: &Shared,
+    states: &mut HashMap<SessionId, LogState>,
+    batch: WriteBatch,
+    pending: &mut Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    match shared.sync_write(batch) {
+        Ok(()) => {
+            for (reply, _, seq) in pending.drain(..) {
+                let _ = reply.send(Ok(seq));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit log write failed; {} appends refused", pending.len());
+            for (reply, session, _) in pending.drain(..) {
+                // The in-memory sequence numbers ran ahead of the disk: reload them.
+                states.remove(&session);
+                let _ = reply.send(Err(Error::Backend(e.to_string())));
+            }
+        }
+    }
+}
+
+fn delete_session(shared: &Shared, session: SessionId) -> Result<()> {
+    let mut shas = Vec::new();
+    shared.for_each_event(session, |bytes| {
+        match codec::decode::<AuditRecord>(bytes) {
+            Ok(record) => shas.extend(record.artifact_sha256()),
+            Err(e) => {
+                tracing::warn!(%session, error = %e, "unreadable record skipped while deleting")
+            }
+        }
+        Ok(())
+    })?;
+    let mut batch = WriteBatch::default();
+    let events = shared.cf(CF_EVENTS)?;
+    batch.delete_range_cf(events, event_key(session, 0), event_key(session, STATE_SEQ));
+    batch.delete_cf(events, event_key(session, STATE_SEQ));
+    let artifacts = shared.cf(CF_ARTIFACTS)?;
+    for sha in shas {
+        batch.delete_cf(artifacts, artifact_key(&sha, session));
+    }
+    shared.sync_write(batch)
+}
+
+#[async_trait]
+impl SessionStore for RocksStorage {
+    async fn create(&self, header: &SessionHeader) -> Result<()> {
+        let header = header.clone();
+        self.blocking(move |s| {
+            let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if s.get_header(header.id)?.is_some() {
+                return Err(Error::AlreadyExists(header.id.to_string()));
+            }
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                s.cf(CF_SESSIONS)?,
+                header.id.as_bytes(),
+                codec::encode(&header)?,
+            );
+            s.sync_write(batch)
+        })
+        .await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        self.blocking(move |s| s.get_header(id)).await
+    }
+
+    async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>> {
+        self.blocking(move |s| {
+            s.update_header(id, |h, _, _| {
+                let changed = h.revoked.is_none();
+                h.revoked.get_or_insert(at);
+                Ok(changed)
+            })
+        })
+        .await
+    }
+
+    async fn end(
+        &self,
+        id: SessionId,
+        at: Timestamp,
+        reason: EndReason,
+    ) -> Result<Option<SessionHeader>> {
+        self.blocking(move |s| {
+            s.update_header(id, |h, batch, s| {
+                if h.ended.is_some() {
+                    return Ok(false);
+                }
+                h.revoked.get_or_insert(at);
+                h.ended = Some(Ended { at, reason });
+                batch.put_cf(s.cf(CF_BY_END_TIME)?, end_time_key(at, id), []);
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn set_timeout(&self, id: SessionId, timeout_secs: u64) -> Result<Option<SessionHeader>> {
+        self.blocking(move |s| {
+            s.update_header(id, |h, _, _| {
+                if h.ended.is_some() || h.timeout_secs == timeout_secs {
+                    return Ok(false);
+                }
+                h.timeout_secs = timeout_secs;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionHeader>> {
+        self.blocking(|s| {
+            s.db.iterator_cf(s.cf(CF_SESSIONS)?, IteratorMode::Start)
+                .map(|item| codec::decode(&item?.1))
+                .collect()
+        })
+        .await
+    }
+
+    async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>> {
+        self.blocking(move |s| {
+            let cutoff = u64::try_from(cutoff.as_micros()).unwrap_or(0);
+            let mut out = Vec::new();
+            for item in s.db.iterator_cf(s.cf(CF_BY_END_TIME)?, IteratorMode::Start) {
+                let (key, _) = item?;
+                let (at, id) = key.split_at(8.min(key.len()));
+                let at = u64::from_be_bytes(at.try_into().map_err(|_| {
+                    Error::Corrupt("retention queue key shorter than 8 bytes".into())
+                })?);
+                if at >= cutoff || out.len() >= limit {
+                    break;
+                }
+                out.push(session_from_key(id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn purge(&self, id: SessionId) -> Result<()> {
+        self.blocking(move |s| {
+            let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = WriteBatch::default();
+            if let Some(Ended { at, .. }) = s.get_header(id)?.and_then(|h| h.ended) {
+                batch.delete_cf(s.cf(CF_BY_END_TIME)?, end_time_key(at, id));
+            }
+            batch.delete_cf(s.cf(CF_SESSIONS)?, id.as_bytes());
+            s.sync_write(batch)
+        })
+        .await
+    }
+
+    async fn check_health(&self) -> Result<()> {
+        if self.writer.as_ref().is_none_or(|w| w.is_closed()) {
+            return Err(Error::Backend("the audit writer has stopped".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for RocksStorage {
+    async fn append(&self, session: SessionId, record: AuditRecord) -> Result<u64> {
+        let bytes = codec::encode(&record)?;
+        let mut delta = Counters::default();
+        delta.add(&record);
+        let (reply, rx) = oneshot::channel();
+        let msg = WriterMsg::Append {
+            session,
+            bytes,
+            sha256: record.artifact_sha256(),
+            delta,
+            reply,
+        };
+        self.to_writer(msg, rx).await
+    }
+
+    async fn scan(&self, session: SessionId) -> Result<Vec<AuditRecord>> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            s.for_each_event(session, |bytes| {
+                out.push(codec::decode(bytes)?);
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn counters(&self, session: SessionId) -> Result<Counters> {
+        self.blocking(move |s| Ok(s.load_state(session)?.counters))
+            .await
+    }
+
+    async fn delete(&self, session: SessionId) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.to_writer(WriterMsg::Delete { session, reply }, rx)
+            .await
+    }
+
+    async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            let mode = IteratorMode::From(&sha256, Direction::Forward);
+            for item in s.db.iterator_cf(s.cf(CF_ARTIFACTS)?, mode) {
+                let (key, _) = item?;
+                if !key.starts_with(&sha256) {
+                    break;
+                }
+                out.push(session_from_key(&key[32..])?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,66 @@
+//! The two storage interfaces the daemon programs against.
+
+use async_trait::async_trait;
+
+use crate::{AuditRecord, Counters, EndReason, Result, SessionHeader, SessionId, Timestamp};
+
+/// Sessions and their token hashes.
+///
+/// Every method that changes a session is atomic per session and durable when it
+/// returns. Methods taking an id return `Ok(None)` when no such session is stored.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session; [`crate::Error::AlreadyExists`] if the id is taken.
+    async fn create(&self, header: &SessionHeader) -> Result<()>;
+
+    /// Reads one session.
+    async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>>;
+
+    /// Marks the session revoked at `at`, unless it already is (then nothing changes).
+    async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>>;
+
+    /// Ends the session at `at` (revoking it too if it was not), unless it already ended.
+    /// Ended sessions join the retention queue ordered by end time.
+    async fn end(
+        &self,
+        id: SessionId,
+        at: Timestamp,
+        reason: EndReason,
+    ) -> Result<Option<SessionHeader>>;
+
+    /// Sets the time to live of a session that has not ended; an ended one is returned
+    /// unchanged.
+    async fn set_timeout(&self, id: SessionId, timeout_secs: u64) -> Result<Option<SessionHeader>>;
+
+    /// Every stored session, in no particular order.
+    async fn list(&self) -> Result<Vec<SessionHeader>>;
+
+    /// Up to `limit` sessions that ended strictly before `cutoff`, oldest first.
+    async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>>;
+
+    /// Removes a session (header and retention-queue entry) for good.
+    async fn purge(&self, id: SessionId) -> Result<()>;
+
+    /// Whether the store can serve requests now.
+    async fn check_health(&self) -> Result<()>;
+}
+
+/// The per-session audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Appends a record to the session's log and returns its sequence number once the
+    /// record is durable. Records of one session are numbered 0, 1, 2, ...
+    async fn append(&self, session: SessionId, record: AuditRecord) -> Result<u64>;
+
+    /// The session's records in append order.
+    async fn scan(&self, session: SessionId) -> Result<Vec<AuditRecord>>;
+
+    /// How many downloads and denials the session has recorded.
+    async fn counters(&self, session: SessionId) -> Result<Counters>;
+
+    /// Deletes the session's records and its entries in the artifact index.
+    async fn delete(&self, session: SessionId) -> Result<()>;
+
+    /// Sessions whose records include a body with this sha256, in id order.
+    async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>>;
+}

@@ -1,0 +1,369 @@
+//! The trait-level suite every backend must pass: the same tests, run against the
+//! in-memory store and against RocksDB in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fetchgate_storage::memory::MemoryStorage;
+use fetchgate_storage::rocks::RocksStorage;
+use fetchgate_storage::{
+    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, Policy,
+    SessionHeader, SessionId, SessionStore, Timestamp,
+};
+
+/// A backend under test; `_dir` keeps the RocksDB directory alive.
+struct Backend {
+    sessions: Arc<dyn SessionStore>,
+    log: Arc<dyn AuditLog>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Backend {
+    let s = Arc::new(MemoryStorage::new());
+    Backend {
+        sessions: s.clone(),
+        log: s,
+        _dir: None,
+    }
+}
+
+fn rocks() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    Backend {
+        sessions: s.clone(),
+        log: s,
+        _dir: Some(dir),
+    }
+}
+
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory_backend { $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::memory()).await } )* }
+        mod rocksdb_backend { $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::rocks()).await } )* }
+    };
+}
+
+for_each_backend!(
+    created_session_reads_back_identically,
+    creating_an_existing_id_is_refused,
+    revoke_keeps_the_first_revocation_time,
+    end_revokes_and_queues_for_retention,
+    set_timeout_changes_live_sessions_only,
+    purge_removes_header_and_queue_entry,
+    records_scan_in_append_order_with_sequence_numbers,
+    sessions_do_not_see_each_others_records,
+    delete_removes_records_counters_and_index_entries,
+    concurrent_appenders_lose_nothing,
+    artifact_index_finds_every_session,
+    unknown_session_reads_as_empty_or_none,
+);
+
+fn id(n: u8) -> SessionId {
+    SessionId::from_bytes([n; 16])
+}
+
+fn header(n: u8) -> SessionHeader {
+    SessionHeader {
+        id: id(n),
+        token_hash: [n; 32],
+        policy: Policy::Strict,
+        created: Timestamp::from_micros(1_700_000_000_000_000 + i64::from(n)),
+        timeout_secs: 60,
+        revoked: None,
+        ended: None,
+        secrets: vec![],
+        inspectors_configuration: Some("{}".into()),
+    }
+}
+
+fn download(url: &str, sha: Option<u8>) -> AuditRecord {
+    AuditRecord::Download(Box::new(Download {
+        start: Timestamp::from_micros(1),
+        end: Timestamp::from_micros(2),
+        method: "GET".into(),
+        url: url.into(),
+        client_address: "127.0.0.1:5000".into(),
+        user_agent: Some("curl/8".into()),
+        status_code: 200,
+        status: "200 OK".into(),
+        content_type: None,
+        request_headers: vec![("Accept".into(), vec!["*/*".into()])],
+        response_headers: vec![],
+        body: sha.map(|s| BodyDigest {
+            sha1: [s; 20],
+            sha256: [s; 32],
+            size: 10,
+        }),
+        failure: None,
+        request_inspection: BTreeMap::new(),
+        response_inspection: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+    }))
+}
+
+fn denied(url: &str) -> AuditRecord {
+    AuditRecord::Denied(Denied {
+        time: Timestamp::from_micros(3),
+        method: "GET".into(),
+        url: url.into(),
+        client_address: "127.0.0.1:5000".into(),
+        reason: "acl".into(),
+        stage: DeniedStage::Acl,
+    })
+}
+
+async fn created_session_reads_back_identically(b: Backend) {
+    b.sessions.create(&header(1)).await.unwrap();
+    assert_eq!(b.sessions.get(id(1)).await.unwrap(), Some(header(1)));
+    assert_eq!(b.sessions.list().await.unwrap(), vec![header(1)]);
+}
+
+async fn creating_an_existing_id_is_refused(b: Backend) {
+    b.sessions.create(&header(1)).await.unwrap();
+    let err = b.sessions.create(&header(1)).await.unwrap_err();
+    assert!(
+        matches!(err, fetchgate_storage::Error::AlreadyExists(_)),
+        "{err}"
+    );
+}
+
+async fn revoke_keeps_the_first_revocation_time(b: Backend) {
+    b.sessions.create(&header(1)).await.unwrap();
+    let t1 = Timestamp::from_micros(10);
+    let h = b.sessions.revoke(id(1), t1).await.unwrap().unwrap();
+    assert_eq!(h.revoked, Some(t1));
+    let h = b
+        .sessions
+        .revoke(id(1), Timestamp::from_micros(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.revoked, Some(t1));
+    assert_eq!(
+        b.sessions.get(id(1)).await.unwrap().unwrap().revoked,
+        Some(t1)
+    );
+    assert_eq!(b.sessions.revoke(id(9), t1).await.unwrap(), None);
+}
+
+async fn end_revokes_and_queues_for_retention(b: Backend) {
+    for n in 1..=3 {
+        b.sessions.create(&header(n)).await.unwrap();
+    }
+    b.sessions
+        .end(id(2), Timestamp::from_micros(200), EndReason::Ended)
+        .await
+        .unwrap();
+    b.sessions
+        .end(id(1), Timestamp::from_micros(100), EndReason::Expired)
+        .await
+        .unwrap();
+    // A second end changes nothing.
+    let h = b
+        .sessions
+        .end(id(1), Timestamp::from_micros(999), EndReason::Ended)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.ended.unwrap().at, Timestamp::from_micros(100));
+    assert_eq!(h.ended.unwrap().reason, EndReason::Expired);
+    assert_eq!(h.revoked, Some(Timestamp::from_micros(100)));
+    let q = b
+        .sessions
+        .ended_before(Timestamp::from_micros(1000), 10)
+        .await
+        .unwrap();
+    assert_eq!(q, vec![id(1), id(2)]);
+    let q = b
+        .sessions
+        .ended_before(Timestamp::from_micros(200), 10)
+        .await
+        .unwrap();
+    assert_eq!(q, vec![id(1)]);
+    let q = b
+        .sessions
+        .ended_before(Timestamp::from_micros(1000), 1)
+        .await
+        .unwrap();
+    assert_eq!(q, vec![id(1)]);
+}
+
+async fn set_timeout_changes_live_sessions_only(b: Backend) {
+    b.sessions.create(&header(1)).await.unwrap();
+    let h = b.sessions.set_timeout(id(1), 999).await.unwrap().unwrap();
+    assert_eq!(h.timeout_secs, 999);
+    b.sessions
+        .end(id(1), Timestamp::from_micros(5), EndReason::Ended)
+        .await
+        .unwrap();
+    let h = b.sessions.set_timeout(id(1), 5).await.unwrap().unwrap();
+    assert_eq!(h.timeout_secs, 999);
+}
+
+async fn purge_removes_header_and_queue_entry(b: Backend) {
+    b.sessions.create(&header(1)).await.unwrap();
+    b.sessions
+        .end(id(1), Timestamp::from_micros(5), EndReason::Ended)
+        .await
+        .unwrap();
+    b.sessions.purge(id(1)).await.unwrap();
+    assert_eq!(b.sessions.get(id(1)).await.unwrap(), None);
+    assert!(
+        b.sessions
+            .ended_before(Timestamp::from_micros(100), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Purging twice is harmless.
+    b.sessions.purge(id(1)).await.unwrap();
+}
+
+async fn records_scan_in_append_order_with_sequence_numbers(b: Backend) {
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            if i % 7 == 0 {
+                denied(&format!("http://h/{i}"))
+            } else {
+                download(&format!("http://h/{i}"), Some((i % 5) as u8))
+            }
+        })
+        .collect();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(b.log.append(id(1), r.clone()).await.unwrap(), i as u64);
+    }
+    assert_eq!(b.log.scan(id(1)).await.unwrap(), records);
+    let c = b.log.counters(id(1)).await.unwrap();
+    assert_eq!((c.downloads, c.denied), (257, 43));
+}
+
+async fn sessions_do_not_see_each_others_records(b: Backend) {
+    // Adjacent ids: a prefix scan that overran would show the neighbour's records.
+    let a = SessionId::from_bytes([1; 16]);
+    let mut next = [1u8; 16];
+    next[15] = 2;
+    let c = SessionId::from_bytes(next);
+    b.log.append(a, download("http://a/1", None)).await.unwrap();
+    b.log.append(c, download("http://c/1", None)).await.unwrap();
+    b.log.append(a, download("http://a/2", None)).await.unwrap();
+    let urls = |rs: Vec<AuditRecord>| -> Vec<String> {
+        rs.into_iter()
+            .map(|r| match r {
+                AuditRecord::Download(d) => d.url,
+                AuditRecord::Denied(d) => d.url,
+            })
+            .collect()
+    };
+    assert_eq!(
+        urls(b.log.scan(a).await.unwrap()),
+        ["http://a/1", "http://a/2"]
+    );
+    assert_eq!(urls(b.log.scan(c).await.unwrap()), ["http://c/1"]);
+    assert_eq!(b.log.append(c, denied("http://c/2")).await.unwrap(), 1);
+}
+
+async fn delete_removes_records_counters_and_index_entries(b: Backend) {
+    b.log
+        .append(id(1), download("http://a/1", Some(7)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(2), download("http://b/1", Some(7)))
+        .await
+        .unwrap();
+    b.log.delete(id(1)).await.unwrap();
+    assert!(b.log.scan(id(1)).await.unwrap().is_empty());
+    assert_eq!(b.log.counters(id(1)).await.unwrap().downloads, 0);
+    assert_eq!(
+        b.log.sessions_with_artifact([7; 32]).await.unwrap(),
+        vec![id(2)]
+    );
+    assert_eq!(b.log.scan(id(2)).await.unwrap().len(), 1);
+    // A log written after a delete starts again at 0.
+    assert_eq!(b.log.append(id(1), denied("http://a/2")).await.unwrap(), 0);
+}
+
+async fn concurrent_appenders_lose_nothing(b: Backend) {
+    let mut tasks = Vec::new();
+    for t in 0..16u8 {
+        let log = b.log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                log.append(id(t % 4), download(&format!("http://h/{t}/{i}"), None))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for s in 0..4 {
+        let records = b.log.scan(id(s)).await.unwrap();
+        assert_eq!(records.len(), 400);
+        assert_eq!(b.log.counters(id(s)).await.unwrap().downloads, 400);
+        // Each appender's own records stay in its order.
+        for t in (s..16).step_by(4) {
+            let mine: Vec<String> = records
+                .iter()
+                .filter_map(|r| match r {
+                    AuditRecord::Download(d) if d.url.starts_with(&format!("http://h/{t}/")) => {
+                        Some(d.url.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let want: Vec<String> = (0..100).map(|i| format!("http://h/{t}/{i}")).collect();
+            assert_eq!(mine, want);
+        }
+    }
+}
+
+async fn artifact_index_finds_every_session(b: Backend) {
+    b.log
+        .append(id(3), download("http://a", Some(9)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(1), download("http://a", Some(9)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(1), download("http://a", Some(9)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(2), download("http://b", Some(8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.log.sessions_with_artifact([9; 32]).await.unwrap(),
+        vec![id(1), id(3)]
+    );
+    assert_eq!(
+        b.log.sessions_with_artifact([8; 32]).await.unwrap(),
+        vec![id(2)]
+    );
+    assert!(
+        b.log
+            .sessions_with_artifact([1; 32])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn unknown_session_reads_as_empty_or_none(b: Backend) {
+    assert_eq!(b.sessions.get(id(5)).await.unwrap(), None);
+    assert_eq!(
+        b.sessions
+            .end(id(5), Timestamp::from_micros(1), EndReason::Ended)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(b.sessions.set_timeout(id(5), 1).await.unwrap(), None);
+    assert!(b.log.scan(id(5)).await.unwrap().is_empty());
+    b.log.delete(id(5)).await.unwrap();
+}

@@ -1,0 +1,91 @@
+//! RocksDB-specific behaviour: data survives reopening, and a damaged record is an
+//! error, not a panic.
+
+use fetchgate_storage::rocks::RocksStorage;
+use fetchgate_storage::{
+    AuditLog, AuditRecord, Denied, DeniedStage, Error, Policy, SessionHeader, SessionId,
+    SessionStore, Timestamp,
+};
+
+fn record(n: u32) -> AuditRecord {
+    AuditRecord::Denied(Denied {
+        time: Timestamp::from_micros(i64::from(n)),
+        method: "GET".into(),
+        url: format!("http://h/{n}"),
+        client_address: "127.0.0.1:1".into(),
+        reason: "test".into(),
+        stage: DeniedStage::Policy,
+    })
+}
+
+fn header() -> SessionHeader {
+    SessionHeader {
+        id: SessionId::from_bytes([4; 16]),
+        token_hash: [1; 32],
+        policy: Policy::Permissive,
+        created: Timestamp::from_micros(1_700_000_000_000_000),
+        timeout_secs: 5,
+        revoked: Some(Timestamp::from_micros(1_700_000_001_000_000)),
+        ended: None,
+        secrets: vec![],
+        inspectors_configuration: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_records_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = header().id;
+    {
+        let s = RocksStorage::open(dir.path()).unwrap();
+        s.create(&header()).await.unwrap();
+        for n in 0..50 {
+            s.append(id, record(n)).await.unwrap();
+        }
+    }
+    let s = RocksStorage::open(dir.path()).unwrap();
+    assert_eq!(s.get(id).await.unwrap(), Some(header()));
+    let records = s.scan(id).await.unwrap();
+    assert_eq!(records, (0..50).map(record).collect::<Vec<_>>());
+    assert_eq!(s.counters(id).await.unwrap().denied, 50);
+    // Numbering continues where it stopped.
+    assert_eq!(s.append(id, record(50)).await.unwrap(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_and_unknown_version_records_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = header().id;
+    {
+        let s = RocksStorage::open(dir.path()).unwrap();
+        s.create(&header()).await.unwrap();
+        s.append(id, record(0)).await.unwrap();
+        s.append(id, record(1)).await.unwrap();
+    }
+    let mut key = id.as_bytes().to_vec();
+    key.extend_from_slice(&1u64.to_be_bytes());
+    {
+        let opts = rocksdb::Options::default();
+        let db = rocksdb::DB::open_cf(
+            &opts,
+            dir.path(),
+            ["sessions", "events", "artifacts", "by_end_time"],
+        )
+        .unwrap();
+        let events = db.cf_handle("events").unwrap();
+        db.put_cf(events, &key, [1u8, 0xff, 0xff, 0xff]).unwrap();
+        let sessions = db.cf_handle("sessions").unwrap();
+        db.put_cf(sessions, id.as_bytes(), [9u8, 1, 2, 3]).unwrap();
+    }
+    let s = RocksStorage::open(dir.path()).unwrap();
+    let err = s.scan(id).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
+    let err = s.get(id).await.unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { found: 9, .. }),
+        "{err}"
+    );
+    // Deleting a session with a damaged record still works.
+    s.delete(id).await.unwrap();
+    assert!(s.scan(id).await.unwrap().is_empty());
+}

@@ -1,0 +1,215 @@
+//! Test harness: starts the real `fetchgate` binary on free loopback ports with a
+//! private spool, the way craft-application starts it, and talks to it over HTTP.
+#![allow(dead_code)] // each test crate uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub const AUTH: (&str, &str) = ("craft", "craft");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start a daemon.
+#[derive(Clone)]
+pub struct DaemonOpts {
+    pub spool: PathBuf,
+    pub config: PathBuf,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub control_port: u16,
+    pub proxy_port: u16,
+}
+
+impl DaemonOpts {
+    /// Defaults inside `dir`: craft's credentials, fresh ports, a log file.
+    pub fn new(dir: &Path) -> Self {
+        let spool = dir.join("spool");
+        let config = dir.join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        DaemonOpts {
+            spool,
+            config,
+            extra_args: vec![],
+            env: vec![("FETCH_SERVICE_AUTH".into(), "craft:craft".into())],
+            control_port: free_port(),
+            proxy_port: free_port(),
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra_args.push(a.to_owned());
+        self
+    }
+
+    /// Writes `fetchgate.toml` in the config dir.
+    pub fn config_toml(self, text: &str) -> Self {
+        std::fs::write(self.config.join("fetchgate.toml"), text).unwrap();
+        self
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.spool.parent().unwrap().join("fetchgate.log")
+    }
+
+    /// The command line, as craft passes it (`--flag=value`), with an environment
+    /// holding nothing but the given variables (no PATH, no HOME).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetchgate"));
+        cmd.env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg(format!("--control-port={}", self.control_port))
+            .arg(format!("--proxy-port={}", self.proxy_port))
+            .arg("--bind=127.0.0.1")
+            .arg(format!("--config={}", self.config.display()))
+            .arg(format!("--spool={}", self.spool.display()))
+            .arg(format!("--log-file={}", self.log_path().display()))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts the daemon and waits until `/status` answers.
+    pub async fn start(self) -> Daemon {
+        let child = self.command().spawn().expect("spawn fetchgate");
+        let mut d = Daemon {
+            child: Some(child),
+            opts: self,
+            client: Client::builder().no_proxy().build().unwrap(),
+        };
+        d.wait_ready().await;
+        d
+    }
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub opts: DaemonOpts,
+    pub client: Client,
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.opts.control_port, path)
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/status")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "fetchgate exited with {status} before it was ready; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fetchgate not ready after 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.opts.log_path()).unwrap_or_default()
+    }
+
+    /// A request with the control credentials.
+    pub fn authed(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .basic_auth(AUTH.0, Some(AUTH.1))
+    }
+
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Creates a session; returns (id, token).
+    pub async fn create(&self, body: Value) -> (String, String) {
+        let r = self
+            .authed(Method::POST, "/session")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn revoke(&self, id: &str, token: &str) -> Response {
+        self.anon(Method::DELETE, &format!("/session/{id}/token"))
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `kill -9` and reap; returns the options to start it again on the same spool.
+    pub fn kill9(mut self) -> DaemonOpts {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut opts = self.opts.clone();
+        opts.control_port = free_port();
+        opts.proxy_port = free_port();
+        opts
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
