@@ -382,6 +382,43 @@ async fn sigusr1_reopens_the_log_file() {
     );
 }
 
+#[tokio::test]
+async fn serve_subcommand_runs_the_same_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = DaemonOpts::new(dir.path());
+    opts.serve_subcommand = true;
+    let d = opts.start().await;
+    d.create(json!({})).await;
+}
+
+#[tokio::test]
+async fn security_events_go_to_their_own_json_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let security = dir.path().join("security.log");
+    let d = DaemonOpts::new(dir.path())
+        .arg(&format!("--security-log-file={}", security.display()))
+        .start()
+        .await;
+    let r = d
+        .anon(Method::POST, "/session")
+        .basic_auth("craft", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    d.create(json!({})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = std::fs::read_to_string(&security).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{text}");
+    assert_eq!(events[0]["fields"]["event"], "control-auth-failure");
+    assert_eq!(events[0]["fields"]["path"], "/session");
+    assert!(!text.contains("guess"), "credentials never logged");
+}
+
 #[test]
 fn version_and_wrong_arguments() {
     let out = Command::new(env!("CARGO_BIN_EXE_fetchgate"))

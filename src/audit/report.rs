@@ -1,13 +1,17 @@
 //! The session report: a fold over the session's audit records into the JSON document of
 //! `shared/spec/report.md` (artifacts deduplicated by sha256, every download and every
-//! denied request kept), serialised straight into the response stream.
+//! denied request kept).
+//!
+//! The fold only groups record indices; serialisation then writes straight from the
+//! records into the output stream, so producing a report allocates little beyond the
+//! records themselves (a 10,000-artifact report is benchmarked in `benches/report_fold.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use fetchgate_storage::{
     AuditRecord, Denied, Download, Inspection, Opinion, Policy, SessionHeader, Timestamp,
 };
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use crate::rfc3339;
 use crate::session::end_time;
@@ -15,80 +19,65 @@ use crate::session::end_time;
 /// The report format's artifact metadata version.
 pub const ARTIFACT_METADATA_VERSION: &str = "0.3";
 
-/// The whole report.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Metadata keys filled from the body digest; an inspector cannot override them.
+const DIGEST_KEYS: [&str; 3] = ["sha1", "sha256", "size"];
+
+/// A session's report: its records, grouped, ready to serialise.
 pub struct Report {
-    pub generator: String,
-    pub session_id: String,
-    pub start_time: String,
-    pub end_time: Option<String>,
-    pub policy: &'static str,
-    pub spool_path: String,
-    pub inspectors: Vec<String>,
-    pub artifacts: Vec<Artifact>,
-    pub denied: Vec<DeniedEntry>,
+    header: SessionHeader,
+    spool_path: String,
+    inspectors: Vec<String>,
+    now: Timestamp,
+    records: Vec<AuditRecord>,
+    /// Each artifact: the index of its first download, then of the others.
+    artifacts: Vec<(usize, Vec<usize>)>,
+    denied: Vec<usize>,
 }
 
-/// One distinct content (or one body-less response).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Artifact {
-    pub artifact_metadata_version: &'static str,
-    pub request_inspection: BTreeMap<String, InspectionEntry>,
-    pub response_inspection: BTreeMap<String, InspectionEntry>,
-    pub result: &'static str,
-    pub metadata: BTreeMap<String, serde_json::Value>,
-    pub downloads: Vec<DownloadEntry>,
+/// Folds a session's records, in append order, into its report.
+pub fn fold(
+    header: &SessionHeader,
+    spool_path: &std::path::Path,
+    inspectors: Vec<String>,
+    records: Vec<AuditRecord>,
+    now: Timestamp,
+) -> Report {
+    let mut artifacts: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut by_sha: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut denied = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        match record {
+            AuditRecord::Download(d) => match d.body.map(|b| b.sha256) {
+                Some(sha) => match by_sha.get(&sha) {
+                    Some(&a) => artifacts[a].1.push(i),
+                    None => {
+                        by_sha.insert(sha, artifacts.len());
+                        artifacts.push((i, Vec::new()));
+                    }
+                },
+                None => artifacts.push((i, Vec::new())),
+            },
+            AuditRecord::Denied(_) => denied.push(i),
+        }
+    }
+    Report {
+        header: header.clone(),
+        spool_path: spool_path.display().to_string(),
+        inspectors,
+        now,
+        records,
+        artifacts,
+        denied,
+    }
 }
 
-/// An inspector's opinion as reported.
-#[derive(Debug, Serialize)]
-pub struct InspectionEntry {
-    pub opinion: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// One request for an artifact.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DownloadEntry {
-    pub start_time: String,
-    pub end_time: String,
-    pub method: String,
-    pub url: String,
-    pub address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
-    pub status_code: u16,
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    pub request_header: BTreeMap<String, Vec<String>>,
-    pub response_header: BTreeMap<String, Vec<String>>,
-    /// Extension: why the request did not complete normally.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorEntry>,
-}
-
-/// Where and why a download failed.
-#[derive(Debug, Serialize)]
-pub struct ErrorEntry {
-    pub stage: String,
-    pub reason: String,
-}
-
-/// A request refused before any download.
-#[derive(Debug, Serialize)]
-pub struct DeniedEntry {
-    pub time: String,
-    pub method: String,
-    pub url: String,
-    pub address: String,
-    pub reason: String,
-    pub stage: &'static str,
+impl Report {
+    fn download(&self, i: usize) -> Option<&Download> {
+        match self.records.get(i) {
+            Some(AuditRecord::Download(d)) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 fn opinion(o: Opinion) -> &'static str {
@@ -98,19 +87,6 @@ fn opinion(o: Opinion) -> &'static str {
         Opinion::Unknown => "Unknown",
         Opinion::Rejected => "Rejected",
     }
-}
-
-fn inspections(m: &BTreeMap<String, Inspection>) -> BTreeMap<String, InspectionEntry> {
-    m.iter()
-        .map(|(id, i)| {
-            let entry = InspectionEntry {
-                opinion: opinion(i.opinion),
-                reason: i.reason.clone(),
-                annotations: i.annotations.clone(),
-            };
-            (id.clone(), entry)
-        })
-        .collect()
 }
 
 /// `Approved` only if some inspector approved the response and none rejected the
@@ -126,109 +102,219 @@ fn result(d: &Download, policy: Policy) -> &'static str {
     if approved { "Approved" } else { "Rejected" }
 }
 
-fn headers(h: &[(String, Vec<String>)]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, values) in h {
-        out.entry(name.clone())
-            .or_default()
-            .extend(values.iter().cloned());
-    }
-    out
-}
-
-fn download_entry(d: &Download) -> DownloadEntry {
-    DownloadEntry {
-        start_time: rfc3339::format(d.start),
-        end_time: rfc3339::format(d.end),
-        method: d.method.clone(),
-        url: d.url.clone(),
-        address: d.client_address.clone(),
-        user_agent: d.user_agent.clone(),
-        status_code: d.status_code,
-        status: d.status.clone(),
-        content_type: d.content_type.clone(),
-        request_header: headers(&d.request_headers),
-        response_header: headers(&d.response_headers),
-        error: d.failure.as_ref().map(|f| ErrorEntry {
-            stage: f.stage.clone(),
-            reason: f.reason.clone(),
-        }),
+impl Serialize for Report {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry(
+            "generator",
+            concat!("fetchgate ", env!("CARGO_PKG_VERSION")),
+        )?;
+        m.serialize_entry("session-id", &self.header.id.to_string())?;
+        m.serialize_entry("start-time", &rfc3339::format(self.header.created))?;
+        m.serialize_entry(
+            "end-time",
+            &end_time(&self.header, self.now).map(rfc3339::format),
+        )?;
+        m.serialize_entry("policy", self.header.policy.as_str())?;
+        m.serialize_entry("spool-path", &self.spool_path)?;
+        m.serialize_entry("inspectors", &self.inspectors)?;
+        m.serialize_entry("artifacts", &Artifacts(self))?;
+        m.serialize_entry("denied", &DeniedList(self))?;
+        m.end()
     }
 }
 
-fn artifact(d: &Download, policy: Policy) -> Artifact {
-    let mut metadata: BTreeMap<String, serde_json::Value> = d
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    if let Some(body) = &d.body {
-        metadata.insert("sha1".into(), hex::encode(body.sha1).into());
-        metadata.insert("sha256".into(), hex::encode(body.sha256).into());
-        metadata.insert("size".into(), body.size.into());
-        if !metadata.contains_key("type")
-            && let Some(ct) = &d.content_type
-        {
-            metadata.insert("type".into(), ct.clone().into());
+struct Artifacts<'a>(&'a Report);
+
+impl Serialize for Artifacts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut seq = s.serialize_seq(Some(r.artifacts.len()))?;
+        for (first, more) in &r.artifacts {
+            if let Some(d) = r.download(*first) {
+                seq.serialize_element(&ArtifactView {
+                    report: r,
+                    first: d,
+                    more,
+                })?;
+            }
         }
-    }
-    Artifact {
-        artifact_metadata_version: ARTIFACT_METADATA_VERSION,
-        request_inspection: inspections(&d.request_inspection),
-        response_inspection: inspections(&d.response_inspection),
-        result: result(d, policy),
-        metadata,
-        downloads: vec![download_entry(d)],
+        seq.end()
     }
 }
 
-fn denied_entry(d: &Denied) -> DeniedEntry {
-    DeniedEntry {
-        time: rfc3339::format(d.time),
-        method: d.method.clone(),
-        url: d.url.clone(),
-        address: d.client_address.clone(),
-        reason: d.reason.clone(),
-        stage: d.stage.as_str(),
+struct ArtifactView<'a> {
+    report: &'a Report,
+    first: &'a Download,
+    more: &'a [usize],
+}
+
+impl Serialize for ArtifactView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.first;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("artifact-metadata-version", ARTIFACT_METADATA_VERSION)?;
+        m.serialize_entry("request-inspection", &Inspections(&d.request_inspection))?;
+        m.serialize_entry("response-inspection", &Inspections(&d.response_inspection))?;
+        m.serialize_entry("result", result(d, self.report.header.policy))?;
+        m.serialize_entry("metadata", &Metadata(d))?;
+        m.serialize_entry("downloads", &Downloads(self))?;
+        m.end()
     }
 }
 
-/// Folds a session's records, in append order, into its report.
-pub fn fold(
-    header: &SessionHeader,
-    spool_path: &std::path::Path,
-    inspectors: Vec<String>,
-    records: &[AuditRecord],
-    now: Timestamp,
-) -> Report {
-    let mut artifacts: Vec<Artifact> = Vec::new();
-    let mut by_sha: HashMap<[u8; 32], usize> = HashMap::new();
-    let mut denied = Vec::new();
-    for record in records {
-        match record {
-            AuditRecord::Download(d) => match d.body.map(|b| b.sha256) {
-                Some(sha) => match by_sha.get(&sha) {
-                    Some(&i) => artifacts[i].downloads.push(download_entry(d)),
-                    None => {
-                        by_sha.insert(sha, artifacts.len());
-                        artifacts.push(artifact(d, header.policy));
-                    }
-                },
-                None => artifacts.push(artifact(d, header.policy)),
-            },
-            AuditRecord::Denied(d) => denied.push(denied_entry(d)),
+struct Inspections<'a>(&'a BTreeMap<String, Inspection>);
+
+impl Serialize for Inspections<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (id, i) in self.0 {
+            m.serialize_entry(id, &InspectionView(i))?;
         }
+        m.end()
     }
-    Report {
-        generator: format!("fetchgate {}", env!("CARGO_PKG_VERSION")),
-        session_id: header.id.to_string(),
-        start_time: rfc3339::format(header.created),
-        end_time: end_time(header, now).map(rfc3339::format),
-        policy: header.policy.as_str(),
-        spool_path: spool_path.display().to_string(),
-        inspectors,
-        artifacts,
-        denied,
+}
+
+struct InspectionView<'a>(&'a Inspection);
+
+impl Serialize for InspectionView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let i = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("opinion", opinion(i.opinion))?;
+        if let Some(reason) = &i.reason {
+            m.serialize_entry("reason", reason)?;
+        }
+        m.serialize_entry("annotations", &i.annotations)?;
+        m.end()
+    }
+}
+
+struct Metadata<'a>(&'a Download);
+
+impl Serialize for Metadata<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in &d.metadata {
+            if !DIGEST_KEYS.contains(&k.as_str()) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(body) = &d.body {
+            if !d.metadata.contains_key("type")
+                && let Some(ct) = &d.content_type
+            {
+                m.serialize_entry("type", ct)?;
+            }
+            let mut sha1 = [0u8; 40];
+            let mut sha256 = [0u8; 64];
+            // Encoding into buffers of exactly twice the input length cannot fail.
+            if hex::encode_to_slice(body.sha1, &mut sha1).is_ok()
+                && hex::encode_to_slice(body.sha256, &mut sha256).is_ok()
+            {
+                m.serialize_entry("sha1", std::str::from_utf8(&sha1).unwrap_or_default())?;
+                m.serialize_entry("sha256", std::str::from_utf8(&sha256).unwrap_or_default())?;
+            }
+            m.serialize_entry("size", &body.size)?;
+        }
+        m.end()
+    }
+}
+
+struct Downloads<'a>(&'a ArtifactView<'a>);
+
+impl Serialize for Downloads<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let mut seq = s.serialize_seq(Some(1 + a.more.len()))?;
+        seq.serialize_element(&DownloadView(a.first))?;
+        for d in a.more.iter().filter_map(|&i| a.report.download(i)) {
+            seq.serialize_element(&DownloadView(d))?;
+        }
+        seq.end()
+    }
+}
+
+struct DownloadView<'a>(&'a Download);
+
+impl Serialize for DownloadView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("start-time", &rfc3339::format(d.start))?;
+        m.serialize_entry("end-time", &rfc3339::format(d.end))?;
+        m.serialize_entry("method", &d.method)?;
+        m.serialize_entry("url", &d.url)?;
+        m.serialize_entry("address", &d.client_address)?;
+        if let Some(ua) = &d.user_agent {
+            m.serialize_entry("user-agent", ua)?;
+        }
+        m.serialize_entry("status-code", &d.status_code)?;
+        m.serialize_entry("status", &d.status)?;
+        if let Some(ct) = &d.content_type {
+            m.serialize_entry("content-type", ct)?;
+        }
+        m.serialize_entry("request-header", &Headers(&d.request_headers))?;
+        m.serialize_entry("response-header", &Headers(&d.response_headers))?;
+        if let Some(f) = &d.failure {
+            m.serialize_entry("error", &FailureView(f))?;
+        }
+        m.end()
+    }
+}
+
+struct Headers<'a>(&'a [(String, Vec<String>)]);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, values) in self.0 {
+            m.serialize_entry(name, values)?;
+        }
+        m.end()
+    }
+}
+
+struct FailureView<'a>(&'a fetchgate_storage::Failure);
+
+impl Serialize for FailureView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("stage", &self.0.stage)?;
+        m.serialize_entry("reason", &self.0.reason)?;
+        m.end()
+    }
+}
+
+struct DeniedList<'a>(&'a Report);
+
+impl Serialize for DeniedList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut seq = s.serialize_seq(Some(r.denied.len()))?;
+        for i in &r.denied {
+            if let Some(AuditRecord::Denied(d)) = r.records.get(*i) {
+                seq.serialize_element(&DeniedView(d))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+struct DeniedView<'a>(&'a Denied);
+
+impl Serialize for DeniedView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("time", &rfc3339::format(d.time))?;
+        m.serialize_entry("method", &d.method)?;
+        m.serialize_entry("url", &d.url)?;
+        m.serialize_entry("address", &d.client_address)?;
+        m.serialize_entry("reason", &d.reason)?;
+        m.serialize_entry("stage", d.stage.as_str())?;
+        m.end()
     }
 }
 
@@ -299,7 +385,7 @@ mod tests {
             &header(Policy::Strict),
             "/spool/x".as_ref(),
             vec![],
-            &records,
+            records,
             Timestamp::now(),
         ));
         let artifacts = r["artifacts"].as_array().unwrap();
@@ -331,7 +417,7 @@ mod tests {
             &header(Policy::Strict),
             "/s".as_ref(),
             vec![],
-            &records,
+            records,
             Timestamp::now(),
         ));
         let artifacts = r["artifacts"].as_array().unwrap();
@@ -359,7 +445,7 @@ mod tests {
             &header(Policy::Strict),
             "/s".as_ref(),
             vec![],
-            &records,
+            records,
             Timestamp::now(),
         ));
         assert_eq!(r["denied"][0]["stage"], "acl");
@@ -397,7 +483,7 @@ mod tests {
             &header(Policy::Permissive),
             "/spool/77".as_ref(),
             vec!["default".into()],
-            &[],
+            vec![],
             Timestamp::now(),
         ));
         assert_eq!(r["session-id"], "07".repeat(16));

@@ -114,7 +114,7 @@ async fn report_response(st: &ControlState, h: SessionHeader) -> Result<Response
         .await
         .map_err(SessionError::from)?;
     let spool = st.sessions.spool_path(h.id);
-    let report = report::fold(&h, &spool, Vec::new(), &records, Timestamp::now());
+    let report = report::fold(&h, &spool, Vec::new(), records, Timestamp::now());
     Ok(stream(report))
 }
 

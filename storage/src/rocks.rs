@@ -14,7 +14,7 @@
 //! written synchronously, one at a time. Nothing here blocks the async reactor: every
 //! RocksDB call runs on the writer thread or in `spawn_blocking`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -269,6 +269,7 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
         }
         let mut pending: Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)> = Vec::new();
         let mut batch = WriteBatch::default();
+        let mut touched: HashSet<SessionId> = HashSet::new();
         for msg in msgs.drain(..) {
             match msg {
                 WriterMsg::Append {
@@ -286,7 +287,10 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
                     sha256,
                     delta,
                 ) {
-                    Ok(seq) => pending.push((reply, session, seq)),
+                    Ok(seq) => {
+                        touched.insert(session);
+                        pending.push((reply, session, seq));
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -297,6 +301,7 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
                         shared,
                         &mut states,
                         std::mem::take(&mut batch),
+                        &mut touched,
                         &mut pending,
                     );
                     states.remove(&session);
@@ -304,7 +309,7 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
                 }
             }
         }
-        commit(shared, &mut states, batch, &mut pending);
+        commit(shared, &mut states, batch, &mut touched, &mut pending);
     }
 }
 
@@ -330,25 +335,35 @@ fn stage_append(
     state.next_seq += 1;
     state.counters.downloads += delta.downloads;
     state.counters.denied += delta.denied;
-    let events = shared.cf(CF_EVENTS)?;
-    batch.put_cf(events, event_key(session, seq), bytes);
-    batch.put_cf(events, event_key(session, STATE_SEQ), codec::encode(state)?);
+    batch.put_cf(shared.cf(CF_EVENTS)?, event_key(session, seq), bytes);
     if let Some(sha) = sha256 {
         batch.put_cf(shared.cf(CF_ARTIFACTS)?, artifact_key(&sha, session), []);
     }
     Ok(seq)
 }
 
+/// Writes the batch, with the log state of every session it touched, and answers
+/// the appenders.
 fn commit(
     shared: &Shared,
     states: &mut HashMap<SessionId, LogState>,
-    batch: WriteBatch,
+    mut batch: WriteBatch,
+    touched: &mut HashSet<SessionId>,
     pending: &mut Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)>,
 ) {
     if pending.is_empty() {
         return;
     }
-    match shared.sync_write(batch) {
+    let staged = touched.drain().try_for_each(|session| {
+        let state = states.get(&session).copied().unwrap_or_default();
+        batch.put_cf(
+            shared.cf(CF_EVENTS)?,
+            event_key(session, STATE_SEQ),
+            codec::encode(&state)?,
+        );
+        Ok::<_, Error>(())
+    });
+    match staged.and_then(|()| shared.sync_write(batch)) {
         Ok(()) => {
             for (reply, _, seq) in pending.drain(..) {
                 let _ = reply.send(Ok(seq));

@@ -30,6 +30,8 @@ pub struct DaemonOpts {
     pub env: Vec<(String, String)>,
     pub control_port: u16,
     pub proxy_port: u16,
+    /// Start as `fetchgate serve ...` instead of the bare reference form.
+    pub serve_subcommand: bool,
 }
 
 impl DaemonOpts {
@@ -45,6 +47,7 @@ impl DaemonOpts {
             env: vec![("FETCH_SERVICE_AUTH".into(), "craft:craft".into())],
             control_port: free_port(),
             proxy_port: free_port(),
+            serve_subcommand: false,
         }
     }
 
@@ -67,6 +70,9 @@ impl DaemonOpts {
     /// holding nothing but the given variables (no PATH, no HOME).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetchgate"));
+        if self.serve_subcommand {
+            cmd.arg("serve");
+        }
         cmd.env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg(format!("--control-port={}", self.control_port))
