@@ -12,6 +12,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::cli::{ServeArgs, Verbosity};
+use crate::proxy::ProxyConfig;
 
 /// The name of the optional configuration file inside the config directory.
 pub const CONFIG_FILE: &str = "fetchgate.toml";
@@ -136,6 +137,7 @@ pub struct Config {
     pub metrics_require_auth: bool,
     pub sessions: SessionConfig,
     pub retention: RetentionConfig,
+    pub proxy: ProxyConfig,
 }
 
 /// `fetchgate.toml`. Unknown keys are errors, so a typo does not silently do nothing.
@@ -146,6 +148,39 @@ struct FileConfig {
     sessions: SessionsSection,
     storage: StorageSection,
     logging: LoggingSection,
+    proxy: ProxySection,
+    acl: AclSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct ProxySection {
+    header_timeout: u64,
+    max_header_bytes: usize,
+    connect_timeout: u64,
+    read_timeout: u64,
+    upstream_ca_file: Option<PathBuf>,
+    cert_cache_size: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            header_timeout: 30,
+            max_header_bytes: 64 * 1024,
+            connect_timeout: 10,
+            read_timeout: 60,
+            upstream_ca_file: None,
+            cert_cache_size: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct AclSection {
+    /// CIDR ranges no destination may resolve into (link-local is always denied).
+    deny: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +306,40 @@ impl Config {
             ));
         }
 
+        let p = &file.proxy;
+        for (key, secs) in [
+            ("proxy.header-timeout", p.header_timeout),
+            ("proxy.connect-timeout", p.connect_timeout),
+            ("proxy.read-timeout", p.read_timeout),
+        ] {
+            if secs == 0 {
+                return Err(invalid(key, "must be at least 1 second"));
+            }
+        }
+        if p.max_header_bytes < 1024 {
+            return Err(invalid("proxy.max-header-bytes", "must be at least 1024"));
+        }
+        let cert_cache_size = std::num::NonZeroUsize::new(p.cert_cache_size)
+            .ok_or_else(|| invalid("proxy.cert-cache-size", "must be at least 1"))?;
+        let deny = file
+            .acl
+            .deny
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .map_err(|e| invalid("acl.deny", format!("{n:?} is not a CIDR range: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let proxy = ProxyConfig {
+            head_timeout: Duration::from_secs(p.header_timeout),
+            max_head_bytes: p.max_header_bytes,
+            connect_timeout: Duration::from_secs(p.connect_timeout),
+            read_timeout: Duration::from_secs(p.read_timeout),
+            upstream_ca_file: p.upstream_ca_file.clone(),
+            cert_cache_size,
+            deny,
+        };
+
         let ca = match (args.cert, args.key) {
             (Some(cert), Some(key)) => CaSource::Files { cert, key },
             _ => CaSource::Generated {
@@ -310,6 +379,7 @@ impl Config {
                 period: Duration::from_secs(file.storage.retention),
                 sweep_interval: Duration::from_secs(file.storage.sweep_interval),
             },
+            proxy,
             spool,
         })
     }

@@ -185,11 +185,17 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
             upkeep.run_upkeep();
         }
     });
-    tokio::spawn(proxy::serve(
-        proxy_listener,
+    let proxy = proxy::build(
+        &config.proxy,
+        ca,
+        Arc::clone(&sessions),
         Arc::clone(&activity),
-        stop_rx.clone(),
-    ));
+        config.bind,
+        vec![config.control_port, config.proxy_port],
+        &config.spool,
+    )
+    .map_err(DaemonError::Setup)?;
+    tokio::spawn(proxy.serve(proxy_listener, stop_rx.clone()));
 
     let state = Arc::new(ControlState {
         sessions,

@@ -6,6 +6,7 @@
 //! `docs/architecture.md`.
 
 pub mod audit;
+pub mod basic_auth;
 pub mod ca;
 pub mod cli;
 pub mod config;

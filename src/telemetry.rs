@@ -32,8 +32,14 @@ pub mod metric {
     pub const CONTROL_REQUESTS: &str = "fetchgate_control_requests_total";
     /// Control API authentication failures.
     pub const CONTROL_AUTH_FAILURES: &str = "fetchgate_control_auth_failures_total";
-    /// Sessions whose data the retention sweeper deleted.
-    pub const SESSIONS_PURGED: &str = "fetchgate_sessions_purged_total";
+    /// Proxy requests received (plain and inside tunnels).
+    pub const PROXY_REQUESTS: &str = "fetchgate_proxy_requests_total";
+    /// Proxy requests refused, by stage (`auth`, `acl`, `policy`).
+    pub const PROXY_DENIED: &str = "fetchgate_proxy_denied_total";
+    /// Response body bytes sent to builders.
+    pub const PROXY_BYTES_DOWN: &str = "fetchgate_proxy_bytes_down_total";
+    /// Leaf certificate lookups, by result (`hit`, `miss`).
+    pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
 }
 
 /// A log file that can be reopened in place (after logrotate moved it away).

@@ -8,22 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::DaemonOpts;
+use common::{DaemonOpts, openssl};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A CA the way craft-application makes one: RSA-4096 via `openssl genrsa` + `openssl rsa`,
 /// self-signed with CN=root@localhost.

@@ -1,70 +1,109 @@
-//! The proxy port (default 9988).
+//! The proxy port (default 9988): a forward proxy for plain HTTP (absolute-form) and
+//! HTTPS (CONNECT, intercepted with a leaf certificate per host), built on Pingora.
 //!
-//! The forward-proxy pipeline (CONNECT, TLS interception, auth, streaming hashing) is
-//! not built yet. Until it is, the daemon still owns the port — so a taken port stops
-//! start-up with status 1 exactly as the reference does — and answers every request
-//! with `501 Not Implemented` and a JSON body saying so, rather than silently
-//! forwarding unrecorded traffic.
+//! `listener` accepts connections and handles CONNECT and TLS; `pipeline` is the
+//! `ProxyHttp` implementation every request goes through (auth, ACL, upstream,
+//! streaming digests, audit record); `mitm` mints leaf certificates; `acl` decides
+//! which destinations may be reached; `target` parses destinations; `secrets` injects
+//! session credentials upstream. See `docs/architecture.md` for the Pingora seam.
 
+pub mod acl;
+pub mod listener;
+pub mod mitm;
+pub mod pipeline;
+pub mod secrets;
+pub mod target;
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use ipnet::IpNet;
+use pingora::server::configuration::ServerConf;
 
+use self::acl::Acl;
+use self::listener::{HeadLimits, ProxyListener};
+use self::mitm::CertCache;
+use self::pipeline::{Pipeline, UpstreamTimeouts};
+use crate::ca::CertificateAuthority;
 use crate::idle::Activity;
+use crate::session::Sessions;
 
-const BODY: &str = "{\"error\": \"this fetchgate build does not forward requests yet\"}";
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest request head read before answering.
-const MAX_HEAD: usize = 16 * 1024;
+/// Where Debian keeps the system's trusted roots.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Accepts proxy connections until `stop` fires.
-pub async fn serve(
-    listener: TcpListener,
-    activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let conn = tokio::select! {
-            c = listener.accept() => c,
-            _ = stop.changed() => return,
-        };
-        match conn {
-            Ok((stream, _)) => {
-                activity.touch();
-                tokio::spawn(answer(stream));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub head_timeout: Duration,
+    pub max_head_bytes: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Extra roots trusted for upstream TLS, on top of the system's.
+    pub upstream_ca_file: Option<PathBuf>,
+    pub cert_cache_size: NonZeroUsize,
+    pub deny: Vec<IpNet>,
 }
 
-async fn answer(mut stream: TcpStream) {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    let read = tokio::time::timeout(HEAD_TIMEOUT, async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        true
-    })
-    .await;
-    if read != Ok(true) {
-        return;
+/// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
+pub fn build(
+    config: &ProxyConfig,
+    ca: CertificateAuthority,
+    sessions: Arc<Sessions>,
+    activity: Arc<Activity>,
+    bind: IpAddr,
+    own_ports: Vec<u16>,
+    spool: &Path,
+) -> Result<Arc<ProxyListener>, String> {
+    // Pingora's rustls connector expects a process-wide provider; ring, as ours.
+    pingora::tls::install_default_crypto_provider();
+    let mut conf = ServerConf::default();
+    if let Some(extra) = &config.upstream_ca_file {
+        conf.ca_file = Some(upstream_roots(extra, spool)?.display().to_string());
     }
-    let response = format!(
-        "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let acl = Arc::new(Acl::new(bind, own_ports, config.deny.clone()));
+    let pipeline = Pipeline {
+        sessions: Arc::clone(&sessions),
+        acl: Arc::clone(&acl),
+        activity,
+        timeouts: UpstreamTimeouts {
+            connect: config.connect_timeout,
+            read: config.read_timeout,
+        },
+    };
+    let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
+    Ok(Arc::new(ProxyListener {
+        proxy: Arc::new(proxy),
+        certs: Arc::new(CertCache::new(ca, config.cert_cache_size)),
+        sessions,
+        acl,
+        limits: HeadLimits {
+            timeout: config.head_timeout,
+            max_bytes: config.max_head_bytes,
+        },
+    }))
+}
+
+/// Pingora's connector trusts exactly one bundle file: write the system roots plus the
+/// configured extra roots into one, under the spool.
+fn upstream_roots(extra: &Path, spool: &Path) -> Result<PathBuf, String> {
+    let extra_pem = std::fs::read_to_string(extra)
+        .map_err(|e| format!("upstream-ca-file {}: {e}", extra.display()))?;
+    if !extra_pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "upstream-ca-file {}: no PEM certificate in it",
+            extra.display()
+        ));
+    }
+    let mut bundle = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_else(|e| {
+        tracing::warn!(path = SYSTEM_ROOTS, error = %e, "no system roots; trusting only upstream-ca-file");
+        String::new()
+    });
+    bundle.push('\n');
+    bundle.push_str(&extra_pem);
+    let path = spool.join("upstream-roots.pem");
+    std::fs::write(&path, bundle).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }

@@ -220,6 +220,37 @@ impl Sessions {
         self.store.get(id).await?.ok_or(SessionError::NotFound(id))
     }
 
+    /// Checks proxy credentials: the session exists, `token` is its token (compared in
+    /// constant time) and the session is active now. `WrongState` means the credentials
+    /// were right but the session was revoked, ended or expired.
+    pub async fn authorize(
+        &self,
+        id: SessionId,
+        token: &str,
+    ) -> Result<SessionHeader, SessionError> {
+        let h = self.get(id).await?;
+        if !token::verify(token, &h.token_hash) {
+            return Err(SessionError::WrongToken(id));
+        }
+        Self::require_active(h)
+    }
+
+    /// Re-checks a session authenticated earlier on the same connection, so that a
+    /// revocation takes effect on the very next request.
+    pub async fn check_active(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
+        Self::require_active(self.get(id).await?)
+    }
+
+    fn require_active(h: SessionHeader) -> Result<SessionHeader, SessionError> {
+        match state(&h, Timestamp::now()) {
+            State::Active => Ok(h),
+            st => Err(SessionError::WrongState {
+                id: h.id,
+                state: st.as_str(),
+            }),
+        }
+    }
+
     /// Revokes the token, given the token itself. Revoking twice is harmless.
     pub async fn revoke(&self, id: SessionId, token: &str) -> Result<SessionHeader, SessionError> {
         let h = self.get(id).await?;

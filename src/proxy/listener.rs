@@ -1,0 +1,332 @@
+//! Connection handling on the proxy port, in front of Pingora's HTTP/1 machinery.
+//!
+//! Each accepted connection is classified by its first bytes. A plain request goes
+//! straight to the pipeline (`HttpProxy::process_new_http`), which authenticates every
+//! request. A `CONNECT` is read here: authenticated, checked against the ACL when its
+//! host is an IP literal, answered `200 Connection established` (whatever its
+//! `Connection` header says), TLS-accepted with a leaf certificate for its host, and
+//! the decrypted stream is handed to the same pipeline with the tunnel's session and
+//! destination attached to the connection.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fetchgate_storage::{AuditRecord, Denied, DeniedStage, SessionId, Timestamp};
+use pingora::apps::HttpServerApp;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::acl::Acl;
+use super::mitm::CertCache;
+use super::pipeline::{Pipeline, Tunnel};
+use super::target::{HostPort, Target};
+use crate::session::{SessionError, Sessions};
+use crate::telemetry::{SECURITY, metric};
+
+/// Limits on what a client may send before it is a request.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Time allowed for a request head (slowloris defence).
+    pub timeout: Duration,
+    /// Largest CONNECT request head.
+    pub max_bytes: usize,
+}
+
+/// Everything a connection needs.
+pub struct ProxyListener {
+    pub proxy: Arc<HttpProxy<Pipeline>>,
+    pub certs: Arc<CertCache>,
+    pub sessions: Arc<Sessions>,
+    pub acl: Arc<Acl>,
+    pub limits: HeadLimits,
+}
+
+/// Idle time allowed between requests on a kept-alive connection, in seconds.
+const KEEPALIVE_SECS: u64 = 60;
+
+impl ProxyListener {
+    /// Accepts connections until `stop` fires.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: watch::Receiver<bool>) {
+        let mut stop_accepting = stop.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop_accepting.changed() => return,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let this = Arc::clone(&self);
+                    let stop = stop.clone();
+                    tokio::spawn(async move { this.handle(tcp, peer, stop).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+        let _ = tcp.set_nodelay(true);
+        let fd = tcp.as_raw_fd();
+        let mut stream = L4Stream::from(tcp);
+        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+        let head = match tokio::time::timeout(
+            self.limits.timeout,
+            read_head(&mut stream, self.limits.max_bytes),
+        )
+        .await
+        {
+            Ok(Ok(head)) => head,
+            Ok(Err(HeadError::TooLarge)) => {
+                return reply(&mut stream, 431, "request header too large", &[]).await;
+            }
+            Ok(Err(HeadError::Closed)) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "client sent no request head in time");
+                return;
+            }
+        };
+        match head {
+            Head::Plain(bytes) => {
+                stream.rewind(&bytes);
+                self.run_http(Box::new(stream), None, &stop).await;
+            }
+            Head::Connect { bytes, head_len } => {
+                let Some(tunnel) = self
+                    .open_tunnel(&mut stream, &bytes[..head_len], peer)
+                    .await
+                else {
+                    return;
+                };
+                if bytes.len() > head_len {
+                    stream.rewind(&bytes[head_len..]);
+                }
+                let config = match self.certs.server_config(&tunnel.dest.host) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the interception TLS config");
+                        return;
+                    }
+                };
+                match Acceptor::from_server_config(config)
+                    .tls_handshake(stream)
+                    .await
+                {
+                    Ok(tls) => self.run_http(Box::new(tls), Some(tunnel), &stop).await,
+                    Err(e) => {
+                        tracing::info!(%peer, dest = %tunnel.dest, error = %e, "TLS handshake with the builder failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Authenticates and answers a CONNECT; `None` if it was refused (already answered).
+    async fn open_tunnel(
+        &self,
+        stream: &mut L4Stream,
+        head: &[u8],
+        peer: SocketAddr,
+    ) -> Option<Tunnel> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(head).is_err() {
+            reply(stream, 400, "malformed CONNECT request", &[]).await;
+            return None;
+        }
+        let raw_target = req.path.unwrap_or_default().to_owned();
+        let dest = match Target::parse_connect(raw_target.as_bytes()) {
+            Ok(d) => d,
+            Err(e) => {
+                reply(stream, 400, &e.to_string(), &[]).await;
+                return None;
+            }
+        };
+        let creds = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+            .and_then(|h| crate::basic_auth::parse(h.value));
+        let session = match creds {
+            None => Err((
+                None,
+                "proxy credentials required (Basic session-id:token)".to_owned(),
+            )),
+            Some((user, token)) => match user.parse::<SessionId>() {
+                Err(_) => Err((
+                    None,
+                    "proxy credentials: the user name is not a session id".to_owned(),
+                )),
+                Ok(id) => self
+                    .sessions
+                    .authorize(id, &token)
+                    .await
+                    .map_err(|e| match e {
+                        SessionError::WrongState { id, .. } => (Some(id), e.to_string()),
+                        e => (None, e.to_string()),
+                    }),
+            },
+        };
+        let session = match session {
+            Ok(h) => h,
+            Err((id, reason)) => {
+                tracing::warn!(target: SECURITY, event = "proxy-auth-failure", client = %peer, %reason, "CONNECT refused");
+                self.record_denied(id, peer, &dest, DeniedStage::Auth, &reason)
+                    .await;
+                metrics::counter!(metric::PROXY_DENIED, "stage" => "auth").increment(1);
+                reply(
+                    stream,
+                    407,
+                    &reason,
+                    &[("Proxy-Authenticate", "Basic realm=\"fetchgate\"")],
+                )
+                .await;
+                return None;
+            }
+        };
+        if let Some(ip) = dest.ip()
+            && let Err(d) = self.acl.check(SocketAddr::new(ip, dest.port))
+        {
+            let reason = d.to_string();
+            tracing::warn!(target: SECURITY, event = "acl-denial", session = %session.id, dest = %dest, %reason, "CONNECT denied");
+            self.record_denied(Some(session.id), peer, &dest, DeniedStage::Acl, &reason)
+                .await;
+            metrics::counter!(metric::PROXY_DENIED, "stage" => "acl").increment(1);
+            reply(stream, 403, &reason, &[]).await;
+            return None;
+        }
+        if stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+            || stream.flush().await.is_err()
+        {
+            return None;
+        }
+        Some(Tunnel {
+            session: session.id,
+            dest,
+        })
+    }
+
+    async fn record_denied(
+        &self,
+        id: Option<SessionId>,
+        peer: SocketAddr,
+        dest: &HostPort,
+        stage: DeniedStage,
+        reason: &str,
+    ) {
+        let Some(id) = id else { return };
+        let record = AuditRecord::Denied(Denied {
+            time: Timestamp::now(),
+            method: "CONNECT".into(),
+            url: format!("https://{dest}"),
+            client_address: peer.to_string(),
+            reason: reason.to_owned(),
+            stage,
+        });
+        if let Err(e) = self.sessions.log().append(id, record).await {
+            tracing::error!(session = %id, error = %e, "cannot record a refused CONNECT");
+        }
+    }
+
+    /// Serves HTTP/1 requests on `stream` until the client or the pipeline closes it.
+    async fn run_http(&self, stream: Stream, tunnel: Option<Tunnel>, stop: &watch::Receiver<bool>) {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(Some(KEEPALIVE_SECS));
+        session.set_read_timeout(Some(self.limits.timeout));
+        if let Some(t) = tunnel {
+            session.set_connection_user_context(Some(Box::new(t)));
+        }
+        let mut reused = self.proxy.process_new_http(session, stop).await;
+        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            let keepalive = if *stop.borrow() {
+                None
+            } else {
+                Some(KEEPALIVE_SECS)
+            };
+            session.set_keepalive(keepalive);
+            reused = self.proxy.process_new_http(session, stop).await;
+        }
+    }
+}
+
+enum Head {
+    /// Not a CONNECT: the bytes read so far, to be replayed.
+    Plain(Vec<u8>),
+    /// A CONNECT head of `head_len` bytes, possibly followed by early TLS bytes.
+    Connect { bytes: Vec<u8>, head_len: usize },
+}
+
+enum HeadError {
+    Closed,
+    TooLarge,
+}
+
+const CONNECT: &[u8] = b"CONNECT ";
+
+/// Reads just enough to tell a CONNECT from anything else, and a CONNECT's whole head.
+async fn read_head(stream: &mut L4Stream, max: usize) -> Result<Head, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| HeadError::Closed)?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let prefix = buf.len().min(CONNECT.len());
+        if !buf[..prefix].eq_ignore_ascii_case(&CONNECT[..prefix]) {
+            return Ok(Head::Plain(buf));
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Head::Connect {
+                bytes: buf,
+                head_len: end + 4,
+            });
+        }
+        if buf.len() > max {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Answers on a raw connection with a JSON error and closes it.
+async fn reply(stream: &mut L4Stream, status: u16, reason: &str, extra: &[(&str, &str)]) {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let mut head = format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,561 @@
+//! The request pipeline: fetchgate's `ProxyHttp` implementation, one hook per phase of
+//! a download, for plain absolute-form requests and for requests decrypted inside a
+//! CONNECT tunnel alike.
+//!
+//! - `request_filter`: who is asking (session auth, 407), where to (target, DNS, ACL,
+//!   403), before any upstream connection is made;
+//! - `upstream_peer`: the already-resolved and ACL-checked address, TLS verified with
+//!   SNI = the requested host;
+//! - `upstream_request_filter`: origin-form, credentials stripped, secrets injected;
+//! - `response_filter` / `response_body_filter`: status and headers captured, the body
+//!   hashed while it streams; the chunk that completes the body is released only once
+//!   the download's audit record is durable, and an audit failure resets the connection;
+//! - `fail_to_proxy` / `logging`: failures answered (502/504) and recorded.
+//!
+//! Nothing here may connect anywhere the ACL has not approved.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fetchgate_storage::{
+    AuditRecord, Denied, DeniedStage, Download, Failure, SessionHeader, SessionId, Timestamp,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::acl::Acl;
+use super::target::{HostPort, Scheme, Target};
+use crate::audit::digest::BodyHasher;
+use crate::idle::Activity;
+use crate::session::{SessionError, Sessions};
+use crate::telemetry::{SECURITY, metric};
+
+/// What a CONNECT established, carried to every request inside its tunnel.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub session: SessionId,
+    pub dest: HostPort,
+}
+
+/// Timeouts for upstream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+/// The pipeline's shared state.
+pub struct Pipeline {
+    pub sessions: Arc<Sessions>,
+    pub acl: Arc<Acl>,
+    pub activity: Arc<Activity>,
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// The response as the builder received it.
+struct ResponseInfo {
+    status_code: u16,
+    status: String,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+    headers: Vec<(String, Vec<String>)>,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    tunnel: Option<Tunnel>,
+    session: Option<SessionHeader>,
+    target: Option<Target>,
+    upstream: Option<SocketAddr>,
+    start: Timestamp,
+    client: String,
+    user_agent: Option<String>,
+    request_headers: Vec<(String, Vec<String>)>,
+    response: Option<ResponseInfo>,
+    hasher: BodyHasher,
+    failure: Option<(u16, Failure)>,
+    /// Set once the request's record (download or denial) is written.
+    recorded: bool,
+}
+
+impl RequestCtx {
+    fn new() -> Self {
+        RequestCtx {
+            tunnel: None,
+            session: None,
+            target: None,
+            upstream: None,
+            start: Timestamp::now(),
+            client: String::new(),
+            user_agent: None,
+            request_headers: Vec::new(),
+            response: None,
+            hasher: BodyHasher::default(),
+            failure: None,
+            recorded: false,
+        }
+    }
+}
+
+/// Header names never copied into the audit log.
+const SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "authorization"];
+
+fn header_list(headers: &http::HeaderMap) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, value) in headers {
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, values)) => values.push(value),
+            None => out.push((name.as_str().to_owned(), vec![value])),
+        }
+    }
+    out
+}
+
+/// Writes a complete JSON error response; returns `Ok(true)` for `request_filter`.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    reason: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Result<bool> {
+    let body = Bytes::from(serde_json::json!({ "error": reason }).to_string());
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    for (k, v) in extra {
+        resp.insert_header(*k, *v)?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+fn failure_stage(e: &Error) -> (&'static str, u16) {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, ConnectTimedout) => ("upstream-connect", 504),
+        (_, ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError) => {
+            ("upstream-connect", 502)
+        }
+        (
+            _,
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+            | TLSWantX509Lookup,
+        ) => ("upstream-tls", 502),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => ("upstream-timeout", 504),
+        (ErrorSource::Upstream, _) => ("upstream", 502),
+        (ErrorSource::Downstream, _) => ("client-abort", 400),
+        _ => ("internal", 500),
+    }
+}
+
+impl Pipeline {
+    async fn append(
+        &self,
+        id: SessionId,
+        record: AuditRecord,
+    ) -> std::result::Result<(), fetchgate_storage::Error> {
+        self.sessions.log().append(id, record).await.map(|_| ())
+    }
+
+    /// Records a refused request under its session (when known) and answers it.
+    async fn deny(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: Option<SessionId>,
+        stage: DeniedStage,
+        status: u16,
+        reason: String,
+    ) -> Result<bool> {
+        metrics::counter!(metric::PROXY_DENIED, "stage" => stage.as_str()).increment(1);
+        let url = ctx.target.as_ref().map(Target::url).unwrap_or_else(|| {
+            String::from_utf8_lossy(session.req_header().raw_path()).into_owned()
+        });
+        if let Some(id) = id {
+            let record = AuditRecord::Denied(Denied {
+                time: Timestamp::now(),
+                method: session.req_header().method.to_string(),
+                url,
+                client_address: ctx.client.clone(),
+                reason: reason.clone(),
+                stage,
+            });
+            if let Err(e) = self.append(id, record).await {
+                tracing::error!(session = %id, error = %e, "cannot record a denied request");
+                return respond(session, 503, "the audit log is unavailable", &[]).await;
+            }
+        }
+        ctx.recorded = true;
+        let extra: &[(&str, &str)] = if status == 407 {
+            &[("Proxy-Authenticate", "Basic realm=\"fetchgate\"")]
+        } else {
+            &[]
+        };
+        respond(session, status, &reason, extra).await
+    }
+
+    /// Authenticates the request: by its CONNECT tunnel, or by `Proxy-Authorization`.
+    async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<SessionHeader, (Option<SessionId>, String)> {
+        let result = match &ctx.tunnel {
+            Some(t) => self.sessions.check_active(t.session).await,
+            None => {
+                let creds = session
+                    .get_header(http::header::PROXY_AUTHORIZATION)
+                    .and_then(|v| crate::basic_auth::parse(v.as_bytes()));
+                let Some((user, token)) = creds else {
+                    return Err((
+                        None,
+                        "proxy credentials required (Basic session-id:token)".into(),
+                    ));
+                };
+                let Ok(id) = user.parse::<SessionId>() else {
+                    return Err((
+                        None,
+                        "proxy credentials: the user name is not a session id".into(),
+                    ));
+                };
+                self.sessions.authorize(id, &token).await
+            }
+        };
+        result.map_err(|e| {
+            tracing::warn!(target: SECURITY, event = "proxy-auth-failure", client = %ctx.client, error = %e, "proxy request refused");
+            match e {
+                // Right credentials, but revoked/ended/expired: record it under the session.
+                SessionError::WrongState { id, .. } => (Some(id), e.to_string()),
+                _ => (None, e.to_string()),
+            }
+        })
+    }
+
+    fn download_record(
+        &self,
+        ctx: &mut RequestCtx,
+        method: &str,
+    ) -> Option<(SessionId, AuditRecord)> {
+        let header = ctx.session.as_ref()?;
+        let target = ctx.target.as_ref()?;
+        let (status_code, status, content_type, response_headers) = match ctx.response.take() {
+            Some(r) => (r.status_code, r.status, r.content_type, r.headers),
+            None => match &ctx.failure {
+                Some((code, _)) => (*code, status_line(*code), None, Vec::new()),
+                None => (0, "no response".into(), None, Vec::new()),
+            },
+        };
+        let body = std::mem::take(&mut ctx.hasher);
+        let body = (body.size() > 0 || status_code == 200).then(|| body.finish());
+        let record = AuditRecord::Download(Box::new(Download {
+            start: ctx.start,
+            end: Timestamp::now(),
+            method: method.to_owned(),
+            url: target.url(),
+            client_address: ctx.client.clone(),
+            user_agent: ctx.user_agent.clone(),
+            status_code,
+            status,
+            content_type,
+            request_headers: std::mem::take(&mut ctx.request_headers),
+            response_headers,
+            body,
+            failure: ctx.failure.as_ref().map(|(_, f)| f.clone()),
+            request_inspection: Default::default(),
+            response_inspection: Default::default(),
+            metadata: Default::default(),
+        }));
+        Some((header.id, record))
+    }
+}
+
+fn status_line(code: u16) -> String {
+    match http::StatusCode::from_u16(code) {
+        Ok(s) => format!("{} {}", code, s.canonical_reason().unwrap_or(""))
+            .trim_end()
+            .to_owned(),
+        Err(_) => code.to_string(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Pipeline {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+        prev: Box<dyn Any + Send + Sync>,
+    ) {
+        if let Ok(t) = prev.downcast::<Tunnel>() {
+            ctx.tunnel = Some(*t);
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Self::CTX,
+    ) -> Option<Box<dyn Any + Send + Sync>> {
+        ctx.tunnel
+            .clone()
+            .map(|t| Box::new(t) as Box<dyn Any + Send + Sync>)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        self.activity.touch();
+        ctx.start = Timestamp::now();
+        ctx.client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        metrics::counter!(metric::PROXY_REQUESTS).increment(1);
+
+        let header = match self.authenticate(session, ctx).await {
+            Ok(h) => h,
+            Err((id, reason)) => {
+                return self
+                    .deny(session, ctx, id, DeniedStage::Auth, 407, reason)
+                    .await;
+            }
+        };
+        let id = header.id;
+        ctx.session = Some(header);
+
+        let req = session.req_header();
+        let target = match &ctx.tunnel {
+            Some(t) => Ok(Target {
+                scheme: Scheme::Https,
+                dest: t.dest.clone(),
+                path: req
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+            }),
+            None => Target::parse_absolute(req.raw_path()),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => return respond(session, 400, &e.to_string(), &[]).await,
+        };
+        ctx.user_agent = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        ctx.request_headers = header_list(&req.headers);
+        ctx.target = Some(target.clone());
+
+        let addrs =
+            match tokio::net::lookup_host((target.dest.host.as_str(), target.dest.port)).await {
+                Ok(a) => a.collect::<Vec<_>>(),
+                Err(e) => {
+                    ctx.failure = Some((
+                        502,
+                        Failure {
+                            stage: "dns".into(),
+                            reason: format!("cannot resolve {}: {e}", target.dest.host),
+                        },
+                    ));
+                    return respond(
+                        session,
+                        502,
+                        &format!("cannot resolve {}", target.dest.host),
+                        &[],
+                    )
+                    .await;
+                }
+            };
+        let mut denial = None;
+        for addr in addrs {
+            match self.acl.check(addr) {
+                Ok(()) => {
+                    ctx.upstream = Some(addr);
+                    break;
+                }
+                Err(d) => denial = Some(d),
+            }
+        }
+        if ctx.upstream.is_none() {
+            let reason = denial.map_or_else(
+                || format!("{} resolved to no address", target.dest.host),
+                |d| d.to_string(),
+            );
+            tracing::warn!(target: SECURITY, event = "acl-denial", session = %id, url = %target.url(), reason = %reason, "destination denied");
+            return self
+                .deny(session, ctx, Some(id), DeniedStage::Acl, 403, reason)
+                .await;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(addr), Some(target)) = (ctx.upstream, ctx.target.as_ref()) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no ACL-approved upstream address",
+            ));
+        };
+        let tls = target.scheme == Scheme::Https;
+        // Never an empty SNI: pingora skips certificate verification without one.
+        let mut peer = HttpPeer::new(addr, tls, target.dest.host.clone());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.write_timeout = Some(self.timeouts.read);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Err(Error::explain(ErrorType::InternalError, "no target"));
+        };
+        let path: http::Uri = target
+            .path
+            .parse()
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request path", e))?;
+        upstream.set_uri(path);
+        upstream.remove_header("Proxy-Authorization");
+        upstream.remove_header("Proxy-Connection");
+        upstream.insert_header("Host", target.host_header())?;
+        if let Some(secret) = ctx
+            .session
+            .as_ref()
+            .and_then(|h| super::secrets::matching(&h.secrets, &target.url()))
+        {
+            upstream.insert_header("Authorization", secret)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let header_str = |name| {
+            resp.headers
+                .get(name)
+                .map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        ctx.response = Some(ResponseInfo {
+            status_code: resp.status.as_u16(),
+            status: status_line(resp.status.as_u16()),
+            content_type: header_str(http::header::CONTENT_TYPE),
+            content_length: header_str(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.trim().parse().ok()),
+            headers: header_list(&resp.headers),
+        });
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        if ctx.recorded {
+            return Ok(None);
+        }
+        if let Some(chunk) = body.as_ref() {
+            ctx.hasher.update(chunk);
+            metrics::counter!(metric::PROXY_BYTES_DOWN).increment(chunk.len() as u64);
+        }
+        let expected = ctx.response.as_ref().and_then(|r| r.content_length);
+        let complete = end_of_stream || expected.is_some_and(|n| ctx.hasher.size() >= n);
+        if !complete {
+            return Ok(None);
+        }
+        // This chunk completes the download: it goes out only once the record is durable.
+        let method = session.req_header().method.to_string();
+        let Some((id, record)) = self.download_record(ctx, &method) else {
+            return Ok(None);
+        };
+        ctx.recorded = true;
+        let log = Arc::clone(self.sessions.log());
+        let handle = tokio::runtime::Handle::current();
+        let written = tokio::task::block_in_place(|| handle.block_on(log.append(id, record)));
+        if let Err(e) = written {
+            tracing::error!(session = %id, error = %e, "audit record not written; resetting the download");
+            return Err(Error::because(
+                ErrorType::InternalError,
+                "audit log write failed",
+                e,
+            ));
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let (stage, code) = match e.etype() {
+            ErrorType::HTTPStatus(code) => ("request", *code),
+            _ => failure_stage(e),
+        };
+        tracing::info!(session = ?ctx.session.as_ref().map(|h| h.id), stage, error = %e, "proxy request failed");
+        ctx.failure = Some((
+            code,
+            Failure {
+                stage: stage.to_owned(),
+                reason: e.to_string(),
+            },
+        ));
+        let downstream_gone = matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            );
+        if !downstream_gone && ctx.response.is_none() {
+            let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        if ctx.recorded {
+            return;
+        }
+        let method = session.req_header().method.to_string();
+        if let Some((id, record)) = self.download_record(ctx, &method)
+            && let Err(e) = self.append(id, record).await
+        {
+            tracing::error!(session = %id, error = %e, "cannot record a failed download");
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The proxy port driven by real clients (curl) against local origin servers (HTTP and
+//! HTTPS with their own test CA, trusted by fetchgate as an extra upstream root): every
+//! download lands in the report with the right digests, credentials are enforced on
+//! every request, and refusals and failures are recorded with their reason.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{Daemon, DaemonOpts, openssl};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// A test CA and a leaf for 127.0.0.1/localhost signed by it; returns (ca, leaf, key).
+fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let leaf = format!("{name}.pem");
+    let ext = format!("{name}.ext");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &ca_key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &leaf,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    (dir.join(ca), dir.join(leaf), dir.join(key))
+}
+
+/// A running origin server; killed when dropped.
+struct Origin {
+    child: Child,
+    port: u16,
+}
+
+impl Origin {
+    fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg("--dir").arg(files);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("origin said {line:?}"));
+        Origin { child, port }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    d: Daemon,
+    http: Origin,
+    https: Origin,
+    files: PathBuf,
+}
+
+/// Deterministic content of `n` bytes.
+fn content(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("pool")).unwrap();
+    std::fs::write(files.join("pool/a.deb"), content(300_000, 1)).unwrap();
+    std::fs::write(files.join("pool/b.whl"), content(12_345, 2)).unwrap();
+    let (origin_ca, leaf, key) = origin_pki(dir.path(), "origin");
+    let http = Origin::start(&files, None);
+    let https = Origin::start(&files, Some((&leaf, &key)));
+    let d = DaemonOpts::new(dir.path())
+        .config_toml(&format!(
+            "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n",
+            origin_ca.display()
+        ))
+        .start()
+        .await;
+    Setup {
+        dir,
+        d,
+        http,
+        https,
+        files,
+    }
+}
+
+impl Setup {
+    fn ca(&self) -> PathBuf {
+        self.d.opts.spool.join("ca/fetchgate-ca.pem")
+    }
+
+    /// curl through the proxy; returns (exit code, HTTP status or refused CONNECT's status,
+    /// body bytes).
+    fn curl(&self, creds: Option<(&str, &str)>, url: &str, extra: &[&str]) -> (i32, u16, Vec<u8>) {
+        let out_file = self.dir.path().join(format!("out-{}", rand_suffix()));
+        let proxy = match creds {
+            Some((id, token)) => {
+                format!("http://{id}:{token}@127.0.0.1:{}", self.d.opts.proxy_port)
+            }
+            None => format!("http://127.0.0.1:{}", self.d.opts.proxy_port),
+        };
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-o"])
+            .arg(&out_file)
+            .args([
+                "-w",
+                "%{http_code} %{http_connect}",
+                "--proxy",
+                &proxy,
+                "--cacert",
+            ])
+            .arg(self.ca())
+            .args(extra)
+            .arg(url)
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .output()
+            .expect("curl");
+        // A refused CONNECT has no HTTP response, only the proxy's CONNECT status.
+        let code = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|c| c.parse::<u16>().unwrap_or(0))
+            .find(|&c| c != 0)
+            .unwrap_or(0);
+        let body = std::fs::read(&out_file).unwrap_or_default();
+        (out.status.code().unwrap_or(-1), code, body)
+    }
+
+    async fn report(&self, id: &str, token: &str) -> Value {
+        assert_eq!(self.d.revoke(id, token).await.status(), 200);
+        let r = self
+            .d
+            .authed(Method::GET, &format!("/session/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn artifact<'a>(report: &'a Value, sha: &str) -> &'a Value {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["metadata"]["sha256"] == sha)
+        .unwrap_or_else(|| panic!("no artifact {sha} in {report:#}"))
+}
+
+#[tokio::test]
+async fn curl_downloads_over_http_and_https_are_in_the_report() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let a = std::fs::read(s.files.join("pool/a.deb")).unwrap();
+    let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
+
+    let plain = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
+    let (rc, code, body) = s.curl(Some((&id, &token)), &plain, &["-A", "apt/2.6"]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, a);
+
+    let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
+    let (rc, code, body) = s.curl(Some((&id, &token)), &tls, &[]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, b);
+    // The same content again, over an IP-literal CONNECT (no SNI): one artifact, two downloads.
+    let tls_ip = format!("https://127.0.0.1:{}/pool/b.whl", s.https.port);
+    let (rc, code, body) = s.curl(Some((&id, &token)), &tls_ip, &[]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, b);
+
+    let report = s.report(&id, &token).await;
+    let art_a = artifact(&report, &sha256_hex(&a));
+    assert_eq!(art_a["metadata"]["size"], a.len());
+    assert_eq!(art_a["downloads"].as_array().unwrap().len(), 1);
+    let dl = &art_a["downloads"][0];
+    assert_eq!(dl["url"], plain.as_str());
+    assert_eq!(dl["method"], "GET");
+    assert_eq!(dl["status-code"], 200);
+    assert_eq!(dl["user-agent"], "apt/2.6");
+    assert!(dl["request-header"].get("proxy-authorization").is_none());
+    assert!(
+        !report.to_string().contains(&token),
+        "the token never appears in the report"
+    );
+
+    let art_b = artifact(&report, &sha256_hex(&b));
+    let urls: Vec<&str> = art_b["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls, [tls.as_str(), tls_ip.as_str()]);
+    assert_eq!(report["artifacts"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn credentials_are_checked_on_every_request_and_connect() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let plain = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
+    let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
+
+    for creds in [
+        None,
+        Some((id.as_str(), "wrong-token")),
+        Some(("not-a-session", token.as_str())),
+    ] {
+        let (_, code, _) = s.curl(creds, &plain, &[]);
+        assert_eq!(code, 407, "plain {creds:?}");
+        let (_, code, _) = s.curl(creds, &tls, &[]);
+        assert_eq!(code, 407, "CONNECT {creds:?}");
+    }
+    let (_, code, _) = s.curl(Some((&id, &token)), &plain, &[]);
+    assert_eq!(code, 200);
+    assert_eq!(s.d.revoke(&id, &token).await.status(), 200);
+    // Refused on the very next request, plain and CONNECT.
+    let (_, code, _) = s.curl(Some((&id, &token)), &plain, &[]);
+    assert_eq!(code, 407);
+    let (_, code, _) = s.curl(Some((&id, &token)), &tls, &[]);
+    assert_eq!(code, 407);
+
+    let report: Value =
+        s.d.authed(Method::GET, &format!("/session/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let denied = report["denied"].as_array().unwrap();
+    assert_eq!(
+        denied.len(),
+        2,
+        "uses of the revoked token are recorded: {report:#}"
+    );
+    assert!(denied.iter().all(|d| d["stage"] == "auth"));
+    assert_eq!(report["artifacts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_control_port_and_denied_ranges_are_unreachable() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let control = s.d.opts.control_port;
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{control}/status"),
+        &[],
+    );
+    assert_eq!(code, 403);
+    let (rc, _, _) = s.curl(
+        Some((&id, &token)),
+        &format!("https://127.0.0.1:{control}/status"),
+        &[],
+    );
+    assert_ne!(rc, 0, "CONNECT to the control port must fail");
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://localhost:{control}/sessions"),
+        &[],
+    );
+    assert_eq!(code, 403, "also through a name resolving to loopback");
+    let report = s.report(&id, &token).await;
+    let denied = report["denied"].as_array().unwrap();
+    assert_eq!(denied.len(), 3, "{report:#}");
+    assert!(denied.iter().all(|d| d["stage"] == "acl"));
+    assert!(report["artifacts"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_recorded() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    // An origin whose certificate fetchgate does not trust.
+    let (_, leaf, key) = origin_pki(s.dir.path(), "rogue");
+    let rogue = Origin::start(&s.files, Some((&leaf, &key)));
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("https://localhost:{}/pool/b.whl", rogue.port),
+        &[],
+    );
+    assert_eq!(code, 502);
+    // An origin that is down.
+    let dead = common::free_port();
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{dead}/x"),
+        &[],
+    );
+    assert_eq!(code, 502);
+    // Non-200 answers are downloads too.
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{}/status/404", s.http.port),
+        &[],
+    );
+    assert_eq!(code, 404);
+
+    let report = s.report(&id, &token).await;
+    let downloads: Vec<&Value> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["downloads"].as_array().unwrap())
+        .collect();
+    assert_eq!(downloads.len(), 3, "{report:#}");
+    assert_eq!(downloads[0]["error"]["stage"], "upstream-tls");
+    assert_eq!(downloads[1]["error"]["stage"], "upstream-connect");
+    assert_eq!(downloads[2]["status-code"], 404);
+    assert!(downloads[2].get("error").is_none());
+}

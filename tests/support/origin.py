@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""A local origin server for fetchgate's integration tests (HTTP, or HTTPS with --cert).
+
+Serves files from --dir, plus:
+  /status/<code>          an empty response with that status
+  /redirect?to=<path>     302 to <path>
+  /slow/<bytes>?ms=<n>    <bytes> of deterministic data in 64 KiB chunks, n ms apart
+Prints "ready <port>" once listening.
+"""
+import argparse
+import http.server
+import os
+import ssl
+import sys
+import time
+import urllib.parse
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("origin: " + (fmt % args) + "\n")
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        query = urllib.parse.parse_qs(url.query)
+        if parts[0] == "status" and len(parts) == 2:
+            self.send_response(int(parts[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts[0] == "redirect":
+            self.send_response(302)
+            self.send_header("Location", query["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts[0] == "slow" and len(parts) == 2:
+            total = int(parts[1])
+            delay = int(query.get("ms", ["50"])[0]) / 1000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            sent = 0
+            while sent < total:
+                n = min(65536, total - sent)
+                self.wfile.write(bytes((sent + i) % 251 for i in range(n)))
+                self.wfile.flush()
+                sent += n
+                time.sleep(delay)
+        else:
+            super().do_GET()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    args = ap.parse_args()
+    os.chdir(args.dir)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    print("ready", server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
