@@ -420,3 +420,172 @@ async fn upstream_failures_are_502_and_recorded() {
     assert_eq!(downloads[2]["status-code"], 404);
     assert!(downloads[2].get("error").is_none());
 }
+
+#[tokio::test]
+async fn launchpads_connect_with_connection_close_still_tunnels() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/launchpad_connect.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([
+            &s.d.opts.proxy_port.to_string(),
+            &id,
+            &token,
+            &s.ca().display().to_string(),
+            "localhost",
+            &s.https.port.to_string(),
+            "/pool/b.whl",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
+    let (status, body) = out
+        .stdout
+        .split_at(out.stdout.iter().position(|&c| c == b'\n').unwrap() + 1);
+    assert_eq!(String::from_utf8_lossy(status).trim(), "HTTP/1.1 200 OK");
+    assert_eq!(body, b.as_slice());
+    let report = s.report(&id, &token).await;
+    assert_eq!(
+        artifact(&report, &sha256_hex(&b))["downloads"][0]["status-code"],
+        200
+    );
+}
+
+#[tokio::test]
+async fn session_secrets_are_injected_upstream_and_never_recorded() {
+    let s = setup().await;
+    let (id, token) =
+        s.d.create(json!({"secrets": [{
+            "type": "basic-auth",
+            "url": format!("https://localhost:{}/echo-*", s.https.port),
+            "basic-credentials": "robot:s3cret-value",
+        }]}))
+        .await;
+    let url = format!("https://localhost:{}/echo-auth", s.https.port);
+    let (_, code, body) = s.curl(Some((&id, &token)), &url, &[]);
+    assert_eq!(code, 200);
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("robot:s3cret-value")
+    );
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+    // Not matching the glob: nothing injected.
+    let (_, _, body) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{}/echo-auth", s.http.port),
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&body), "none");
+    let report = s.report(&id, &token).await.to_string();
+    assert!(
+        !report.contains("s3cret") && !report.contains(&expected["Basic ".len()..]),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn plain_requests_reuse_one_connection_with_per_request_auth() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let a = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
+    let b = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
+    // One curl, two URLs: the second request goes over the kept-alive connection.
+    let out = Command::new("curl")
+        .args(["-sS", "-v", "-o", "/dev/null", "-o", "/dev/null", "--proxy"])
+        .arg(format!(
+            "http://{id}:{token}@127.0.0.1:{}",
+            s.d.opts.proxy_port
+        ))
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        verbose.contains("Re-using existing connection") || verbose.contains("Reusing existing"),
+        "{verbose}"
+    );
+    let report = s.report(&id, &token).await;
+    assert_eq!(
+        report["artifacts"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_20_mib_download_streams_without_buffering() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    // Warm up the pipeline so the measurement sees steady state, not first-use growth.
+    s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
+        &[],
+    );
+    let before = peak_rss_kib(s.d.pid());
+    let total = 20 * 1024 * 1024;
+    // 320 chunks of 64 KiB, 15 ms apart: about five seconds at the origin.
+    let url = format!("https://localhost:{}/slow/{total}?ms=15", s.https.port);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_starttransfer} %{time_total} %{size_download}",
+        ])
+        .arg("--proxy")
+        .arg(format!(
+            "http://{id}:{token}@127.0.0.1:{}",
+            s.d.opts.proxy_port
+        ))
+        .arg("--cacert")
+        .arg(s.ca())
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = w.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let (first_byte, whole, size) = (v[0], v[1], v[2] as usize);
+    assert_eq!(size, total);
+    assert!(
+        first_byte < whole / 2.0,
+        "first byte after {first_byte}s of {whole}s: the proxy buffered"
+    );
+    let grown_kib = peak_rss_kib(s.d.pid()).saturating_sub(before);
+    assert!(
+        grown_kib < 12 * 1024,
+        "peak RSS grew by {grown_kib} KiB while streaming 20 MiB"
+    );
+    let report = s.report(&id, &token).await;
+    let expected: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        artifact(&report, &sha256_hex(&expected))["metadata"]["size"],
+        total
+    );
+}

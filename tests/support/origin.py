@@ -5,6 +5,7 @@ Serves files from --dir, plus:
   /status/<code>          an empty response with that status
   /redirect?to=<path>     302 to <path>
   /slow/<bytes>?ms=<n>    <bytes> of deterministic data in 64 KiB chunks, n ms apart
+  /echo-auth              the Authorization header it received, as the body
 Prints "ready <port>" once listening.
 """
 import argparse
@@ -30,6 +31,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(int(parts[1]))
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif parts[0] == "echo-auth":
+            body = (self.headers.get("Authorization") or "none").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif parts[0] == "redirect":
             self.send_response(302)
             self.send_header("Location", query["to"][0])
