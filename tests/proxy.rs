@@ -589,3 +589,72 @@ async fn a_slow_20_mib_download_streams_without_buffering() {
         total
     );
 }
+
+#[tokio::test]
+async fn every_download_a_client_completed_survives_kill_9() {
+    let Setup {
+        dir,
+        d,
+        http,
+        https: _https,
+        files,
+    } = setup().await;
+    let (id, token) = d.create(json!({})).await;
+    let proxy = format!("http://{id}:{token}@127.0.0.1:{}", d.opts.proxy_port);
+    let url = format!("http://127.0.0.1:{}/pool/a.deb", http.port);
+    let a = std::fs::read(files.join("pool/a.deb")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (proxy, url, stop, out) = (
+                proxy.clone(),
+                url.clone(),
+                stop.clone(),
+                dir.path().join(format!("burst-{w}")),
+            );
+            let expected = a.len();
+            std::thread::spawn(move || {
+                let mut completed = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ok = Command::new("curl")
+                        .args(["-sS", "--fail", "--max-time", "10", "--proxy", &proxy, "-o"])
+                        .arg(&out)
+                        .arg(&url)
+                        .output()
+                        .map(|o| o.status.success())
+                        .unwrap_or(false);
+                    if !ok {
+                        break;
+                    }
+                    assert_eq!(std::fs::metadata(&out).unwrap().len() as usize, expected);
+                    completed += 1;
+                }
+                completed
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let opts = d.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let completed: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(completed > 0, "no download completed before the kill");
+
+    let d = opts.start().await;
+    assert_eq!(d.revoke(&id, &token).await.status(), 200);
+    let report: Value = d
+        .authed(Method::GET, &format!("/session/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recorded = artifact(&report, &sha256_hex(&a))["downloads"]
+        .as_array()
+        .unwrap()
+        .len() as u32;
+    assert!(
+        recorded >= completed,
+        "clients completed {completed} downloads, the report has {recorded}"
+    );
+}
