@@ -658,3 +658,90 @@ async fn every_download_a_client_completed_survives_kill_9() {
         "clients completed {completed} downloads, the report has {recorded}"
     );
 }
+
+#[tokio::test]
+async fn pip_downloads_from_a_simple_index_over_https() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/simple_index.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&s.files)
+        .args(["fetchgate-demo", "1.0.0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel_name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dest = s.dir.path().join("pip-dest");
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+            "--isolated",
+        ])
+        .args([
+            "--index-url",
+            &format!("https://localhost:{}/simple/", s.https.port),
+        ])
+        .args([
+            "--proxy",
+            &format!("http://{id}:{token}@127.0.0.1:{}", s.d.opts.proxy_port),
+        ])
+        .arg("--cert")
+        .arg(s.ca())
+        .arg("--dest")
+        .arg(&dest)
+        .arg("fetchgate-demo==1.0.0")
+        // Only what the test sets: CA bundles in the environment (REQUESTS_CA_BUNDLE ...)
+        // would override --cert, and pip config could add side traffic.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", s.dir.path())
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .envs(std::env::var_os("PYENV_ROOT").map(|v| ("PYENV_ROOT", v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pip: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = std::fs::read(dest.join(&wheel_name)).unwrap();
+    let report = s.report(&id, &token).await;
+    let art = artifact(&report, &sha256_hex(&wheel));
+    assert_eq!(art["metadata"]["size"], wheel.len());
+    let url = art["downloads"][0]["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("https://localhost:{}/packages/{wheel_name}", s.https.port)
+    );
+    // The index page pip read is in the report too.
+    let urls: Vec<String> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| {
+            a["downloads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["url"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(
+        urls.contains(&format!(
+            "https://localhost:{}/simple/fetchgate-demo/",
+            s.https.port
+        )),
+        "{urls:?}"
+    );
+}
