@@ -745,3 +745,51 @@ async fn pip_downloads_from_a_simple_index_over_https() {
         "{urls:?}"
     );
 }
+
+#[tokio::test]
+async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    // An origin that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{silent_port}/never"),
+        &[],
+    );
+    assert_eq!(code, 504, "read-timeout is 5 s in this setup");
+    // A client that gives up half way through a slow download.
+    let slow = format!("http://127.0.0.1:{}/slow/4194304?ms=100", s.http.port);
+    let (rc, _, _) = s.curl(Some((&id, &token)), &slow, &["--max-time", "1"]);
+    assert_ne!(rc, 0, "curl was meant to give up");
+    // The abort is recorded once the proxy notices, when it next writes to the client.
+    let mut stages = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let v: Value =
+            s.d.authed(Method::GET, "/sessions")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        if v["sessions"][0]["downloads"] == 2 {
+            break;
+        }
+    }
+    let report = s.report(&id, &token).await;
+    for a in report["artifacts"].as_array().unwrap() {
+        for d in a["downloads"].as_array().unwrap() {
+            stages.push((
+                d["url"].as_str().unwrap().to_owned(),
+                d["error"]["stage"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    assert_eq!(stages.len(), 2, "{report:#}");
+    assert_eq!(stages[0].1, "upstream-timeout");
+    assert_eq!(stages[1], (slow, "client-abort".to_owned()));
+    drop(silent);
+}
