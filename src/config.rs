@@ -161,6 +161,8 @@ struct ProxySection {
     read_timeout: u64,
     upstream_ca_file: Option<PathBuf>,
     cert_cache_size: usize,
+    max_connections: usize,
+    max_requests_per_session: usize,
 }
 
 impl Default for ProxySection {
@@ -172,6 +174,8 @@ impl Default for ProxySection {
             read_timeout: 60,
             upstream_ca_file: None,
             cert_cache_size: 1024,
+            max_connections: 4096,
+            max_requests_per_session: 256,
         }
     }
 }
@@ -319,6 +323,14 @@ impl Config {
         if p.max_header_bytes < 1024 {
             return Err(invalid("proxy.max-header-bytes", "must be at least 1024"));
         }
+        for (key, n) in [
+            ("proxy.max-connections", p.max_connections),
+            ("proxy.max-requests-per-session", p.max_requests_per_session),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         let cert_cache_size = std::num::NonZeroUsize::new(p.cert_cache_size)
             .ok_or_else(|| invalid("proxy.cert-cache-size", "must be at least 1"))?;
         let deny = file
@@ -338,6 +350,8 @@ impl Config {
             upstream_ca_file: p.upstream_ca_file.clone(),
             cert_cache_size,
             deny,
+            max_connections: p.max_connections,
+            max_requests_per_session: p.max_requests_per_session,
         };
 
         let ca = match (args.cert, args.key) {

@@ -158,6 +158,11 @@ fn content(n: usize, seed: u8) -> Vec<u8> {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// Like [`setup`], with extra lines for the `[proxy]` section.
+async fn setup_with(proxy_toml: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
     std::fs::create_dir_all(files.join("pool")).unwrap();
@@ -168,7 +173,7 @@ async fn setup() -> Setup {
     let https = Origin::start(&files, Some((&leaf, &key)));
     let d = DaemonOpts::new(dir.path())
         .config_toml(&format!(
-            "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n",
+            "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n{proxy_toml}\n",
             origin_ca.display()
         ))
         .start()
@@ -792,4 +797,54 @@ async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
     assert_eq!(stages[0].1, "upstream-timeout");
     assert_eq!(stages[1], (slow, "client-abort".to_owned()));
     drop(silent);
+}
+
+#[tokio::test]
+async fn connection_and_per_session_limits_answer_503() {
+    let s = setup_with("max-connections = 3\nmax-requests-per-session = 1").await;
+    let (id, token) = s.d.create(json!({})).await;
+    // One slow download holds the session's only place.
+    let slow = format!("http://127.0.0.1:{}/slow/2097152?ms=100", s.http.port);
+    let proxy = format!("http://{id}:{token}@127.0.0.1:{}", s.d.opts.proxy_port);
+    let mut holder = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--proxy", &proxy, &slow])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, code, body) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
+        &[],
+    );
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("in flight"));
+
+    // Two idle connections plus the download fill the proxy; the next one is refused.
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.d.opts.proxy_port)).unwrap())
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_, code, _) = s.curl(
+        Some((&id, &token)),
+        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
+        &[],
+    );
+    assert_eq!(code, 503);
+    drop(idle);
+    assert!(holder.wait().unwrap().success());
+
+    let report = s.report(&id, &token).await;
+    let limited: Vec<&Value> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["downloads"].as_array().unwrap())
+        .filter(|d| d["status-code"] == 503)
+        .collect();
+    assert_eq!(
+        limited.len(),
+        1,
+        "the per-session refusal is recorded: {report:#}"
+    );
+    assert_eq!(limited[0]["error"]["stage"], "limit");
 }

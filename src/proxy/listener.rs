@@ -48,6 +48,8 @@ pub struct ProxyListener {
     pub sessions: Arc<Sessions>,
     pub acl: Arc<Acl>,
     pub limits: HeadLimits,
+    /// One permit per open connection.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Idle time allowed between requests on a kept-alive connection, in seconds.
@@ -64,9 +66,27 @@ impl ProxyListener {
             };
             match accepted {
                 Ok((tcp, peer)) => {
+                    let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+                        metrics::counter!(metric::PROXY_DENIED, "stage" => "limit").increment(1);
+                        tracing::warn!(%peer, "connection limit reached; answering 503");
+                        tokio::spawn(async move {
+                            let mut stream = L4Stream::from(tcp);
+                            reply(
+                                &mut stream,
+                                503,
+                                "too many connections to the proxy; retry later",
+                                &[],
+                            )
+                            .await;
+                        });
+                        continue;
+                    };
                     let this = Arc::clone(&self);
                     let stop = stop.clone();
-                    tokio::spawn(async move { this.handle(tcp, peer, stop).await });
+                    tokio::spawn(async move {
+                        this.handle(tcp, peer, stop).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "proxy accept failed");

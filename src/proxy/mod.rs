@@ -8,6 +8,7 @@
 //! session credentials upstream. See `docs/architecture.md` for the Pingora seam.
 
 pub mod acl;
+pub mod limits;
 pub mod listener;
 pub mod mitm;
 pub mod pipeline;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
 
 use self::acl::Acl;
+use self::limits::SessionLimiter;
 use self::listener::{HeadLimits, ProxyListener};
 use self::mitm::CertCache;
 use self::pipeline::{Pipeline, UpstreamTimeouts};
@@ -45,6 +47,10 @@ pub struct ProxyConfig {
     pub upstream_ca_file: Option<PathBuf>,
     pub cert_cache_size: NonZeroUsize,
     pub deny: Vec<IpNet>,
+    /// Connections open on the proxy port at once (503 beyond).
+    pub max_connections: usize,
+    /// Requests in flight per session (503 beyond, recorded).
+    pub max_requests_per_session: usize,
 }
 
 /// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
@@ -72,6 +78,7 @@ pub fn build(
             connect: config.connect_timeout,
             read: config.read_timeout,
         },
+        limiter: SessionLimiter::new(config.max_requests_per_session),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {
@@ -83,6 +90,7 @@ pub fn build(
             timeout: config.head_timeout,
             max_bytes: config.max_head_bytes,
         },
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     }))
 }
 

@@ -30,6 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::acl::Acl;
+use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use crate::audit::digest::BodyHasher;
 use crate::idle::Activity;
@@ -56,6 +57,7 @@ pub struct Pipeline {
     pub acl: Arc<Acl>,
     pub activity: Arc<Activity>,
     pub timeouts: UpstreamTimeouts,
+    pub limiter: Arc<SessionLimiter>,
 }
 
 /// The response as the builder received it.
@@ -82,6 +84,8 @@ pub struct RequestCtx {
     failure: Option<(u16, Failure)>,
     /// Set once the request's record (download or denial) is written.
     recorded: bool,
+    /// This request's place in its session's concurrency budget.
+    inflight: Option<InFlight>,
 }
 
 impl RequestCtx {
@@ -99,6 +103,7 @@ impl RequestCtx {
             hasher: BodyHasher::default(),
             failure: None,
             recorded: false,
+            inflight: None,
         }
     }
 }
@@ -362,6 +367,25 @@ impl ProxyHttp for Pipeline {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         ctx.request_headers = header_list(&req.headers);
         ctx.target = Some(target.clone());
+
+        match self.limiter.try_acquire(id) {
+            Some(place) => ctx.inflight = Some(place),
+            None => {
+                let reason = format!(
+                    "session has {} requests in flight already",
+                    self.limiter.max()
+                );
+                metrics::counter!(metric::PROXY_DENIED, "stage" => "limit").increment(1);
+                ctx.failure = Some((
+                    503,
+                    Failure {
+                        stage: "limit".into(),
+                        reason: reason.clone(),
+                    },
+                ));
+                return respond(session, 503, &reason, &[("Retry-After", "1")]).await;
+            }
+        }
 
         let addrs =
             match tokio::net::lookup_host((target.dest.host.as_str(), target.dest.port)).await {
