@@ -801,8 +801,10 @@ async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
 
 #[tokio::test]
 async fn connection_and_per_session_limits_answer_503() {
-    let s = setup_with("max-connections = 3\nmax-requests-per-session = 1").await;
+    let s = setup_with("max-connections = 2\nmax-requests-per-session = 1").await;
     let (id, token) = s.d.create(json!({})).await;
+    let small = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
+
     // One slow download holds the session's only place.
     let slow = format!("http://127.0.0.1:{}/slow/2097152?ms=100", s.http.port);
     let proxy = format!("http://{id}:{token}@127.0.0.1:{}", s.d.opts.proxy_port);
@@ -811,27 +813,22 @@ async fn connection_and_per_session_limits_answer_503() {
         .spawn()
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (_, code, body) = s.curl(
-        Some((&id, &token)),
-        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
-        &[],
-    );
+    let (_, code, body) = s.curl(Some((&id, &token)), &small, &[]);
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("in flight"));
+    assert!(holder.wait().unwrap().success());
 
-    // Two idle connections plus the download fill the proxy; the next one is refused.
+    // With both connections taken (by clients that say nothing), the next one is refused.
+    // The connections above are closed; give the proxy a moment to notice.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let idle: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.d.opts.proxy_port)).unwrap())
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (_, code, _) = s.curl(
-        Some((&id, &token)),
-        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
-        &[],
-    );
-    assert_eq!(code, 503);
+    let (_, code, body) = s.curl(Some((&id, &token)), &small, &[]);
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("too many connections"));
     drop(idle);
-    assert!(holder.wait().unwrap().success());
 
     let report = s.report(&id, &token).await;
     let limited: Vec<&Value> = report["artifacts"]

@@ -26,10 +26,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::acl::Acl;
+use super::auth;
 use super::mitm::CertCache;
 use super::pipeline::{Pipeline, Tunnel};
 use super::target::{HostPort, Target};
-use crate::session::{SessionError, Sessions};
+use crate::session::Sessions;
 use crate::telemetry::{SECURITY, metric};
 
 /// Limits on what a client may send before it is a request.
@@ -173,42 +174,21 @@ impl ProxyListener {
                 return None;
             }
         };
-        let creds = req
+        let header = req
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
-            .and_then(|h| crate::basic_auth::parse(h.value));
-        let session = match creds {
-            None => Err((
-                None,
-                "proxy credentials required (Basic session-id:token)".to_owned(),
-            )),
-            Some((user, token)) => match user.parse::<SessionId>() {
-                Err(_) => Err((
-                    None,
-                    "proxy credentials: the user name is not a session id".to_owned(),
-                )),
-                Ok(id) => self
-                    .sessions
-                    .authorize(id, &token)
-                    .await
-                    .map_err(|e| match e {
-                        SessionError::WrongState { id, .. } => (Some(id), e.to_string()),
-                        e => (None, e.to_string()),
-                    }),
-            },
-        };
-        let session = match session {
+            .map(|h| h.value);
+        let session = match auth::authenticate(&self.sessions, header, &peer.to_string()).await {
             Ok(h) => h,
-            Err((id, reason)) => {
-                tracing::warn!(target: SECURITY, event = "proxy-auth-failure", client = %peer, %reason, "CONNECT refused");
-                self.record_denied(id, peer, &dest, DeniedStage::Auth, &reason)
+            Err(r) => {
+                self.record_denied(r.session, peer, &dest, DeniedStage::Auth, &r.reason)
                     .await;
                 metrics::counter!(metric::PROXY_DENIED, "stage" => "auth").increment(1);
                 reply(
                     stream,
                     407,
-                    &reason,
+                    &r.reason,
                     &[("Proxy-Authenticate", "Basic realm=\"fetchgate\"")],
                 )
                 .await;

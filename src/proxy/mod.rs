@@ -8,6 +8,7 @@
 //! session credentials upstream. See `docs/architecture.md` for the Pingora seam.
 
 pub mod acl;
+pub mod auth;
 pub mod limits;
 pub mod listener;
 pub mod mitm;

@@ -30,11 +30,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::acl::Acl;
+use super::auth::{self, Refusal};
 use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use crate::audit::digest::BodyHasher;
 use crate::idle::Activity;
-use crate::session::{SessionError, Sessions};
+use crate::session::Sessions;
 use crate::telemetry::{SECURITY, metric};
 
 /// What a CONNECT established, carried to every request inside its tunnel.
@@ -214,38 +215,18 @@ impl Pipeline {
     /// Authenticates the request: by its CONNECT tunnel, or by `Proxy-Authorization`.
     async fn authenticate(
         &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<SessionHeader, (Option<SessionId>, String)> {
-        let result = match &ctx.tunnel {
-            Some(t) => self.sessions.check_active(t.session).await,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<SessionHeader, Refusal> {
+        match &ctx.tunnel {
+            Some(t) => auth::recheck(&self.sessions, t.session, &ctx.client).await,
             None => {
-                let creds = session
+                let header = session
                     .get_header(http::header::PROXY_AUTHORIZATION)
-                    .and_then(|v| crate::basic_auth::parse(v.as_bytes()));
-                let Some((user, token)) = creds else {
-                    return Err((
-                        None,
-                        "proxy credentials required (Basic session-id:token)".into(),
-                    ));
-                };
-                let Ok(id) = user.parse::<SessionId>() else {
-                    return Err((
-                        None,
-                        "proxy credentials: the user name is not a session id".into(),
-                    ));
-                };
-                self.sessions.authorize(id, &token).await
+                    .map(|v| v.as_bytes());
+                auth::authenticate(&self.sessions, header, &ctx.client).await
             }
-        };
-        result.map_err(|e| {
-            tracing::warn!(target: SECURITY, event = "proxy-auth-failure", client = %ctx.client, error = %e, "proxy request refused");
-            match e {
-                // Right credentials, but revoked/ended/expired: record it under the session.
-                SessionError::WrongState { id, .. } => (Some(id), e.to_string()),
-                _ => (None, e.to_string()),
-            }
-        })
+        }
     }
 
     fn download_record(
@@ -335,9 +316,9 @@ impl ProxyHttp for Pipeline {
 
         let header = match self.authenticate(session, ctx).await {
             Ok(h) => h,
-            Err((id, reason)) => {
+            Err(r) => {
                 return self
-                    .deny(session, ctx, id, DeniedStage::Auth, 407, reason)
+                    .deny(session, ctx, r.session, DeniedStage::Auth, 407, r.reason)
                     .await;
             }
         };

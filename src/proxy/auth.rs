@@ -1,0 +1,88 @@
+//! Proxy authentication: `Proxy-Authorization: Basic base64(session-id:token)`, the one
+//! check used for plain requests and CONNECTs alike. The decision itself (token hash,
+//! constant-time comparison, session state) is the session service's.
+
+use fetchgate_storage::{SessionHeader, SessionId};
+
+use crate::session::{SessionError, Sessions};
+use crate::telemetry::SECURITY;
+
+/// A refused proxy request: the reason, and the session to record it under when the
+/// credentials were right but the session can no longer be used.
+pub struct Refusal {
+    pub session: Option<SessionId>,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn anonymous(reason: &str) -> Self {
+        Refusal {
+            session: None,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+impl From<SessionError> for Refusal {
+    fn from(e: SessionError) -> Self {
+        match e {
+            // Right credentials, revoked/ended/expired session: record it under the
+            // session. A wrong token never writes into the session it names.
+            SessionError::WrongState { id, .. } => Refusal {
+                session: Some(id),
+                reason: e.to_string(),
+            },
+            e => Refusal {
+                session: None,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Checks a `Proxy-Authorization` header value (absent: `None`).
+pub async fn authenticate(
+    sessions: &Sessions,
+    header: Option<&[u8]>,
+    client: &str,
+) -> Result<SessionHeader, Refusal> {
+    let result = match header.and_then(crate::basic_auth::parse) {
+        None => Err(Refusal::anonymous(
+            "proxy credentials required (Basic session-id:token)",
+        )),
+        Some((user, token)) => match user.parse::<SessionId>() {
+            Err(_) => Err(Refusal::anonymous(
+                "proxy credentials: the user name is not a session id",
+            )),
+            Ok(id) => sessions.authorize(id, &token).await.map_err(Refusal::from),
+        },
+    };
+    if let Err(r) = &result {
+        log_refusal(r, client);
+    }
+    result
+}
+
+/// Re-checks the session of a CONNECT tunnel for a request inside it.
+pub async fn recheck(
+    sessions: &Sessions,
+    id: SessionId,
+    client: &str,
+) -> Result<SessionHeader, Refusal> {
+    let result = sessions.check_active(id).await.map_err(Refusal::from);
+    if let Err(r) = &result {
+        log_refusal(r, client);
+    }
+    result
+}
+
+fn log_refusal(r: &Refusal, client: &str) {
+    tracing::warn!(
+        target: SECURITY,
+        event = "proxy-auth-failure",
+        client,
+        session = ?r.session,
+        reason = %r.reason,
+        "proxy request refused"
+    );
+}
