@@ -113,7 +113,11 @@ impl Origin {
     fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(script).arg("--dir").arg(files);
+        cmd.arg(script)
+            .arg("--dir")
+            .arg(files)
+            .arg("--git-root")
+            .arg(files);
         if let Some((cert, key)) = tls {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
@@ -844,4 +848,105 @@ async fn connection_and_per_session_limits_answer_503() {
         "the per-session refusal is recorded: {report:#}"
     );
     assert_eq!(limited[0]["error"]["stage"], "limit");
+}
+
+/// Runs git with only the given configuration (no user or system config, no CA bundle
+/// from the environment).
+fn git(dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git")
+}
+
+#[tokio::test]
+async fn git_clone_over_smart_https_is_recorded() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let home = s.dir.path().join("git-home");
+    let work = s.dir.path().join("git-work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr))
+    };
+    ok(git(&s.files, &home, &["init", "-q", "--bare", "demo.git"]));
+    ok(git(&work, &home, &["init", "-q", "-b", "main"]));
+    std::fs::write(work.join("README"), "fetched through fetchgate\n").unwrap();
+    ok(git(&work, &home, &["add", "README"]));
+    ok(git(
+        &work,
+        &home,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-q",
+            "-m",
+            "first",
+        ],
+    ));
+    ok(git(
+        &work,
+        &home,
+        &[
+            "push",
+            "-q",
+            &s.files.join("demo.git").display().to_string(),
+            "main",
+        ],
+    ));
+    ok(git(
+        &s.files.join("demo.git"),
+        &home,
+        &["symbolic-ref", "HEAD", "refs/heads/main"],
+    ));
+
+    let url = format!("https://localhost:{}/git/demo.git", s.https.port);
+    let proxy = format!(
+        "http.proxy=http://{id}:{token}@127.0.0.1:{}",
+        s.d.opts.proxy_port
+    );
+    let ca = format!("http.sslCAInfo={}", s.ca().display());
+    ok(git(
+        s.dir.path(),
+        &home,
+        &["-c", &proxy, "-c", &ca, "clone", "-q", &url, "cloned"],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("cloned/README")).unwrap(),
+        "fetched through fetchgate\n"
+    );
+
+    let report = s.report(&id, &token).await;
+    let requests: Vec<(String, String)> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["downloads"].as_array().unwrap())
+        .map(|d| {
+            (
+                d["method"].as_str().unwrap().to_owned(),
+                d["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        requests.contains(&(
+            "GET".into(),
+            format!("{url}/info/refs?service=git-upload-pack")
+        )),
+        "{requests:?}"
+    );
+    assert!(
+        requests.contains(&("POST".into(), format!("{url}/git-upload-pack"))),
+        "{requests:?}"
+    );
 }

@@ -6,12 +6,14 @@ Serves files from --dir, plus:
   /redirect?to=<path>     302 to <path>
   /slow/<bytes>?ms=<n>    <bytes> of deterministic data in 64 KiB chunks, n ms apart
   /echo-auth              the Authorization header it received, as the body
+  /git/<repo>/...         git smart HTTP, served by `git http-backend` from --git-root
 Prints "ready <port>" once listening.
 """
 import argparse
 import http.server
 import os
 import ssl
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -23,8 +25,50 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("origin: " + (fmt % args) + "\n")
 
+    def git_backend(self, url):
+        """Runs git http-backend as a CGI for /git/... requests."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        env = {
+            "GIT_PROJECT_ROOT": self.server.git_root,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": url.path[len("/git"):],
+            "QUERY_STRING": url.query,
+            "CONTENT_TYPE": self.headers.get("Content-Type") or "",
+            "CONTENT_LENGTH": str(length),
+            "REMOTE_ADDR": self.client_address[0],
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol") or "",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        out = subprocess.run([self.server.git_backend], input=body, env=env, capture_output=True).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith("/git/"):
+            self.git_backend(url)
+        else:
+            self.send_error(405)
+
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith("/git/"):
+            return self.git_backend(url)
         parts = url.path.strip("/").split("/")
         query = urllib.parse.parse_qs(url.query)
         if parts[0] == "status" and len(parts) == 2:
@@ -65,9 +109,13 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--git-root", default="/nonexistent")
+    ap.add_argument("--git-backend", default="/usr/lib/git-core/git-http-backend")
     args = ap.parse_args()
     os.chdir(args.dir)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.git_root = args.git_root
+    server.git_backend = args.git_backend
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
