@@ -950,3 +950,135 @@ async fn git_clone_over_smart_https_is_recorded() {
         "{requests:?}"
     );
 }
+
+/// Builds `hello-fetchgate_1.0_all.deb` and an unsigned apt repository
+/// (`dists/stable/main/binary-all/Packages`, `Release`) under `root`; returns the .deb bytes.
+fn apt_repository(root: &Path) -> Vec<u8> {
+    let pkg = root.join("build/hello-fetchgate");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/doc/hello-fetchgate")).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: hello-fetchgate\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test package\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("usr/share/doc/hello-fetchgate/README"), "hello\n").unwrap();
+    let pool = root.join("pool/main");
+    std::fs::create_dir_all(&pool).unwrap();
+    let deb_path = pool.join("hello-fetchgate_1.0_all.deb");
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&pkg)
+        .arg(&deb_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = std::fs::read(&deb_path).unwrap();
+    let packages = format!(
+        "Package: hello-fetchgate\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nFilename: pool/main/hello-fetchgate_1.0_all.deb\nSize: {}\nSHA256: {}\nDescription: test package\n\n",
+        deb.len(),
+        sha256_hex(&deb)
+    );
+    let dist = root.join("dists/stable");
+    std::fs::create_dir_all(dist.join("main/binary-all")).unwrap();
+    std::fs::write(dist.join("main/binary-all/Packages"), &packages).unwrap();
+    let release = format!(
+        "Suite: stable\nCodename: stable\nArchitectures: all amd64\nComponents: main\nSHA256:\n {} {} main/binary-all/Packages\n",
+        sha256_hex(packages.as_bytes()),
+        packages.len()
+    );
+    std::fs::write(dist.join("Release"), release).unwrap();
+    deb
+}
+
+#[tokio::test]
+async fn apt_get_download_through_the_proxy_is_recorded() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let deb = apt_repository(&s.files.join("debian"));
+    // apt with private state, lists and sources: nothing of the machine's own apt is used.
+    let apt = s.dir.path().join("apt");
+    for d in [
+        "etc/apt.conf.d",
+        "etc/preferences.d",
+        "state/lists/partial",
+        "cache/archives/partial",
+        "out",
+    ] {
+        std::fs::create_dir_all(apt.join(d)).unwrap();
+    }
+    std::fs::write(
+        apt.join("etc/sources.list"),
+        format!(
+            "deb [trusted=yes arch=amd64] http://127.0.0.1:{}/debian stable main\n",
+            s.http.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(apt.join("state/status"), "").unwrap();
+    let opts = [
+        format!("Dir::Etc={}", apt.join("etc").display()),
+        format!(
+            "Dir::Etc::SourceList={}",
+            apt.join("etc/sources.list").display()
+        ),
+        "Dir::Etc::SourceParts=/nonexistent".to_owned(),
+        format!("Dir::State={}", apt.join("state").display()),
+        format!("Dir::State::status={}", apt.join("state/status").display()),
+        format!("Dir::Cache={}", apt.join("cache").display()),
+        "APT::Sandbox::User=root".to_owned(),
+        "APT::Architecture=amd64".to_owned(),
+        "APT::Architectures=amd64,all".to_owned(),
+        "Acquire::Languages=none".to_owned(),
+        "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false".to_owned(),
+        format!(
+            "Acquire::http::Proxy=http://{id}:{token}@127.0.0.1:{}",
+            s.d.opts.proxy_port
+        ),
+    ];
+    let apt_get = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.current_dir(apt.join("out"));
+        for o in &opts {
+            cmd.arg("-o").arg(o);
+        }
+        let out = cmd
+            .args(args)
+            .env("APT_CONFIG", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "apt-get {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    apt_get(&["-q", "update"]);
+    apt_get(&["-q", "download", "hello-fetchgate"]);
+    assert_eq!(
+        std::fs::read(apt.join("out/hello-fetchgate_1.0_all.deb")).unwrap(),
+        deb
+    );
+
+    let report = s.report(&id, &token).await;
+    let art = artifact(&report, &sha256_hex(&deb));
+    assert_eq!(
+        art["downloads"][0]["url"],
+        format!(
+            "http://127.0.0.1:{}/debian/pool/main/hello-fetchgate_1.0_all.deb",
+            s.http.port
+        )
+        .as_str()
+    );
+    let urls = report.to_string();
+    assert!(
+        urls.contains("/debian/dists/stable/InRelease")
+            || urls.contains("/debian/dists/stable/Release"),
+        "{report:#}"
+    );
+}
