@@ -24,6 +24,10 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+# Build before linting: clippy then reuses the build-script outputs (RocksDB's C++),
+# whereas linting first makes the test build compile RocksDB a second time.
+echo "==> cargo build (tests and benchmarks)"
+cargo test --workspace --all-targets --locked --no-run
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
