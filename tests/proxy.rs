@@ -1082,3 +1082,27 @@ async fn apt_get_download_through_the_proxy_is_recorded() {
         "{report:#}"
     );
 }
+
+#[tokio::test]
+async fn a_request_for_another_scheme_is_400_and_recorded() {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.d.opts.proxy_port)).unwrap();
+    write!(
+        conn,
+        "GET ftp://127.0.0.1:21/pub/file HTTP/1.1\r\nHost: 127.0.0.1:21\r\nProxy-Authorization: Basic {creds}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("only http://"), "{response}");
+    let report = s.report(&id, &token).await;
+    let d = &report["artifacts"][0]["downloads"][0];
+    assert_eq!(d["url"], "ftp://127.0.0.1:21/pub/file");
+    assert_eq!(d["status-code"], 400);
+    assert_eq!(d["error"]["stage"], "request");
+}

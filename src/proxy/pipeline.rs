@@ -83,6 +83,8 @@ pub struct RequestCtx {
     response: Option<ResponseInfo>,
     hasher: BodyHasher,
     failure: Option<(u16, Failure)>,
+    /// The request target as sent, for records of requests whose target is invalid.
+    raw_target: String,
     /// Set once the request's record (download or denial) is written.
     recorded: bool,
     /// This request's place in its session's concurrency budget.
@@ -103,6 +105,7 @@ impl RequestCtx {
             response: None,
             hasher: BodyHasher::default(),
             failure: None,
+            raw_target: String::new(),
             recorded: false,
             inflight: None,
         }
@@ -235,7 +238,10 @@ impl Pipeline {
         method: &str,
     ) -> Option<(SessionId, AuditRecord)> {
         let header = ctx.session.as_ref()?;
-        let target = ctx.target.as_ref()?;
+        let url = match &ctx.target {
+            Some(t) => t.url(),
+            None => ctx.raw_target.clone(),
+        };
         let (status_code, status, content_type, response_headers) = match ctx.response.take() {
             Some(r) => (r.status_code, r.status, r.content_type, r.headers),
             None => match &ctx.failure {
@@ -249,7 +255,7 @@ impl Pipeline {
             start: ctx.start,
             end: Timestamp::now(),
             method: method.to_owned(),
-            url: target.url(),
+            url,
             client_address: ctx.client.clone(),
             user_agent: ctx.user_agent.clone(),
             status_code,
@@ -326,6 +332,7 @@ impl ProxyHttp for Pipeline {
         ctx.session = Some(header);
 
         let req = session.req_header();
+        ctx.raw_target = String::from_utf8_lossy(req.raw_path()).into_owned();
         let target = match &ctx.tunnel {
             Some(t) => Ok(Target {
                 scheme: Scheme::Https,
@@ -340,7 +347,17 @@ impl ProxyHttp for Pipeline {
         };
         let target = match target {
             Ok(t) => t,
-            Err(e) => return respond(session, 400, &e.to_string(), &[]).await,
+            Err(e) => {
+                // Recorded (by `logging`) under the raw target: the builder tried it.
+                ctx.failure = Some((
+                    400,
+                    Failure {
+                        stage: "request".into(),
+                        reason: e.to_string(),
+                    },
+                ));
+                return respond(session, 400, &e.to_string(), &[]).await;
+            }
         };
         ctx.user_agent = req
             .headers
