@@ -191,14 +191,7 @@ async fn ending_without_revoking_first_is_allowed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let v: Value = d
-        .authed(Method::GET, &format!("/reports/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = d.get_json(&format!("/reports/{id}")).await;
     assert!(v["end-time"].is_string());
     // The token of an ended session still revokes harmlessly.
     assert_eq!(d.revoke(&id, &token).await.status(), 200);
@@ -219,26 +212,12 @@ async fn permissive_sessions_need_permissive_mode() {
     let (_dir2, d) = daemon(true).await;
     let (id, token) = d.create(json!({"policy": "permissive"})).await;
     d.revoke(&id, &token).await;
-    let v: Value = d
-        .authed(Method::GET, &format!("/session/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = d.get_json(&format!("/session/{id}")).await;
     assert_eq!(v["policy"], "permissive");
     // No policy means strict, even in permissive mode.
     let (id, token) = d.create(json!({})).await;
     d.revoke(&id, &token).await;
-    let v: Value = d
-        .authed(Method::GET, &format!("/session/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = d.get_json(&format!("/session/{id}")).await;
     assert_eq!(v["policy"], "strict");
 }
 

@@ -165,14 +165,7 @@ async fn sessions_and_records_survive_kill_9() {
 
     for round in 0..2 {
         let d = opts.clone().start().await;
-        let list: Value = d
-            .authed(Method::GET, "/sessions")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = d.get_json("/sessions").await;
         let states: BTreeMap<String, (String, u64)> = list["sessions"]
             .as_array()
             .unwrap()
@@ -191,14 +184,7 @@ async fn sessions_and_records_survive_kill_9() {
         assert_eq!(states[&revoked], ("revoked".to_owned(), 3));
         assert_eq!(states[&ended], ("ended".to_owned(), 1));
 
-        let report: Value = d
-            .authed(Method::GET, &format!("/session/{revoked}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report: Value = d.get_json(&format!("/session/{revoked}")).await;
         let artifacts = report["artifacts"].as_array().unwrap();
         assert_eq!(artifacts.len(), 2, "{report}");
         assert_eq!(artifacts[0]["metadata"]["sha256"], "01".repeat(32));

@@ -339,14 +339,7 @@ async fn credentials_are_checked_on_every_request_and_connect() {
     let (_, code, _) = s.curl(Some((&id, &token)), &tls, &[]);
     assert_eq!(code, 407);
 
-    let report: Value =
-        s.d.authed(Method::GET, &format!("/session/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let report: Value = s.d.get_json(&format!("/session/{id}")).await;
     let denied = report["denied"].as_array().unwrap();
     assert_eq!(
         denied.len(),
@@ -650,14 +643,7 @@ async fn every_download_a_client_completed_survives_kill_9() {
 
     let d = opts.start().await;
     assert_eq!(d.revoke(&id, &token).await.status(), 200);
-    let report: Value = d
-        .authed(Method::GET, &format!("/session/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = d.get_json(&format!("/session/{id}")).await;
     let recorded = artifact(&report, &sha256_hex(&a))["downloads"]
         .as_array()
         .unwrap()
@@ -776,14 +762,7 @@ async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
     let mut stages = Vec::new();
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let v: Value =
-            s.d.authed(Method::GET, "/sessions")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let v: Value = s.d.get_json("/sessions").await;
         if v["sessions"][0]["downloads"] == 2 {
             break;
         }

@@ -161,6 +161,17 @@ impl Daemon {
             .basic_auth(AUTH.0, Some(AUTH.1))
     }
 
+    /// `GET path` with the control credentials, expecting JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.authed(Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
