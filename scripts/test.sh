@@ -25,7 +25,7 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 # Note: clippy's check build and the test build each run RocksDB's C++ build script
-# (about 18 minutes each on 2 cold cores); a cold run takes about 45 minutes in all.
+# on a cold machine; a cold run took about 30 minutes here (2 cores).
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
