@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use fetchgate::audit::report;
 use fetchgate_storage::rocks::RocksStorage;
-use fetchgate_storage::{AuditLog, Policy, SessionHeader, SessionId, Timestamp};
+use fetchgate_storage::{AuditLog, AuditRecord, Policy, SessionHeader, SessionId, Timestamp};
 
 const ARTIFACTS: u64 = 10_000;
 
@@ -28,6 +28,18 @@ fn header() -> SessionHeader {
     }
 }
 
+/// What `GET /session/{id}` does once it has the records: fold, then serialise.
+fn render(h: &SessionHeader, records: Vec<AuditRecord>) {
+    let r = report::fold(
+        h,
+        "/spool/x".as_ref(),
+        Vec::new(),
+        records,
+        Timestamp::now(),
+    );
+    serde_json::to_writer(std::io::sink(), &r).unwrap();
+}
+
 fn bench(c: &mut Criterion) {
     let records: Vec<_> = (0..ARTIFACTS).map(common::download).collect();
     let h = header();
@@ -37,16 +49,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("fold_and_serialise", |b| {
         b.iter_batched(
             || records.clone(),
-            |records| {
-                let r = report::fold(
-                    &h,
-                    "/spool/x".as_ref(),
-                    Vec::new(),
-                    records,
-                    Timestamp::now(),
-                );
-                serde_json::to_writer(std::io::sink(), &r).unwrap();
-            },
+            |records| render(&h, records),
             BatchSize::LargeInput,
         )
     });
@@ -66,14 +69,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let records = rt.block_on(store.scan(h.id)).unwrap();
             assert_eq!(records.len() as u64, ARTIFACTS);
-            let r = report::fold(
-                &h,
-                "/spool/x".as_ref(),
-                Vec::new(),
-                records,
-                Timestamp::now(),
-            );
-            serde_json::to_writer(std::io::sink(), &r).unwrap();
+            render(&h, records);
         })
     });
     group.finish();
