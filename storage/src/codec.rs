@@ -11,13 +11,18 @@ use crate::{Error, Result};
 /// The format version written by this build.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The buffer [`encode`] starts with.
+const ENCODE_CAPACITY: usize = 1024;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
 /// Encodes `value` as `[FORMAT_VERSION] ‖ bincode(value)`.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![FORMAT_VERSION];
+    // Audit records encode to a few hundred bytes: start big enough for most of them.
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.push(FORMAT_VERSION);
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out)
