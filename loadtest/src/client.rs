@@ -50,6 +50,34 @@ pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+/// An origin listener: the host name requests use for it (in URLs, `Host`, CONNECT and
+/// TLS server names) and the address that name stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    host: String,
+    addr: SocketAddr,
+}
+
+impl Endpoint {
+    pub fn new(host: &str, addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            host: host.to_owned(),
+            addr,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    /// `host:port`, with brackets around an IPv6 literal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.addr.port())
+        } else {
+            write!(f, "{}:{}", self.host, self.addr.port())
+        }
+    }
+}
+
 /// How connections are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -196,7 +224,7 @@ impl Fetcher {
     pub async fn get(
         &mut self,
         scheme: Scheme,
-        origin: SocketAddr,
+        origin: &Endpoint,
         path: &str,
     ) -> Result<Response, FetchError> {
         let started = Instant::now();
@@ -224,7 +252,7 @@ impl Fetcher {
     async fn exchange(
         &mut self,
         scheme: Scheme,
-        origin: SocketAddr,
+        origin: &Endpoint,
         path: &str,
     ) -> Result<(StatusCode, u64, Option<[u8; 32]>), FetchError> {
         let keep = self.mode == ConnMode::KeepAlive;
@@ -300,7 +328,7 @@ impl Fetcher {
 }
 
 /// The normalised URL of a request, as fetchgate's report shows it (explicit port).
-pub fn url(scheme: Scheme, origin: SocketAddr, path: &str) -> String {
+pub fn url(scheme: Scheme, origin: &Endpoint, path: &str) -> String {
     let scheme = match scheme {
         Scheme::Http => "http",
         Scheme::Https => "https",
@@ -312,12 +340,12 @@ pub fn url(scheme: Scheme, origin: SocketAddr, path: &str) -> String {
 async fn connect(
     route: &Route,
     scheme: Scheme,
-    origin: SocketAddr,
+    origin: &Endpoint,
     tls: &Arc<ClientConfig>,
     close_on_connect: bool,
 ) -> Result<Conn, FetchError> {
     let first_hop = match route {
-        Route::Direct => origin,
+        Route::Direct => origin.addr,
         Route::Proxy { addr, .. } => *addr,
     };
     let tcp = TcpStream::connect(first_hop)
@@ -340,11 +368,13 @@ async fn connect(
 
 async fn tls_connect(
     tcp: TcpStream,
-    origin: SocketAddr,
+    origin: &Endpoint,
     tls: &Arc<ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FetchError> {
+    let name = ServerName::try_from(origin.host.clone())
+        .map_err(|e| fail(ErrorKind::Tls, format!("{:?}: {e}", origin.host)))?;
     TlsConnector::from(tls.clone())
-        .connect(ServerName::IpAddress(origin.ip().into()), tcp)
+        .connect(name, tcp)
         .await
         .map_err(|e| fail(ErrorKind::Tls, e))
 }
@@ -373,7 +403,7 @@ const MAX_TUNNEL_HEAD: usize = 16 * 1024;
 /// head; anything but `200` is a [`ErrorKind::Tunnel`] error.
 pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    origin: SocketAddr,
+    origin: &Endpoint,
     authorization: Option<&str>,
     close: bool,
 ) -> Result<(), FetchError> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 
+use crate::client::{Endpoint, Scheme};
 use crate::origin::{Origin, OriginBehaviour};
 use crate::target::{Target, TargetError, TargetSpec};
 use crate::tls::{OriginPki, TlsError, client_config};
@@ -27,6 +28,9 @@ pub enum HarnessError {
 /// Origin, target and the builders' TLS configuration.
 pub struct Harness {
     pub origin: Origin,
+    /// The name requests use for the origin: `127.0.0.1` by default; `localhost` for
+    /// proxies that cannot intercept TLS to an IP literal (squid mints a DNS-name SAN).
+    pub origin_host: String,
     pub target: Target,
     pub tls: Arc<ClientConfig>,
     origin_ca: PathBuf,
@@ -60,11 +64,21 @@ impl Harness {
         let tls = client_config(&[target.trusted_ca(pki.ca_cert_path())])?;
         Ok(Harness {
             origin,
+            origin_host: "127.0.0.1".into(),
             target,
             tls,
             origin_ca: pki.ca_cert_path().to_owned(),
             _ca_dir: temp,
         })
+    }
+
+    /// The origin listener for `scheme`, under the origin's host name.
+    pub fn endpoint(&self, scheme: Scheme) -> Endpoint {
+        let addr = match scheme {
+            Scheme::Http => self.origin.http_addr(),
+            Scheme::Https => self.origin.https_addr(),
+        };
+        Endpoint::new(&self.origin_host, addr)
     }
 
     /// The origin CA's certificate file (what a proxy must trust upstream).

@@ -37,11 +37,8 @@ pub async fn run(
         },
         None => None,
     };
-    let (scheme, origin) = if tls {
-        (Scheme::Https, harness.origin.https_addr())
-    } else {
-        (Scheme::Http, harness.origin.http_addr())
-    };
+    let scheme = if tls { Scheme::Https } else { Scheme::Http };
+    let origin = harness.endpoint(scheme);
     let path = Artifact {
         size: 1024,
         index: 0,
@@ -59,7 +56,7 @@ pub async fn run(
     // One connection first, so one-time costs (leaf certificate, upstream pool, lazily
     // allocated buffers) are paid before the baseline is read.
     let mut warm = fetcher();
-    if let Err(e) = warm.get(scheme, origin, &path).await {
+    if let Err(e) = warm.get(scheme, &origin, &path).await {
         *errors.entry(e.kind).or_default() += 1;
     }
     let mut open = Vec::with_capacity(connections);
@@ -71,8 +68,8 @@ pub async fn run(
         remaining -= n;
         let batch = (0..n).map(|_| {
             let mut f = fetcher();
-            let path = path.clone();
-            async move { f.get(scheme, origin, &path).await.map(|_| f) }
+            let (path, origin) = (path.clone(), origin.clone());
+            async move { f.get(scheme, &origin, &path).await.map(|_| f) }
         });
         let handles: Vec<_> = batch.map(tokio::spawn).collect();
         for h in handles {

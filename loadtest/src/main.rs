@@ -16,6 +16,7 @@ use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::progress::Progress;
 use fetchgate_loadtest::stats::Live;
 use fetchgate_loadtest::target::TargetSpec;
+use fetchgate_loadtest::tls::OriginPki;
 use fetchgate_loadtest::units::parse_size;
 use fetchgate_loadtest::workload::{self, ObjectSize, SchemeMix, Workload};
 
@@ -36,6 +37,12 @@ enum Command {
     Run(RunArgs),
     /// N idle keep-alive connections through the proxy: memory per connection.
     Idle(IdleArgs),
+    /// Create (or keep) the origin's test CA in DIR and print its certificate's path,
+    /// for configuring a proxy to trust the origin before a run.
+    OriginCa {
+        /// Directory for origin-ca.pem and origin-ca.key.pem.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,6 +89,9 @@ struct TargetArgs {
     /// can trust it across runs.
     #[arg(long)]
     origin_ca_dir: Option<PathBuf>,
+    /// Host name for the origin in URLs, CONNECT and TLS (127.0.0.1 or localhost).
+    #[arg(long, default_value = "127.0.0.1", value_parser = ["127.0.0.1", "localhost"])]
+    origin_host: String,
     /// Session policy.
     #[arg(long, default_value = "permissive")]
     policy: String,
@@ -288,11 +298,11 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         bandwidth: args.bandwidth,
         error_rate: args.error_rate,
     };
-    let harness = Arc::new(
-        Harness::start(&spec, behaviour, args.target.origin_ca_dir.as_deref())
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    let mut harness = Harness::start(&spec, behaviour, args.target.origin_ca_dir.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    harness.origin_host = args.target.origin_host.clone();
+    let harness = Arc::new(harness);
     let workload = Arc::new(Workload {
         builders: args.builders,
         duration,
@@ -331,13 +341,14 @@ async fn idle(args: IdleArgs) -> Result<ExitCode, String> {
             "idle measures a proxy's memory: use --target spawn, fetchgate or proxy".into(),
         );
     }
-    let harness = Harness::start(
+    let mut harness = Harness::start(
         &spec,
         OriginBehaviour::default(),
         args.target.origin_ca_dir.as_deref(),
     )
     .await
     .map_err(|e| e.to_string())?;
+    harness.origin_host = args.target.origin_host.clone();
     let summary = idle::run(
         &harness,
         args.connections,
@@ -369,6 +380,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Idle(args) => idle(args).await,
+            Command::OriginCa { dir } => OriginPki::load_or_generate(&dir)
+                .map(|pki| {
+                    println!("{}", pki.ca_cert_path().display());
+                    ExitCode::SUCCESS
+                })
+                .map_err(|e| format!("{}: {e}", dir.display())),
         }
     });
     match result {

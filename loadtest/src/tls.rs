@@ -4,6 +4,8 @@
 //! client configuration trusting exactly the CA files they are given (never the system
 //! roots, never `SSL_CERT_FILE` and friends).
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,7 +67,15 @@ impl OriginPki {
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             let cert = params.self_signed(&key)?;
-            std::fs::write(&key_path, key.serialize_pem()).map_err(io(&key_path))?;
+            // The key stays private to whoever runs the harness; a proxy only needs the cert.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key_path)
+                .and_then(|mut f| f.write_all(key.serialize_pem().as_bytes()))
+                .map_err(io(&key_path))?;
             std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::client::{ConnMode, ErrorKind, Fetcher, Scheme, url};
 use crate::content::{Artifact, Rng};
 use crate::harness::Harness;
+use crate::procstat::Usage;
 use crate::stats::{Live, Recorder, Summary};
 use crate::verify::{Expected, Outcome, verify};
 
@@ -141,16 +142,23 @@ pub async fn run(harness: Arc<Harness>, workload: Arc<Workload>, live: Arc<Live>
     total
 }
 
-/// Runs a whole workload and summarises it, with the proxy's resource use.
+/// Runs a whole workload and summarises it, with the proxy's resource use: its peak
+/// memory and the CPU time it spent during the run.
 pub async fn run_and_summarise(
     harness: Arc<Harness>,
     workload: Arc<Workload>,
     live: Arc<Live>,
     label: &str,
 ) -> Summary {
+    let before = harness.target.usage();
     let started = Instant::now();
     let rec = run(harness.clone(), workload, live).await;
-    rec.summary(label, started.elapsed(), harness.target.usage())
+    let elapsed = started.elapsed();
+    let proxy = harness.target.usage().map(|end| Usage {
+        cpu_seconds: end.cpu_seconds - before.map_or(0.0, |b| b.cpu_seconds),
+        ..end
+    });
+    rec.summary(label, elapsed, proxy)
 }
 
 /// One complete session: the requests, and (with a control API) the report check.
@@ -194,13 +202,10 @@ pub async fn run_session(
             SchemeMix::Https => true,
             SchemeMix::Mixed => rng.below(2) == 1,
         };
-        let (scheme, origin) = if https {
-            (Scheme::Https, harness.origin.https_addr())
-        } else {
-            (Scheme::Http, harness.origin.http_addr())
-        };
+        let scheme = if https { Scheme::Https } else { Scheme::Http };
+        let origin = harness.endpoint(scheme);
         let path = artifact.path();
-        let outcome = match fetcher.get(scheme, origin, &path).await {
+        let outcome = match fetcher.get(scheme, &origin, &path).await {
             Ok(r) => {
                 rec.answered(r.latency, r.body_len);
                 if r.status != hyper::StatusCode::OK {
@@ -226,7 +231,7 @@ pub async fn run_session(
             }
         };
         expected.push(Expected {
-            url: url(scheme, origin, &path),
+            url: url(scheme, &origin, &path),
             outcome,
         });
     }
