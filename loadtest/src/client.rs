@@ -485,3 +485,84 @@ pub async fn one_shot(
         .to_bytes();
     Ok((status, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Reads a request head from `stream` and answers `answer`; returns the head.
+    async fn answer_once<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: &mut S,
+        answer: &[u8],
+    ) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream.write_all(answer).await.unwrap();
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connect_carries_credentials_and_close_and_a_refusal_is_a_tunnel_error() {
+        let (mut client, mut proxy) = tokio::io::duplex(4096);
+        let seen = tokio::spawn(async move {
+            answer_once(
+                &mut proxy,
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
+            )
+            .await
+        });
+        let origin = Endpoint::new("localhost", "127.0.0.1:8443".parse().unwrap());
+        let err = tunnel(&mut client, &origin, Some("Basic YTpi"), true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Tunnel);
+        assert!(err.detail.contains("407"), "{}", err.detail);
+        let head = seen.await.unwrap();
+        assert!(
+            head.starts_with("CONNECT localhost:8443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Proxy-Authorization: Basic YTpi\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn garbage_from_a_proxy_is_an_http_error_and_absolute_form_is_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            answer_once(&mut s, b"NOT HTTP AT ALL\r\n\r\n").await
+        });
+        let route = Route::proxy_with_basic(addr, "id", "token");
+        let tls = crate::tls::client_config(&[]).unwrap();
+        let mut f = Fetcher::new(
+            route,
+            ConnMode::KeepAlive,
+            tls,
+            Duration::from_secs(5),
+            false,
+        );
+        let origin = Endpoint::new("127.0.0.1", "127.0.0.1:8080".parse().unwrap());
+        let err = f
+            .get(Scheme::Http, &origin, "/artifact/1/0")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Http);
+        let head = seen.await.unwrap();
+        assert!(
+            head.starts_with("GET http://127.0.0.1:8080/artifact/1/0 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.to_ascii_lowercase().contains(
+            &format!("proxy-authorization: {}", basic("id", "token")).to_ascii_lowercase()
+        ));
+    }
+}
