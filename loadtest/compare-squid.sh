@@ -12,13 +12,15 @@
 # fetchgate is started by the harness for each run (fresh spool, its own CA).
 #
 # Usage: loadtest/compare-squid.sh [--fetchgate PATH] [--harness PATH] [--duration SECS]
-#                                  [--rounds N] [--idle-connections N] [--out DIR]
+#                                  [--rounds N] [--idle-connections N] [--only REGEX]
+#                                  [--out DIR]
 #   --fetchgate  fetchgate binary (default target/release/fetchgate)
 #   --harness    fetchgate-loadtest binary (default target/release/fetchgate-loadtest,
 #                built with `cargo build --release -p fetchgate-loadtest` if missing)
 #   --duration   seconds per scenario and target (default 20)
 #   --rounds     repetitions of every scenario, alternating targets (default 1)
 #   --idle-connections  connections in the idle scenario (default 1000)
+#   --only       run only the scenarios whose name matches this extended regex
 #   --out        directory for the JSON results, squid's logs and the table (default: a
 #                new directory under /tmp)
 set -euo pipefail
@@ -29,6 +31,7 @@ harness=target/release/fetchgate-loadtest
 duration=20
 rounds=1
 idle_connections=1000
+only=""
 out=""
 while (($#)); do
   case "$1" in
@@ -37,6 +40,7 @@ while (($#)); do
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --idle-connections) idle_connections=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-squid.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -180,6 +184,7 @@ run_one() { # scenario-index round target
   # target gets the origin by name in the HTTPS scenarios, so the work stays identical.
   if ((bump)); then args+=" --origin-host localhost"; fi
   if [ "$sub" = idle ] && [ "$target" = direct ]; then return 0; fi
+  if [ -n "$only" ] && ! grep -qE -- "$only" <<<"$name"; then return 0; fi
   local json="$out/results/s$i-r$round-$target.json"
   local common=(--origin-ca-dir "$origin_ca_dir" --label "$name / $target" --json "$json" --quiet)
   [ "$sub" = run ] && common+=(--duration "$duration")
@@ -238,6 +243,8 @@ rows = []
 head = ["scenario", "metric", "direct", "squid", "fetchgate", "fg/squid", "fg/direct"]
 for i, name in enumerate(names):
     runs = {t: load(i, t) for t in ("direct", "squid", "fetchgate")}
+    if not any(runs.values()):
+        continue
     if name.startswith("idle"):
         get = lambda s: s.get("kib_per_connection")
         v = {t: med(r, get) for t, r in runs.items()}

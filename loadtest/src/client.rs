@@ -419,34 +419,41 @@ pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         .write_all(head.as_bytes())
         .await
         .map_err(|e| fail(ErrorKind::Tunnel, e))?;
-    // Read byte by byte: the proxy sends nothing after the head until we speak TLS, and
-    // reading past it would swallow the start of the tunnel.
-    let mut buf = Vec::with_capacity(128);
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let head_len = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
         if buf.len() >= MAX_TUNNEL_HEAD {
             return Err(fail(ErrorKind::Tunnel, "CONNECT answer head too long"));
         }
         let n = stream
-            .read(&mut byte)
+            .read(&mut chunk)
             .await
             .map_err(|e| fail(ErrorKind::Tunnel, e))?;
         if n == 0 {
             return Err(fail(ErrorKind::Tunnel, "proxy closed during CONNECT"));
         }
-        buf.push(byte[0]);
-    }
+        buf.extend_from_slice(&chunk[..n]);
+    };
     let status_line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
     let status_line = String::from_utf8_lossy(status_line);
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
-    if code == "200" {
-        Ok(())
-    } else {
-        Err(fail(
+    if code != "200" {
+        return Err(fail(
             ErrorKind::Tunnel,
             format!("CONNECT answered {:?}", status_line.trim_end()),
-        ))
+        ));
     }
+    // Until the client speaks TLS the proxy has nothing to say; bytes here would be lost.
+    if buf.len() > head_len {
+        return Err(fail(
+            ErrorKind::Tunnel,
+            "the proxy sent data after its CONNECT answer, before the TLS handshake",
+        ));
+    }
+    Ok(())
 }
 
 /// Sends one request on a connection opened for it and returns the status and body:
@@ -531,6 +538,22 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("Connection: close\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connect_is_ok_and_early_tunnel_data_is_refused() {
+        let origin = Endpoint::new("127.0.0.1", "127.0.0.1:8443".parse().unwrap());
+        for (answer, ok) in [
+            (&b"HTTP/1.1 200 Connection established\r\n\r\n"[..], true),
+            (&b"HTTP/1.1 200 OK\r\n\r\nsurprise"[..], false),
+        ] {
+            let (mut client, mut proxy) = tokio::io::duplex(4096);
+            let seen = tokio::spawn(async move { answer_once(&mut proxy, answer).await });
+            let result = tunnel(&mut client, &origin, None, false).await;
+            assert_eq!(result.is_ok(), ok, "{result:?}");
+            let head = seen.await.unwrap();
+            assert!(!head.contains("Proxy-Authorization") && !head.contains("Connection:"));
+        }
     }
 
     #[tokio::test]

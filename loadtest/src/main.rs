@@ -92,8 +92,9 @@ struct TargetArgs {
     /// Host name for the origin in URLs, CONNECT and TLS (127.0.0.1 or localhost).
     #[arg(long, default_value = "127.0.0.1", value_parser = ["127.0.0.1", "localhost"])]
     origin_host: String,
-    /// Session policy.
-    #[arg(long, default_value = "permissive")]
+    /// Session policy (permissive needs fetchgate's --permissive-mode; the harness starts
+    /// it so).
+    #[arg(long, default_value = "permissive", value_parser = ["permissive", "strict"])]
     policy: String,
 }
 
