@@ -204,6 +204,8 @@ impl Spawned {
         while control_port == proxy_port {
             control_port = free_port().map_err(TargetError::Setup)?;
         }
+        let stderr =
+            std::fs::File::create(dir.path().join("stderr.log")).map_err(TargetError::Setup)?;
         // Nothing from our environment: no proxy variables, no CA bundle overrides.
         let child = Command::new(binary)
             .env_clear()
@@ -221,7 +223,7 @@ impl Spawned {
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|source| TargetError::Spawn {
                 binary: binary.to_owned(),
@@ -236,11 +238,18 @@ impl Spawned {
         })
     }
 
+    /// The last lines of its log file and of its stderr (argument errors land there).
     fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("fetchgate.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        let mut tail = String::new();
+        for file in ["fetchgate.log", "stderr.log"] {
+            let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                tail.push_str(line);
+                tail.push('\n');
+            }
+        }
+        tail
     }
 
     async fn wait_ready(&mut self, control: &ControlClient) -> Result<(), TargetError> {
