@@ -104,6 +104,9 @@ http_access allow localhost
 http_access deny all
 cache deny all
 cache_mem 0 MB
+# More read-ahead than the default 16 KB for the large-object scenarios; no ICMP helper.
+read_ahead_gap 1 MB
+pinger_enable off
 memory_pools on
 client_persistent_connections on
 server_persistent_connections on
