@@ -70,10 +70,7 @@ async fn sessions_over_http_and_https_verify_with_keep_alive_and_per_request_con
             assert_eq!(s.requests, 4 * 6, "{label}");
             assert!(s.bytes >= 4 * 6 * 1024, "{label}: {} bytes", s.bytes);
             let proxy = s.proxy.unwrap_or_else(|| panic!("{label}: no proxy usage"));
-            assert!(
-                proxy.peak_rss_kib > 0 && proxy.cpu_seconds > 0.0,
-                "{proxy:?}"
-            );
+            assert!(proxy.peak_rss_kib > 1024, "{label}: {proxy:?}");
         }
     }
 }

@@ -76,7 +76,8 @@ pub async fn run(
             match h.await {
                 Ok(Ok(f)) => open.push(f),
                 Ok(Err(e)) => *errors.entry(e.kind).or_default() += 1,
-                Err(_) => *errors.entry(ErrorKind::Http).or_default() += 1,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
             }
         }
     }

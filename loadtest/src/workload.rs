@@ -135,8 +135,11 @@ pub async fn run(harness: Arc<Harness>, workload: Arc<Workload>, live: Arc<Live>
     }
     let mut total = Recorder::new(Arc::new(Live::default()));
     for t in tasks {
-        if let Ok(rec) = t.await {
-            total.merge(&rec);
+        match t.await {
+            Ok(rec) => total.merge(&rec),
+            // A bug in the harness, not a result: surface it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
         }
     }
     total
