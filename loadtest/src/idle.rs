@@ -1,0 +1,113 @@
+//! The idle-connections scenario: N keep-alive connections through the proxy, each having
+//! completed one small request (plain, or inside an intercepted CONNECT tunnel) and then
+//! left open, to measure what an idle connection costs the proxy in memory: the growth
+//! of its resident set divided by the number of connections.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::client::{ConnMode, ErrorKind, Fetcher, Scheme};
+use crate::content::Artifact;
+use crate::harness::Harness;
+use crate::stats::IdleSummary;
+
+/// Connections opened at once while building up the idle set.
+const BATCH: usize = 64;
+/// Time given to the proxy to settle before its memory is read.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Opens `connections` idle keep-alive connections (`tls`: intercepted HTTPS) and
+/// reports the proxy's memory per connection. The session, if any, is ended afterwards.
+pub async fn run(
+    harness: &Harness,
+    connections: usize,
+    tls: bool,
+    policy: &str,
+    label: &str,
+) -> IdleSummary {
+    let mut errors: BTreeMap<ErrorKind, u64> = BTreeMap::new();
+    let control = harness.target.control();
+    let session = match control {
+        Some(c) => match c.create_session(policy).await {
+            Ok(s) => Some(s),
+            Err(_) => {
+                *errors.entry(ErrorKind::Control).or_default() += 1;
+                None
+            }
+        },
+        None => None,
+    };
+    let scheme = if tls { Scheme::Https } else { Scheme::Http };
+    let origin = harness.endpoint(scheme);
+    let path = Artifact {
+        size: 1024,
+        index: 0,
+    }
+    .path();
+    let fetcher = || {
+        Fetcher::new(
+            harness.target.route(session.as_ref()),
+            ConnMode::KeepAlive,
+            harness.tls.clone(),
+            Duration::from_secs(30),
+            false,
+        )
+    };
+    // One connection first, so one-time costs (leaf certificate, upstream pool, lazily
+    // allocated buffers) are paid before the baseline is read.
+    let mut warm = fetcher();
+    if let Err(e) = warm.get(scheme, &origin, &path).await {
+        *errors.entry(e.kind).or_default() += 1;
+    }
+    let mut open = Vec::with_capacity(connections);
+    tokio::time::sleep(SETTLE).await;
+    let before = harness.target.usage();
+    let mut remaining = connections;
+    while remaining > 0 {
+        let n = remaining.min(BATCH);
+        remaining -= n;
+        let batch = (0..n).map(|_| {
+            let mut f = fetcher();
+            let (path, origin) = (path.clone(), origin.clone());
+            async move { f.get(scheme, &origin, &path).await.map(|_| f) }
+        });
+        let handles: Vec<_> = batch.map(tokio::spawn).collect();
+        for h in handles {
+            match h.await {
+                Ok(Ok(f)) => open.push(f),
+                Ok(Err(e)) => *errors.entry(e.kind).or_default() += 1,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            }
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    let after = harness.target.usage();
+    let established = open.len();
+    drop((warm, open));
+    if let (Some(c), Some(s)) = (control, &session) {
+        let ended = async {
+            c.revoke(s).await?;
+            c.end(s).await
+        };
+        if ended.await.is_err() {
+            *errors.entry(ErrorKind::Control).or_default() += 1;
+        }
+    }
+    let (rss_before_kib, rss_after_kib) = (before.map(|u| u.rss_kib), after.map(|u| u.rss_kib));
+    IdleSummary {
+        label: label.to_owned(),
+        tls,
+        connections,
+        established,
+        errors,
+        rss_before_kib,
+        rss_after_kib,
+        kib_per_connection: match (rss_before_kib, rss_after_kib) {
+            (Some(b), Some(a)) if established > 0 => {
+                Some((a as f64 - b as f64) / established as f64)
+            }
+            _ => None,
+        },
+    }
+}

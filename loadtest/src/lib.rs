@@ -1,0 +1,24 @@
+//! fetchgate's load-test harness: a built-in origin serving deterministic synthetic
+//! artifacts over HTTP and HTTPS, simulated builders that run complete sessions through
+//! a proxy and verify each session's report, and the measurements (throughput,
+//! latency, errors by kind, the proxy's memory and CPU).
+//!
+//! It does not link fetchgate itself: it drives a fetchgate binary (or any forward
+//! proxy, or none) over the network, so the same work can be measured through squid.
+//! All traffic stays on loopback, and no proxy or CA setting is read from the
+//! environment.
+
+pub mod client;
+pub mod content;
+pub mod control;
+pub mod harness;
+pub mod idle;
+pub mod origin;
+pub mod procstat;
+pub mod progress;
+pub mod stats;
+pub mod target;
+pub mod tls;
+pub mod units;
+pub mod verify;
+pub mod workload;

@@ -1,0 +1,263 @@
+//! The built-in origin server (hyper 1, HTTP/1.1, keep-alive): serves the synthetic
+//! artifacts of [`crate::content`] at `/artifact/<size>/<index>` over plain HTTP and over
+//! TLS with the origin's test CA, on loopback only. Optional slow mode caps each
+//! response's bandwidth; optional error mode answers a fraction of requests 404 or 500.
+//! It never buffers a whole artifact: bodies are generated chunk by chunk as the
+//! connection drains them.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+
+use crate::content::{Artifact, CHUNK, fill, splitmix64};
+use crate::tls::OriginPki;
+
+/// How the origin misbehaves on purpose.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OriginBehaviour {
+    /// Bytes per second per response; `None` serves as fast as the connection drains.
+    pub bandwidth: Option<u64>,
+    /// Fraction (0..=1) of requests answered 404 or 500 (half each) instead of the artifact.
+    pub error_rate: f64,
+}
+
+/// A running origin; its listeners stop when it is dropped.
+pub struct Origin {
+    http: SocketAddr,
+    https: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Origin {
+    /// Starts the HTTP and HTTPS listeners on free loopback ports.
+    pub async fn start(pki: &OriginPki, behaviour: OriginBehaviour) -> std::io::Result<Origin> {
+        let state = Arc::new(State {
+            behaviour,
+            counter: AtomicU64::new(0),
+        });
+        let http_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let https_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let http = http_listener.local_addr()?;
+        let https = https_listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(pki.server_config());
+        let tasks = vec![
+            tokio::spawn(accept_loop(http_listener, None, state.clone())),
+            tokio::spawn(accept_loop(https_listener, Some(acceptor), state)),
+        ];
+        Ok(Origin { http, https, tasks })
+    }
+
+    /// The plain HTTP listener.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The TLS listener.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct State {
+    behaviour: OriginBehaviour,
+    counter: AtomicU64,
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, state).await;
+                    }
+                }
+                None => serve(stream, state).await,
+            }
+        });
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, state: Arc<State>) {
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(respond(&req, &state)) }
+    });
+    // A client going away mid-response is normal under load; nothing to report here.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+fn respond(req: &Request<Incoming>, state: &State) -> Response<ArtifactBody> {
+    let artifact = match Artifact::from_path(req.uri().path()) {
+        Some(a) if req.method() == hyper::Method::GET => a,
+        _ => return error(StatusCode::NOT_FOUND),
+    };
+    let b = &state.behaviour;
+    if b.error_rate > 0.0 {
+        let draw = splitmix64(state.counter.fetch_add(1, Ordering::Relaxed));
+        if ((draw >> 11) as f64 / (1u64 << 53) as f64) < b.error_rate {
+            return error(if draw & 1 == 0 {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            });
+        }
+    }
+    let mut response = Response::new(ArtifactBody::new(artifact, b.bandwidth));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(hyper::header::CONTENT_LENGTH, artifact.size.into());
+    response
+}
+
+/// An error response whose body is itself a tiny deterministic artifact.
+fn error(status: StatusCode) -> Response<ArtifactBody> {
+    let body = ArtifactBody::new(
+        Artifact {
+            size: 16,
+            index: u32::from(status.as_u16()),
+        },
+        None,
+    );
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_LENGTH, 16.into());
+    response
+}
+
+/// A streamed artifact body, optionally paced to a bandwidth.
+pub struct ArtifactBody {
+    seed: u64,
+    offset: u64,
+    size: u64,
+    pace: Option<Pace>,
+}
+
+struct Pace {
+    bytes_per_sec: u64,
+    start: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl ArtifactBody {
+    fn new(artifact: Artifact, bandwidth: Option<u64>) -> ArtifactBody {
+        ArtifactBody {
+            seed: artifact.seed(),
+            offset: 0,
+            size: artifact.size,
+            pace: bandwidth.filter(|b| *b > 0).map(|bytes_per_sec| Pace {
+                bytes_per_sec,
+                start: Instant::now(),
+                sleep: None,
+            }),
+        }
+    }
+}
+
+impl Body for ArtifactBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.offset >= this.size {
+            return Poll::Ready(None);
+        }
+        let mut n = (this.size - this.offset).min(CHUNK as u64);
+        if let Some(pace) = &mut this.pace {
+            // Send at most a twentieth of a second's worth at once, and never ahead of
+            // the schedule `offset / bytes_per_sec` after the start.
+            n = n.min((pace.bytes_per_sec / 20).max(1));
+            let due = pace.start
+                + Duration::from_secs_f64(this.offset as f64 / pace.bytes_per_sec as f64);
+            if due > Instant::now() {
+                let sleep = pace
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                sleep.as_mut().reset(due);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        let mut chunk = vec![0u8; n as usize];
+        fill(this.seed, this.offset, &mut chunk);
+        this.offset += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.offset >= self.size
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.size - self.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_paced_body_takes_as_long_as_its_bandwidth_says() {
+        let artifact = Artifact {
+            size: 40_000,
+            index: 0,
+        };
+        let started = std::time::Instant::now();
+        let body = ArtifactBody::new(artifact, Some(100_000));
+        let bytes = body.collect().await.map(|c| c.to_bytes());
+        let elapsed = started.elapsed();
+        let Ok(bytes) = bytes;
+        assert_eq!(bytes.len(), 40_000);
+        // 40 kB at 100 kB/s: the last chunk is due at 0.35 s.
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        let mut expected = vec![0u8; 40_000];
+        fill(artifact.seed(), 0, &mut expected);
+        assert_eq!(&bytes[..], &expected[..]);
+    }
+}

@@ -1,0 +1,148 @@
+//! The load-test harness driving the real daemon for a few seconds: complete sessions
+//! over plain HTTP and intercepted HTTPS, with keep-alive and with Launchpad's
+//! connection-per-request forwarder, end with reports that list exactly what was
+//! fetched; and the report check is not vacuous: a tampered report fails it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fetchgate_loadtest::client::ConnMode;
+use fetchgate_loadtest::content::Rng;
+use fetchgate_loadtest::harness::Harness;
+use fetchgate_loadtest::origin::OriginBehaviour;
+use fetchgate_loadtest::stats::{Live, Recorder};
+use fetchgate_loadtest::target::TargetSpec;
+use fetchgate_loadtest::verify::{Mismatch, Outcome, verify};
+use fetchgate_loadtest::workload::{
+    self, Catalogue, ObjectSize, SchemeMix, Workload, run_and_summarise,
+};
+
+fn daemon() -> TargetSpec {
+    TargetSpec::Spawn {
+        binary: env!("CARGO_BIN_EXE_fetchgate").into(),
+        extra_args: vec![],
+    }
+}
+
+fn workload(scheme: SchemeMix, connection: ConnMode) -> Workload {
+    Workload {
+        builders: 3,
+        duration: Duration::from_secs(60),
+        max_sessions: Some(4),
+        requests_per_session: 6,
+        objects: vec![
+            ObjectSize {
+                size: 1024,
+                weight: 3,
+            },
+            ObjectSize {
+                size: 300_000,
+                weight: 1,
+            },
+        ],
+        distinct: 3,
+        scheme,
+        connection,
+        hash_bodies: true,
+        policy: "permissive".into(),
+        request_timeout: Duration::from_secs(30),
+    }
+}
+
+async fn harness(behaviour: OriginBehaviour) -> Harness {
+    match Harness::start(&daemon(), behaviour, None).await {
+        Ok(h) => h,
+        Err(e) => panic!("harness: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_http_and_https_verify_with_keep_alive_and_per_request_connections() {
+    let h = Arc::new(harness(OriginBehaviour::default()).await);
+    for scheme in [SchemeMix::Http, SchemeMix::Https] {
+        for connection in [ConnMode::KeepAlive, ConnMode::PerRequest] {
+            let w = Arc::new(workload(scheme, connection));
+            let label = format!("{scheme:?} {connection:?}");
+            let s = run_and_summarise(h.clone(), w, Arc::new(Live::default()), &label).await;
+            assert_eq!(s.error_total, 0, "{label}: {:?}", s.error_examples);
+            assert_eq!(s.report_verification_failures, 0, "{label}");
+            assert_eq!(s.sessions, 4, "{label}");
+            assert_eq!(s.requests, 4 * 6, "{label}");
+            assert!(s.bytes >= 4 * 6 * 1024, "{label}: {} bytes", s.bytes);
+            let proxy = s.proxy.unwrap_or_else(|| panic!("{label}: no proxy usage"));
+            assert!(proxy.peak_rss_kib > 1024, "{label}: {proxy:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_errors_are_counted_and_their_statuses_verified_in_the_report() {
+    let h = Arc::new(
+        harness(OriginBehaviour {
+            bandwidth: None,
+            error_rate: 1.0,
+        })
+        .await,
+    );
+    let w = Arc::new(workload(SchemeMix::Mixed, ConnMode::KeepAlive));
+    let s = run_and_summarise(h, w, Arc::new(Live::default()), "errors").await;
+    assert_eq!(s.report_verification_failures, 0, "{:?}", s.error_examples);
+    assert_eq!(s.sessions, 4);
+    assert_eq!(s.error_total, 4 * 6, "{:?}", s.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_report_fails_verification() {
+    let h = harness(OriginBehaviour::default()).await;
+    let w = workload(SchemeMix::Mixed, ConnMode::KeepAlive);
+    let catalogue = Catalogue::new(&w.objects, w.distinct);
+    let mut rec = Recorder::new(Arc::new(Live::default()));
+    let outcome = workload::run_session(&h, &w, &catalogue, &mut Rng::new(7), &mut rec).await;
+    let report = outcome
+        .report
+        .expect("the daemon answered every control step");
+    let expected = outcome.expected;
+    assert_eq!(expected.len(), 6);
+    assert!(
+        expected
+            .iter()
+            .all(|e| matches!(e.outcome, Outcome::Body { .. }))
+    );
+    assert_eq!(verify(&expected, &report), Ok(()));
+
+    let mut wrong_digest = report.clone();
+    wrong_digest["artifacts"][0]["metadata"]["sha256"] = "00".repeat(32).into();
+    assert!(matches!(
+        verify(&expected, &wrong_digest),
+        Err(Mismatch::Digest { .. })
+    ));
+
+    let mut wrong_size = report.clone();
+    wrong_size["artifacts"][0]["metadata"]["size"] = 1.into();
+    assert!(matches!(
+        verify(&expected, &wrong_size),
+        Err(Mismatch::Digest { .. })
+    ));
+
+    let mut missing = report.clone();
+    missing["artifacts"]
+        .as_array_mut()
+        .map(|a| a.remove(0))
+        .expect("the report has artifacts");
+    assert!(matches!(
+        verify(&expected, &missing),
+        Err(Mismatch::Missing { .. })
+    ));
+
+    let mut extra = report.clone();
+    let first = extra["artifacts"][0]["downloads"][0].clone();
+    extra["artifacts"][0]["downloads"]
+        .as_array_mut()
+        .map(|d| d.push(first))
+        .expect("the artifact has downloads");
+    assert!(matches!(
+        verify(&expected, &extra),
+        Err(Mismatch::Unexpected { .. })
+    ));
+    h.stop();
+}
