@@ -528,7 +528,11 @@ fn acl_rules(dir: &Path, toml: &AclSection) -> Result<AclRules, ConfigError> {
         (Some(t), Some(y)) if t != y => {
             return Err(in_yaml.error(
                 "policy",
-                format!("{y:?} contradicts acl.policy {t:?} in {CONFIG_FILE}; set it in one place"),
+                format!(
+                    "{:?} contradicts acl.policy {:?} in {CONFIG_FILE}; set it in one place",
+                    y.as_str(),
+                    t.as_str()
+                ),
             ));
         }
         (t, y) => t.or(y).unwrap_or(Access::Allow),
@@ -628,6 +632,11 @@ mod tests {
         let err = acl.check_destination(&host).unwrap_err().to_string();
         assert!(err.contains("http-proxy.deny-hosts in acl.yaml"), "{err}");
 
+        for empty in ["", "# no rules yet\n"] {
+            std::fs::write(dir.path().join(ACL_FILE), empty).unwrap();
+            let rules = acl_rules(dir.path(), &AclSection::default()).unwrap();
+            assert!(rules.rules.is_empty() && rules.policy == Access::Allow);
+        }
         let file: FileConfig = toml::from_str("[acl]\npolicy = \"deny\"\n").unwrap();
         std::fs::write(dir.path().join(ACL_FILE), "http-proxy:\n  policy: allow\n").unwrap();
         let err = acl_rules(dir.path(), &file.acl).unwrap_err().to_string();

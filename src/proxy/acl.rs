@@ -51,6 +51,16 @@ pub enum Access {
     Deny,
 }
 
+impl Access {
+    /// The word used in the configuration files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Access::Allow => "allow",
+            Access::Deny => "deny",
+        }
+    }
+}
+
 /// Ranges denied by default: IPv4 and IPv6 link-local.
 pub const DEFAULT_DENY: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
 

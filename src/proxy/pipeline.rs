@@ -2,11 +2,13 @@
 //! a download, for plain absolute-form requests and for requests decrypted inside a
 //! CONNECT tunnel alike.
 //!
-//! - `request_filter`: who is asking (session auth, 407), where to (target, DNS, ACL,
-//!   403), before any upstream connection is made;
-//! - `upstream_peer`: the already-resolved and ACL-checked address, TLS verified with
-//!   SNI = the requested host;
-//! - `upstream_request_filter`: origin-form, credentials stripped, secrets injected;
+//! - `request_filter`: who is asking (session auth, 407), where to (target, ACL, DNS,
+//!   403), directly or through an upstream proxy, before any upstream connection is made;
+//! - `upstream_peer`: the already-resolved and ACL-checked address (or the upstream
+//!   proxy's, with a `CONNECT` tunnel for HTTPS), TLS verified with SNI = the requested
+//!   host;
+//! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
+//!   credentials stripped, secrets injected;
 //! - `response_filter` / `response_body_filter`: status and headers captured, the body
 //!   hashed while it streams; the chunk that completes the body is released only once
 //!   the download's audit record is durable, and an audit failure resets the connection;
@@ -580,9 +582,14 @@ impl ProxyHttp for Pipeline {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(proxy) = &ctx.via
+            && ctx
+                .target
+                .as_ref()
+                .is_some_and(|t| t.scheme == Scheme::Http)
             && resp.status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
-            // The upstream proxy refusing fetchgate, not an answer for the builder.
+            // A plain request's 407 comes from the upstream proxy refusing fetchgate (an
+            // origin behind a tunnel cannot send one): not an answer for the builder.
             return Err(Error::explain(
                 ErrorType::ConnectProxyFailure,
                 format!("upstream proxy {proxy}: refused with 407 Proxy Authentication Required"),
