@@ -709,6 +709,26 @@ async fn plain_and_https_go_through_the_upstream_proxy_and_no_proxy_goes_direct(
     let (rc, code, body) = s.curl(creds, &bypass, &[]);
     assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
     assert_eq!(body, b);
+    // Same SNI, same proxy, another port: a pooled tunnel to the first must not be reused.
+    let other_files = work.path().join("other");
+    std::fs::create_dir_all(other_files.join("pool")).unwrap();
+    let c = content(5_000, 9);
+    std::fs::write(other_files.join("pool/b.whl"), &c).unwrap();
+    let leaf = (
+        s.dir.path().join("origin.pem"),
+        s.dir.path().join("origin.key"),
+    );
+    let other = Origin::start(&other_files, Some((&leaf.0, &leaf.1)));
+    let (rc, code, body) = s.curl(
+        creds,
+        &format!("https://localhost:{}/pool/b.whl", other.port),
+        &[],
+    );
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert!(
+        body == c,
+        "the other origin's content, not a reused tunnel's"
+    );
     // The ACL applies before any proxy is asked.
     let control = format!("http://127.0.0.1:{}/status", s.d.opts.control_port);
     let (_, code, _) = s.curl(creds, &control, &[]);
@@ -721,6 +741,10 @@ async fn plain_and_https_go_through_the_upstream_proxy_and_no_proxy_goes_direct(
     );
     assert!(
         log.contains(&format!("CONNECT localhost:{}", s.https.port)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("CONNECT localhost:{}", other.port)),
         "{log}"
     );
     assert!(!log.contains("127.0.0.3"), "NO_PROXY goes direct: {log}");
