@@ -173,16 +173,12 @@ async fn setup() -> Setup {
 
 /// Like [`setup`], with extra lines for the `[proxy]` section.
 async fn setup_with(proxy_toml: &str) -> Setup {
-    setup_custom(proxy_toml, &[], &[]).await
+    setup_custom(proxy_toml, |opts| opts).await
 }
 
-/// Like [`setup_with`], with more files (name, text) in the config directory and more
-/// variables in the daemon's environment.
-async fn setup_custom(
-    proxy_toml: &str,
-    config_files: &[(&str, &str)],
-    env: &[(&str, String)],
-) -> Setup {
+/// Like [`setup_with`], with the daemon's options customised (more config files,
+/// environment, arguments).
+async fn setup_custom(proxy_toml: &str, customise: impl FnOnce(DaemonOpts) -> DaemonOpts) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
     std::fs::create_dir_all(files.join("pool")).unwrap();
@@ -195,13 +191,7 @@ async fn setup_custom(
         "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n{proxy_toml}\n",
         origin_ca.display()
     ));
-    for (name, text) in config_files {
-        std::fs::write(opts.config.join(name), text).unwrap();
-    }
-    let mut opts = opts;
-    opts.env
-        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    let d = opts.start().await;
+    let d = customise(opts).start().await;
     Setup {
         dir,
         d,
@@ -425,8 +415,12 @@ fn denials(report: &Value) -> Vec<(String, String, String)> {
 
 #[tokio::test]
 async fn toml_host_globs_and_cidr_rules_refuse_with_403_and_allow_holes_pass() {
-    let s = setup_with(
+    let s = setup_custom(
         "[acl]\ndeny-hosts = [\"LocalHost\"]\ndeny = [\"127.0.0.2/31\"]\nallow = [\"127.0.0.3\"]\n",
+        |o| {
+            let security = o.spool.with_file_name("security.log");
+            o.arg(&format!("--security-log-file={}", security.display()))
+        },
     )
     .await;
     let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
@@ -478,12 +472,22 @@ async fn toml_host_globs_and_cidr_rules_refuse_with_403_and_allow_holes_pass() {
             .len(),
         2
     );
+    let security = std::fs::read_to_string(s.dir.path().join("security.log")).unwrap();
+    let events: Vec<Value> = security
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{security}");
+    assert!(
+        events.iter().all(|e| e["fields"]["event"] == "acl-denial"),
+        "{security}"
+    );
 }
 
 #[tokio::test]
 async fn acl_yaml_in_the_references_format_is_loaded_from_the_config_dir() {
     let acl_yaml = "http-proxy:\n  policy: allow\n  allow-hosts: [\"127.0.0.*\"]\n  rules:\n    - dst: [127.0.0.2]\n      access: deny\n    - dst: [\"127.0.0.0/8\"]\n      access: allow\n";
-    let s = setup_custom("", &[("acl.yaml", acl_yaml)], &[]).await;
+    let s = setup_custom("", |o| o.config_file("acl.yaml", acl_yaml)).await;
     let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
     let (id, token) = s.d.create(json!({})).await;
     let creds = Some((id.as_str(), token.as_str()));
@@ -680,16 +684,12 @@ fn downloads(report: &Value) -> Vec<&Value> {
 async fn plain_and_https_go_through_the_upstream_proxy_and_no_proxy_goes_direct() {
     let work = tempfile::tempdir().unwrap();
     let up = Tinyproxy::start(work.path(), None);
-    let s = setup_custom(
-        "",
-        &[],
-        &[
-            ("HTTP_PROXY", format!("http://127.0.0.1:{}", up.port)),
+    let s = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &format!("http://127.0.0.1:{}", up.port))
             // The lowercase form, without a scheme, as Go accepts it.
-            ("https_proxy", format!("127.0.0.1:{}", up.port)),
-            ("no_proxy", "127.0.0.3, .example.invalid".into()),
-        ],
-    )
+            .env("https_proxy", &format!("127.0.0.1:{}", up.port))
+            .env("no_proxy", "127.0.0.3, .example.invalid")
+    })
     .await;
     let direct = Origin::start_on("127.0.0.3", &s.files, None);
     let (id, token) = s.d.create(json!({})).await;
@@ -770,14 +770,10 @@ async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded
     let work = tempfile::tempdir().unwrap();
     let up = Tinyproxy::start(work.path(), Some(("builder", "s3cret")));
     let with_auth = format!("http://builder:s3cret@127.0.0.1:{}", up.port);
-    let s = setup_custom(
-        "",
-        &[],
-        &[
-            ("HTTP_PROXY", with_auth.clone()),
-            ("HTTPS_PROXY", with_auth),
-        ],
-    )
+    let s = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &with_auth)
+            .env("HTTPS_PROXY", &with_auth)
+    })
     .await;
     let (id, token) = s.d.create(json!({})).await;
     let creds = Some((id.as_str(), token.as_str()));
@@ -801,23 +797,17 @@ async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded
     // No credentials (407 from the proxy to a plain request), wrong ones (tinyproxy
     // answers the CONNECT with 401), and a proxy that is down.
     let dead = common::free_port();
-    let bad = setup_custom(
-        "",
-        &[],
-        &[
-            ("HTTP_PROXY", format!("http://127.0.0.1:{}", up.port)),
-            (
+    let bad = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &format!("http://127.0.0.1:{}", up.port))
+            .env(
                 "HTTPS_PROXY",
-                format!("http://builder:wrong@127.0.0.1:{}", up.port),
-            ),
-        ],
-    )
+                &format!("http://builder:wrong@127.0.0.1:{}", up.port),
+            )
+    })
     .await;
-    let down = setup_custom(
-        "",
-        &[],
-        &[("https_proxy", format!("http://127.0.0.1:{dead}"))],
-    )
+    let down = setup_custom("", |o| {
+        o.env("https_proxy", &format!("http://127.0.0.1:{dead}"))
+    })
     .await;
     for (s, url, reason) in [
         (
