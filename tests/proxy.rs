@@ -526,7 +526,7 @@ async fn acl_yaml_in_the_references_format_is_loaded_from_the_config_dir() {
     assert!(
         denied[0]
             .1
-            .contains("matches none of the allowed host globs"),
+            .contains("matches none of the allow-hosts globs"),
         "{denied:?}"
     );
     assert!(

@@ -39,7 +39,7 @@ pub enum AclDenial {
         glob: String,
         rule: String,
     },
-    #[error("host {0} matches none of the allowed host globs")]
+    #[error("host {0} matches none of the allow-hosts globs")]
     HostNotAllowed(String),
 }
 
