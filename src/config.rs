@@ -1,7 +1,8 @@
 //! Configuration, parsed once at the edge into typed values: command-line flags, the
-//! environment (`FETCH_SERVICE_AUTH`, `SNAP_DATA`/`SNAP_COMMON`) and the optional
-//! `fetchgate.toml` in the config directory. Every error names the flag, variable or
-//! key that caused it.
+//! environment (`FETCH_SERVICE_AUTH`, `SNAP_DATA`/`SNAP_COMMON`, the upstream proxy
+//! variables `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`) and the optional
+//! `fetchgate.toml` and `acl.yaml` in the config directory. Every error names the flag,
+//! variable, file or key that caused it.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,9 +14,13 @@ use subtle::ConstantTimeEq;
 
 use crate::cli::{ServeArgs, Verbosity};
 use crate::proxy::ProxyConfig;
+use crate::proxy::acl::{Access, AclRules, AddrRule, HostGlob, parse_net};
+use crate::proxy::upstream::UpstreamProxies;
 
 /// The name of the optional configuration file inside the config directory.
 pub const CONFIG_FILE: &str = "fetchgate.toml";
+/// The optional destination ACL in the reference's format, inside the config directory.
+pub const ACL_FILE: &str = "acl.yaml";
 
 /// A configuration problem, named precisely enough to fix.
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +185,42 @@ impl Default for ProxySection {
     }
 }
 
+/// `[acl]` in `fetchgate.toml`: the same policy and host globs as `acl.yaml`, with
+/// allow and deny range lists instead of ordered rules.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 struct AclSection {
-    /// CIDR ranges no destination may resolve into (link-local is always denied).
+    policy: Option<Access>,
+    /// CIDR ranges (or addresses) allowed even inside a denied range.
+    allow: Vec<String>,
+    /// CIDR ranges (or addresses) no destination may resolve into.
     deny: Vec<String>,
+    allow_hosts: Vec<String>,
+    deny_hosts: Vec<String>,
+}
+
+/// `acl.yaml`, in the reference's format (`http-proxy: {policy, rules: [{dst, access}]}`)
+/// plus fetchgate's host globs. Unknown keys are errors, as in `fetchgate.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct AclFile {
+    http_proxy: AclFileSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct AclFileSection {
+    policy: Option<Access>,
+    rules: Vec<AclFileRule>,
+    allow_hosts: Vec<String>,
+    deny_hosts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclFileRule {
+    dst: Vec<String>,
+    access: Access,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,15 +369,9 @@ impl Config {
         }
         let cert_cache_size = std::num::NonZeroUsize::new(p.cert_cache_size)
             .ok_or_else(|| invalid("proxy.cert-cache-size", "must be at least 1"))?;
-        let deny = file
-            .acl
-            .deny
-            .iter()
-            .map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .map_err(|e| invalid("acl.deny", format!("{n:?} is not a CIDR range: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let acl = acl_rules(&config_dir, &file.acl)?;
+        let upstreams = UpstreamProxies::from_env(|name| std::env::var(name).ok())
+            .map_err(|e| invalid(&e.var, e.message))?;
         let proxy = ProxyConfig {
             head_timeout: Duration::from_secs(p.header_timeout),
             max_head_bytes: p.max_header_bytes,
@@ -349,7 +379,8 @@ impl Config {
             read_timeout: Duration::from_secs(p.read_timeout),
             upstream_ca_file: p.upstream_ca_file.clone(),
             cert_cache_size,
-            deny,
+            acl,
+            upstreams,
             max_connections: p.max_connections,
             max_requests_per_session: p.max_requests_per_session,
         };
@@ -399,6 +430,125 @@ impl Config {
     }
 }
 
+/// One file that ACL rules come from, for parsing its values with errors naming the
+/// file and the key.
+struct RuleFile<'a> {
+    path: PathBuf,
+    /// The section the keys are in (`acl.` or `http-proxy.`).
+    section: &'a str,
+    name: &'a str,
+}
+
+impl RuleFile<'_> {
+    fn error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
+            message: format!("{}{key}: {message}", self.section),
+        }
+    }
+
+    /// Where a rule from `key` came from, as refusals name it.
+    fn origin(&self, key: &str) -> String {
+        format!("{}{key} in {}", self.section, self.name)
+    }
+
+    fn nets(&self, list: &[String], key: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, n)| parse_net(n).map_err(|m| self.error(&format!("{key}[{i}]"), m)))
+            .collect()
+    }
+
+    fn globs(&self, list: &[String], key: &str) -> Result<Vec<HostGlob>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| {
+                HostGlob::parse(g, self.origin(key))
+                    .map_err(|m| self.error(&format!("{key}[{i}]"), m))
+            })
+            .collect()
+    }
+}
+
+/// Merges `[acl]` from `fetchgate.toml` with `acl.yaml` (when present) into one rule set:
+/// allow ranges first (holes), then `acl.yaml`'s rules in order, then deny ranges.
+fn acl_rules(dir: &Path, toml: &AclSection) -> Result<AclRules, ConfigError> {
+    let in_toml = RuleFile {
+        path: dir.join(CONFIG_FILE),
+        section: "acl.",
+        name: CONFIG_FILE,
+    };
+    let in_yaml = RuleFile {
+        path: dir.join(ACL_FILE),
+        section: "http-proxy.",
+        name: ACL_FILE,
+    };
+    let yaml: AclFile = match std::fs::read_to_string(&in_yaml.path) {
+        Ok(text) => serde_saphyr::from_str(&text).map_err(|e| ConfigError::File {
+            path: in_yaml.path.clone(),
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AclFile::default(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: in_yaml.path,
+                source,
+            });
+        }
+    };
+    let yaml = yaml.http_proxy;
+
+    let mut rules = Vec::new();
+    if !toml.allow.is_empty() {
+        rules.push(AddrRule {
+            nets: in_toml.nets(&toml.allow, "allow")?,
+            access: Access::Allow,
+            origin: in_toml.origin("allow"),
+        });
+    }
+    for (i, r) in yaml.rules.iter().enumerate() {
+        let key = format!("rules[{i}]");
+        if r.dst.is_empty() {
+            return Err(in_yaml.error(&key, "a rule needs at least one address in dst".into()));
+        }
+        rules.push(AddrRule {
+            nets: in_yaml.nets(&r.dst, &format!("{key}.dst"))?,
+            access: r.access,
+            origin: in_yaml.origin(&key),
+        });
+    }
+    if !toml.deny.is_empty() {
+        rules.push(AddrRule {
+            nets: in_toml.nets(&toml.deny, "deny")?,
+            access: Access::Deny,
+            origin: in_toml.origin("deny"),
+        });
+    }
+    let policy = match (toml.policy, yaml.policy) {
+        (Some(t), Some(y)) if t != y => {
+            return Err(in_yaml.error(
+                "policy",
+                format!(
+                    "{:?} contradicts acl.policy {:?} in {CONFIG_FILE}; set it in one place",
+                    y.as_str(),
+                    t.as_str()
+                ),
+            ));
+        }
+        (t, y) => t.or(y).unwrap_or(Access::Allow),
+    };
+    let mut allow_hosts = in_toml.globs(&toml.allow_hosts, "allow-hosts")?;
+    allow_hosts.extend(in_yaml.globs(&yaml.allow_hosts, "allow-hosts")?);
+    let mut deny_hosts = in_toml.globs(&toml.deny_hosts, "deny-hosts")?;
+    deny_hosts.extend(in_yaml.globs(&yaml.deny_hosts, "deny-hosts")?);
+    Ok(AclRules {
+        rules,
+        policy,
+        allow_hosts,
+        deny_hosts,
+    })
+}
+
 fn read_file_config(dir: &Path) -> Result<FileConfig, ConfigError> {
     let path = dir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
@@ -441,6 +591,56 @@ mod tests {
         let err =
             toml::from_str::<FileConfig>("[sessions]\ndefault-timeout = \"6h\"\n").unwrap_err();
         assert!(err.to_string().contains("default-timeout"), "{err}");
+    }
+
+    #[test]
+    fn acl_yaml_and_toml_merge_into_one_rule_set() {
+        use crate::proxy::acl::Acl;
+        use crate::proxy::target::HostPort;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(ACL_FILE),
+            "http-proxy:\n  rules:\n    - dst: [10.1.0.0/16]\n      access: deny\n  deny-hosts: [Bad.Example]\n",
+        )
+        .unwrap();
+        let file: FileConfig = toml::from_str(
+            "[acl]\npolicy = \"allow\"\nallow = [\"10.1.2.3\"]\ndeny = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let acl = Acl::new(
+            "127.0.0.1".parse().unwrap(),
+            vec![],
+            acl_rules(dir.path(), &file.acl).unwrap(),
+        );
+        let check = |a: &str| acl.check(a.parse().unwrap()).map_err(|e| e.to_string());
+        assert!(check("10.1.2.3:80").is_ok(), "the allow hole comes first");
+        assert!(
+            check("10.1.2.4:80")
+                .unwrap_err()
+                .contains("http-proxy.rules[0] in acl.yaml")
+        );
+        assert!(
+            check("10.2.0.1:80")
+                .unwrap_err()
+                .contains("acl.deny in fetchgate.toml")
+        );
+        assert!(check("192.0.2.1:80").is_ok());
+        let host = HostPort {
+            host: "bad.example".into(),
+            port: 443,
+        };
+        let err = acl.check_destination(&host).unwrap_err().to_string();
+        assert!(err.contains("http-proxy.deny-hosts in acl.yaml"), "{err}");
+
+        for empty in ["", "# no rules yet\n"] {
+            std::fs::write(dir.path().join(ACL_FILE), empty).unwrap();
+            let rules = acl_rules(dir.path(), &AclSection::default()).unwrap();
+            assert!(rules.rules.is_empty() && rules.policy == Access::Allow);
+        }
+        let file: FileConfig = toml::from_str("[acl]\npolicy = \"deny\"\n").unwrap();
+        std::fs::write(dir.path().join(ACL_FILE), "http-proxy:\n  policy: allow\n").unwrap();
+        let err = acl_rules(dir.path(), &file.acl).unwrap_err().to_string();
+        assert!(err.contains("acl.yaml: http-proxy.policy"), "{err}");
     }
 
     #[test]

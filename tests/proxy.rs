@@ -111,9 +111,15 @@ struct Origin {
 
 impl Origin {
     fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        Origin::start_on("127.0.0.1", files, tls)
+    }
+
+    /// An origin listening on another loopback address (`127.0.0.x`).
+    fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script)
+            .args(["--bind", bind])
             .arg("--dir")
             .arg(files)
             .arg("--git-root")
@@ -167,6 +173,12 @@ async fn setup() -> Setup {
 
 /// Like [`setup`], with extra lines for the `[proxy]` section.
 async fn setup_with(proxy_toml: &str) -> Setup {
+    setup_custom(proxy_toml, |opts| opts).await
+}
+
+/// Like [`setup_with`], with the daemon's options customised (more config files,
+/// environment, arguments).
+async fn setup_custom(proxy_toml: &str, customise: impl FnOnce(DaemonOpts) -> DaemonOpts) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
     std::fs::create_dir_all(files.join("pool")).unwrap();
@@ -175,13 +187,11 @@ async fn setup_with(proxy_toml: &str) -> Setup {
     let (origin_ca, leaf, key) = origin_pki(dir.path(), "origin");
     let http = Origin::start(&files, None);
     let https = Origin::start(&files, Some((&leaf, &key)));
-    let d = DaemonOpts::new(dir.path())
-        .config_toml(&format!(
-            "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n{proxy_toml}\n",
-            origin_ca.display()
-        ))
-        .start()
-        .await;
+    let opts = DaemonOpts::new(dir.path()).config_toml(&format!(
+        "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n{proxy_toml}\n",
+        origin_ca.display()
+    ));
+    let d = customise(opts).start().await;
     Setup {
         dir,
         d,
@@ -221,6 +231,10 @@ impl Setup {
             .arg(url)
             .env_remove("http_proxy")
             .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
             .output()
             .expect("curl");
         // A refused CONNECT has no HTTP response, only the proxy's CONNECT status.
@@ -265,6 +279,16 @@ fn artifact<'a>(report: &'a Value, sha: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no artifact {sha} in {report:#}"))
 }
 
+/// The URLs of an artifact's downloads, in order.
+fn download_urls<'a>(report: &'a Value, sha: &str) -> Vec<&'a str> {
+    artifact(report, sha)["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["url"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn curl_downloads_over_http_and_https_are_in_the_report() {
     let s = setup().await;
@@ -302,14 +326,10 @@ async fn curl_downloads_over_http_and_https_are_in_the_report() {
         "the token never appears in the report"
     );
 
-    let art_b = artifact(&report, &sha256_hex(&b));
-    let urls: Vec<&str> = art_b["downloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["url"].as_str().unwrap())
-        .collect();
-    assert_eq!(urls, [tls.as_str(), tls_ip.as_str()]);
+    assert_eq!(
+        download_urls(&report, &sha256_hex(&b)),
+        [tls.as_str(), tls_ip.as_str()]
+    );
     assert_eq!(report["artifacts"].as_array().unwrap().len(), 2);
 }
 
@@ -380,6 +400,183 @@ async fn the_control_port_and_denied_ranges_are_unreachable() {
     assert!(report["artifacts"].as_array().unwrap().is_empty());
 }
 
+/// The `denied` entries of a report as (stage, reason, url).
+fn denials(report: &Value) -> Vec<(String, String, String)> {
+    report["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let field = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (field("stage"), field("reason"), field("url"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn toml_host_globs_and_cidr_rules_refuse_with_403_and_allow_holes_pass() {
+    let s = setup_custom(
+        "[acl]\ndeny-hosts = [\"LocalHost\"]\ndeny = [\"127.0.0.2/31\"]\nallow = [\"127.0.0.3\"]\n",
+        |o| {
+            let security = o.spool.with_file_name("security.log");
+            o.arg(&format!("--security-log-file={}", security.display()))
+        },
+    )
+    .await;
+    let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
+    let hole_origin = Origin::start_on("127.0.0.3", &s.files, None);
+    let (id, token) = s.d.create(json!({})).await;
+    let creds = Some((id.as_str(), token.as_str()));
+    let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
+
+    for url in [
+        format!("http://localhost:{}/pool/b.whl", s.http.port),
+        format!("https://LOCALHOST:{}/pool/b.whl", s.https.port),
+        format!("http://127.0.0.2:{}/pool/b.whl", denied_origin.port),
+    ] {
+        let (_, code, body) = s.curl(creds, &url, &[]);
+        assert_eq!(code, 403, "{url}; log:\n{}", s.d.log());
+        assert!(url.starts_with("https") || body.starts_with(b"{\"error\""));
+    }
+    for url in [
+        format!("http://127.0.0.3:{}/pool/b.whl", hole_origin.port),
+        format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
+    ] {
+        let (rc, code, body) = s.curl(creds, &url, &[]);
+        assert_eq!((rc, code), (0, 200), "{url}; log:\n{}", s.d.log());
+        assert_eq!(body, b);
+    }
+
+    let report = s.report(&id, &token).await;
+    let denied = denials(&report);
+    assert_eq!(denied.len(), 3, "{report:#}");
+    assert!(denied.iter().all(|(stage, _, _)| stage == "acl"));
+    assert!(
+        denied[0].1.contains("deny-hosts in fetchgate.toml"),
+        "{denied:?}"
+    );
+    assert!(
+        denied[1].1.contains("deny-hosts in fetchgate.toml"),
+        "{denied:?}"
+    );
+    assert!(
+        denied[2]
+            .1
+            .contains("127.0.0.2/31, denied by acl.deny in fetchgate.toml"),
+        "{denied:?}"
+    );
+    assert_eq!(
+        artifact(&report, &sha256_hex(&b))["downloads"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let security = std::fs::read_to_string(s.dir.path().join("security.log")).unwrap();
+    let events: Vec<Value> = security
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{security}");
+    assert!(
+        events.iter().all(|e| e["fields"]["event"] == "acl-denial"),
+        "{security}"
+    );
+}
+
+#[tokio::test]
+async fn acl_yaml_in_the_references_format_is_loaded_from_the_config_dir() {
+    let acl_yaml = "http-proxy:\n  policy: allow\n  allow-hosts: [\"127.0.0.*\"]\n  rules:\n    - dst: [127.0.0.2]\n      access: deny\n    - dst: [\"127.0.0.0/8\"]\n      access: allow\n";
+    let s = setup_custom("", |o| o.config_file("acl.yaml", acl_yaml)).await;
+    let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
+    let (id, token) = s.d.create(json!({})).await;
+    let creds = Some((id.as_str(), token.as_str()));
+
+    let (_, code, _) = s.curl(
+        creds,
+        &format!("http://localhost:{}/pool/b.whl", s.http.port),
+        &[],
+    );
+    assert_eq!(code, 403, "localhost is not in the allowed host globs");
+    let (_, code, _) = s.curl(
+        creds,
+        &format!("http://127.0.0.2:{}/pool/b.whl", denied_origin.port),
+        &[],
+    );
+    assert_eq!(code, 403, "the first matching rule denies 127.0.0.2");
+    let (rc, code, _) = s.curl(
+        creds,
+        &format!("http://127.0.0.1:{}/pool/b.whl", s.http.port),
+        &[],
+    );
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    let (_, code, _) = s.curl(
+        creds,
+        &format!("http://127.0.0.1:{}/status", s.d.opts.control_port),
+        &[],
+    );
+    assert_eq!(
+        code, 403,
+        "an allow rule never opens the daemon's own ports"
+    );
+
+    let report = s.report(&id, &token).await;
+    let denied = denials(&report);
+    assert_eq!(denied.len(), 3, "{report:#}");
+    assert!(
+        denied[0]
+            .1
+            .contains("matches none of the allow-hosts globs"),
+        "{denied:?}"
+    );
+    assert!(
+        denied[1].1.contains("http-proxy.rules[0] in acl.yaml"),
+        "{denied:?}"
+    );
+    assert!(denied[2].1.contains("own listening socket"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn a_bad_acl_rule_stops_the_daemon_at_start_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, expected) in [
+        (
+            "http-proxy:\n  rules:\n    - dst: [\"10.0.0.0/33\"]\n      access: deny\n",
+            "http-proxy.rules[0].dst[0]: \"10.0.0.0/33\" is not an IP address or CIDR range",
+        ),
+        ("http-proxy:\n  rulez: []\n", "rulez"),
+        (
+            "http-proxy:\n  rules:\n    - dst: [10.0.0.1]\n      access: maybe\n",
+            "maybe",
+        ),
+        (
+            "http-proxy:\n  deny-hosts: [\"http://x/\"]\n",
+            "http-proxy.deny-hosts[0]",
+        ),
+        ("http-proxy: [\n", ""),
+    ] {
+        let opts = DaemonOpts::new(dir.path());
+        std::fs::write(opts.config.join("acl.yaml"), yaml).unwrap();
+        let out = opts.command().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{yaml:?}: {stderr}");
+        assert!(
+            stderr.contains("ERROR:") && stderr.contains("acl.yaml"),
+            "{yaml:?}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{yaml:?}: {stderr}");
+    }
+    let opts = DaemonOpts::new(dir.path()).config_toml("[acl]\nallow = [\"nope\"]\n");
+    std::fs::remove_file(opts.config.join("acl.yaml")).unwrap();
+    let out = opts.command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fetchgate.toml: acl.allow[0]: \"nope\""),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn upstream_failures_are_502_and_recorded() {
     let s = setup().await;
@@ -410,17 +607,236 @@ async fn upstream_failures_are_502_and_recorded() {
     assert_eq!(code, 404);
 
     let report = s.report(&id, &token).await;
-    let downloads: Vec<&Value> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["downloads"].as_array().unwrap())
-        .collect();
+    let downloads = downloads(&report);
     assert_eq!(downloads.len(), 3, "{report:#}");
     assert_eq!(downloads[0]["error"]["stage"], "upstream-tls");
     assert_eq!(downloads[1]["error"]["stage"], "upstream-connect");
     assert_eq!(downloads[2]["status-code"], 404);
     assert!(downloads[2].get("error").is_none());
+}
+
+/// tinyproxy (Debian's `tinyproxy-bin`) on a free loopback port, standing in for a
+/// corporate proxy; killed when dropped.
+struct Tinyproxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Tinyproxy {
+    /// Starts it with a config written into `dir`, optionally requiring Basic auth.
+    fn start(dir: &Path, basic_auth: Option<(&str, &str)>) -> Tinyproxy {
+        let port = common::free_port();
+        let log = dir.join(format!("tinyproxy-{port}.log"));
+        let mut conf = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 50\n",
+            log.display()
+        );
+        if let Some((user, password)) = basic_auth {
+            conf.push_str(&format!("BasicAuth {user} {password}\n"));
+        }
+        let conf_path = dir.join(format!("tinyproxy-{port}.conf"));
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf_path)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy is installed (scripts/test.sh installs tinyproxy-bin)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tinyproxy did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Tinyproxy { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every download of a report, in order.
+fn downloads(report: &Value) -> Vec<&Value> {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["downloads"].as_array().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_and_https_go_through_the_upstream_proxy_and_no_proxy_goes_direct() {
+    let work = tempfile::tempdir().unwrap();
+    let up = Tinyproxy::start(work.path(), None);
+    let s = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &format!("http://127.0.0.1:{}", up.port))
+            // The lowercase form, without a scheme, as Go accepts it.
+            .env("https_proxy", &format!("127.0.0.1:{}", up.port))
+            .env("no_proxy", "127.0.0.3, .example.invalid")
+    })
+    .await;
+    let direct = Origin::start_on("127.0.0.3", &s.files, None);
+    let (id, token) = s.d.create(json!({})).await;
+    let creds = Some((id.as_str(), token.as_str()));
+    let a = std::fs::read(s.files.join("pool/a.deb")).unwrap();
+    let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
+
+    let plain = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
+    let (rc, code, body) = s.curl(creds, &plain, &[]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, a);
+    let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
+    let (rc, code, body) = s.curl(creds, &tls, &[]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, b);
+    let bypass = format!("http://127.0.0.3:{}/pool/b.whl", direct.port);
+    let (rc, code, body) = s.curl(creds, &bypass, &[]);
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert_eq!(body, b);
+    // Same SNI, same proxy, another port: a pooled tunnel to the first must not be reused.
+    let other_files = work.path().join("other");
+    std::fs::create_dir_all(other_files.join("pool")).unwrap();
+    let c = content(5_000, 9);
+    std::fs::write(other_files.join("pool/b.whl"), &c).unwrap();
+    let leaf = (
+        s.dir.path().join("origin.pem"),
+        s.dir.path().join("origin.key"),
+    );
+    let other = Origin::start(&other_files, Some((&leaf.0, &leaf.1)));
+    let (rc, code, body) = s.curl(
+        creds,
+        &format!("https://localhost:{}/pool/b.whl", other.port),
+        &[],
+    );
+    assert_eq!((rc, code), (0, 200), "log:\n{}", s.d.log());
+    assert!(
+        body == c,
+        "the other origin's content, not a reused tunnel's"
+    );
+    // The ACL applies before any proxy is asked.
+    let control = format!("http://127.0.0.1:{}/status", s.d.opts.control_port);
+    let (_, code, _) = s.curl(creds, &control, &[]);
+    assert_eq!(code, 403);
+
+    let log = up.log();
+    assert!(
+        log.contains(&format!("GET http://127.0.0.1:{}/pool/a.deb", s.http.port)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("CONNECT localhost:{}", s.https.port)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("CONNECT localhost:{}", other.port)),
+        "{log}"
+    );
+    assert!(!log.contains("127.0.0.3"), "NO_PROXY goes direct: {log}");
+    assert!(
+        !log.contains(&format!(":{}/status", s.d.opts.control_port)),
+        "{log}"
+    );
+
+    let report = s.report(&id, &token).await;
+    assert_eq!(
+        artifact(&report, &sha256_hex(&a))["metadata"]["size"],
+        a.len()
+    );
+    assert_eq!(
+        download_urls(&report, &sha256_hex(&b)),
+        [tls.as_str(), bypass.as_str()]
+    );
+    assert_eq!(denials(&report).len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded() {
+    let work = tempfile::tempdir().unwrap();
+    let up = Tinyproxy::start(work.path(), Some(("builder", "s3cret")));
+    let with_auth = format!("http://builder:s3cret@127.0.0.1:{}", up.port);
+    let s = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &with_auth)
+            .env("HTTPS_PROXY", &with_auth)
+    })
+    .await;
+    let (id, token) = s.d.create(json!({})).await;
+    let creds = Some((id.as_str(), token.as_str()));
+    let plain = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
+    let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
+    for url in [&plain, &tls] {
+        let (rc, code, _) = s.curl(creds, url, &[]);
+        assert_eq!((rc, code), (0, 200), "{url}; log:\n{}", s.d.log());
+    }
+    let log = up.log();
+    assert!(
+        log.contains("GET http://127.0.0.1") && log.contains("CONNECT localhost"),
+        "{log}"
+    );
+    let report = s.report(&id, &token).await;
+    assert_eq!(downloads(&report).len(), 2, "{report:#}");
+    for text in [report.to_string(), s.d.log()] {
+        assert!(!text.contains("s3cret") && !text.contains("YnVpbGRlcjpzM2NyZXQ"));
+    }
+
+    // No credentials (407 from the proxy to a plain request), wrong ones (tinyproxy
+    // answers the CONNECT with 401), and a proxy that is down.
+    let dead = common::free_port();
+    let bad = setup_custom("", |o| {
+        o.env("HTTP_PROXY", &format!("http://127.0.0.1:{}", up.port))
+            .env(
+                "HTTPS_PROXY",
+                &format!("http://builder:wrong@127.0.0.1:{}", up.port),
+            )
+    })
+    .await;
+    let down = setup_custom("", |o| {
+        o.env("https_proxy", &format!("http://127.0.0.1:{dead}"))
+    })
+    .await;
+    for (s, url, reason) in [
+        (
+            &bad,
+            format!("http://127.0.0.1:{}/pool/a.deb", bad.http.port),
+            "407",
+        ),
+        (
+            &bad,
+            format!("https://localhost:{}/pool/b.whl", bad.https.port),
+            "401",
+        ),
+        (
+            &down,
+            format!("https://localhost:{}/pool/b.whl", down.https.port),
+            "cannot connect",
+        ),
+    ] {
+        let (id, token) = s.d.create(json!({})).await;
+        let (_, code, _) = s.curl(Some((&id, &token)), &url, &[]);
+        assert_eq!(code, 502, "{url}");
+        let report = s.report(&id, &token).await;
+        let dl = downloads(&report);
+        assert_eq!(dl.len(), 1, "{report:#}");
+        assert_eq!(dl[0]["url"], url.as_str());
+        assert_eq!(dl[0]["error"]["stage"], "upstream-proxy", "{report:#}");
+        let why = dl[0]["error"]["reason"].as_str().unwrap();
+        assert!(why.contains(reason) && !why.contains("wrong"), "{why}");
+    }
 }
 
 #[tokio::test]
@@ -814,11 +1230,8 @@ async fn connection_and_per_session_limits_answer_503() {
     drop(idle);
 
     let report = s.report(&id, &token).await;
-    let limited: Vec<&Value> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["downloads"].as_array().unwrap())
+    let limited: Vec<&Value> = downloads(&report)
+        .into_iter()
         .filter(|d| d["status-code"] == 503)
         .collect();
     assert_eq!(
@@ -905,11 +1318,8 @@ async fn git_clone_over_smart_https_is_recorded() {
     );
 
     let report = s.report(&id, &token).await;
-    let requests: Vec<(String, String)> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["downloads"].as_array().unwrap())
+    let requests: Vec<(String, String)> = downloads(&report)
+        .into_iter()
         .map(|d| {
             (
                 d["method"].as_str().unwrap().to_owned(),

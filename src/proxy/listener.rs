@@ -195,9 +195,7 @@ impl ProxyListener {
                 return None;
             }
         };
-        if let Some(ip) = dest.ip()
-            && let Err(d) = self.acl.check(SocketAddr::new(ip, dest.port))
-        {
+        if let Err(d) = self.acl.check_destination(&dest) {
             let reason = d.to_string();
             tracing::warn!(target: SECURITY, event = "acl-denial", session = %session.id, dest = %dest, %reason, "CONNECT denied");
             self.record_denied(Some(session.id), peer, &dest, DeniedStage::Acl, &reason)

@@ -15,6 +15,7 @@ pub mod mitm;
 pub mod pipeline;
 pub mod secrets;
 pub mod target;
+pub mod upstream;
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -22,14 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
 
-use self::acl::Acl;
+use self::acl::{Acl, AclRules};
 use self::limits::SessionLimiter;
 use self::listener::{HeadLimits, ProxyListener};
 use self::mitm::CertCache;
 use self::pipeline::{Pipeline, UpstreamTimeouts};
+use self::upstream::UpstreamProxies;
 use crate::ca::CertificateAuthority;
 use crate::idle::Activity;
 use crate::session::Sessions;
@@ -47,11 +48,14 @@ pub struct ProxyConfig {
     /// Extra roots trusted for upstream TLS, on top of the system's.
     pub upstream_ca_file: Option<PathBuf>,
     pub cert_cache_size: NonZeroUsize,
-    pub deny: Vec<IpNet>,
+    /// Operator destination rules (`[acl]` and `acl.yaml`), before the defaults.
+    pub acl: AclRules,
     /// Connections open on the proxy port at once (503 beyond).
     pub max_connections: usize,
     /// Requests in flight per session (503 beyond, recorded).
     pub max_requests_per_session: usize,
+    /// `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY`.
+    pub upstreams: UpstreamProxies,
 }
 
 /// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
@@ -70,7 +74,15 @@ pub fn build(
     if let Some(extra) = &config.upstream_ca_file {
         conf.ca_file = Some(upstream_roots(extra, spool)?.display().to_string());
     }
-    let acl = Arc::new(Acl::new(bind, own_ports, config.deny.clone()));
+    for (scheme, proxy) in [
+        ("http", &config.upstreams.http),
+        ("https", &config.upstreams.https),
+    ] {
+        if let Some(p) = proxy {
+            tracing::info!(scheme, proxy = %p, "requests go through an upstream proxy (NO_PROXY excepted)");
+        }
+    }
+    let acl = Arc::new(Acl::new(bind, own_ports, config.acl.clone()));
     let pipeline = Pipeline {
         sessions: Arc::clone(&sessions),
         acl: Arc::clone(&acl),
@@ -80,6 +92,7 @@ pub fn build(
             read: config.read_timeout,
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
+        upstreams: config.upstreams.clone(),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {

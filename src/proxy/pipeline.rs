@@ -2,11 +2,13 @@
 //! a download, for plain absolute-form requests and for requests decrypted inside a
 //! CONNECT tunnel alike.
 //!
-//! - `request_filter`: who is asking (session auth, 407), where to (target, DNS, ACL,
-//!   403), before any upstream connection is made;
-//! - `upstream_peer`: the already-resolved and ACL-checked address, TLS verified with
-//!   SNI = the requested host;
-//! - `upstream_request_filter`: origin-form, credentials stripped, secrets injected;
+//! - `request_filter`: who is asking (session auth, 407), where to (target, ACL, DNS,
+//!   403), directly or through an upstream proxy, before any upstream connection is made;
+//! - `upstream_peer`: the already-resolved and ACL-checked address (or the upstream
+//!   proxy's, with a `CONNECT` tunnel for HTTPS), TLS verified with SNI = the requested
+//!   host;
+//! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
+//!   credentials stripped, secrets injected;
 //! - `response_filter` / `response_body_filter`: status and headers captured, the body
 //!   hashed while it streams; the chunk that completes the body is released only once
 //!   the download's audit record is durable, and an audit failure resets the connection;
@@ -33,6 +35,7 @@ use super::acl::Acl;
 use super::auth::{self, Refusal};
 use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
+use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
 use crate::idle::Activity;
 use crate::session::Sessions;
@@ -59,6 +62,7 @@ pub struct Pipeline {
     pub activity: Arc<Activity>,
     pub timeouts: UpstreamTimeouts,
     pub limiter: Arc<SessionLimiter>,
+    pub upstreams: UpstreamProxies,
 }
 
 /// The response as the builder received it.
@@ -76,6 +80,8 @@ pub struct RequestCtx {
     session: Option<SessionHeader>,
     target: Option<Target>,
     upstream: Option<SocketAddr>,
+    /// The upstream proxy the request goes through (`upstream` is then its address).
+    via: Option<Arc<ProxyEndpoint>>,
     start: Timestamp,
     client: String,
     user_agent: Option<String>,
@@ -98,6 +104,7 @@ impl RequestCtx {
             session: None,
             target: None,
             upstream: None,
+            via: None,
             start: Timestamp::now(),
             client: String::new(),
             user_agent: None,
@@ -150,9 +157,15 @@ async fn respond(
     Ok(true)
 }
 
-fn failure_stage(e: &Error) -> (&'static str, u16) {
+fn failure_stage(e: &Error, via_proxy: bool) -> (&'static str, u16) {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
+        (_, ConnectProxyFailure) => ("upstream-proxy", 502),
+        (
+            _,
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
+            | SocketError,
+        ) if via_proxy => ("upstream-proxy", 502),
         (_, ConnectTimedout) => ("upstream-connect", 504),
         (_, ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError) => {
             ("upstream-connect", 502)
@@ -169,7 +182,60 @@ fn failure_stage(e: &Error) -> (&'static str, u16) {
     }
 }
 
+/// Why a destination cannot be connected to.
+enum Unroutable {
+    /// The ACL refuses it (403).
+    Acl(String),
+    /// A lookup failed (502), at `stage` `dns` or `upstream-proxy`.
+    Failed { stage: &'static str, reason: String },
+}
+
 impl Pipeline {
+    /// The ACL-approved address to connect to for `dest`: one of its own addresses, or,
+    /// through an upstream proxy, the proxy's. Through a proxy every address `dest`
+    /// resolves to here must pass the ACL (the proxy resolves it again and may pick any);
+    /// a name that does not resolve here is left to the proxy, with host globs (and IP
+    /// literals) already checked.
+    async fn route(
+        &self,
+        dest: &HostPort,
+        via: Option<&ProxyEndpoint>,
+    ) -> std::result::Result<SocketAddr, Unroutable> {
+        let resolved = tokio::net::lookup_host((dest.host.as_str(), dest.port))
+            .await
+            .map(|a| a.collect::<Vec<_>>());
+        let Some(proxy) = via else {
+            let addrs = resolved.map_err(|e| Unroutable::Failed {
+                stage: "dns",
+                reason: format!("cannot resolve {}: {e}", dest.host),
+            })?;
+            let mut denial = None;
+            for addr in addrs {
+                match self.acl.check(addr) {
+                    Ok(()) => return Ok(addr),
+                    Err(d) => denial = Some(d),
+                }
+            }
+            return Err(Unroutable::Acl(denial.map_or_else(
+                || format!("{} resolved to no address", dest.host),
+                |d| d.to_string(),
+            )));
+        };
+        for addr in resolved.unwrap_or_default() {
+            self.acl
+                .check(addr)
+                .map_err(|d| Unroutable::Acl(d.to_string()))?;
+        }
+        tokio::net::lookup_host((proxy.host.as_str(), proxy.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Unroutable::Failed {
+                stage: "upstream-proxy",
+                reason: format!("cannot resolve the upstream proxy {proxy}"),
+            })
+    }
+
     async fn append(
         &self,
         id: SessionId,
@@ -215,6 +281,21 @@ impl Pipeline {
         respond(session, status, &reason, extra).await
     }
 
+    /// Refuses a destination the ACL denies: 403, recorded with stage `acl`, and a
+    /// security-log event.
+    async fn deny_acl(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: SessionId,
+        reason: String,
+    ) -> Result<bool> {
+        let url = ctx.target.as_ref().map(Target::url).unwrap_or_default();
+        tracing::warn!(target: SECURITY, event = "acl-denial", session = %id, url = %url, reason = %reason, "destination denied");
+        self.deny(session, ctx, Some(id), DeniedStage::Acl, 403, reason)
+            .await
+    }
+
     /// Authenticates the request: by its CONNECT tunnel, or by `Proxy-Authorization`.
     async fn authenticate(
         &self,
@@ -229,6 +310,21 @@ impl Pipeline {
                     .map(|v| v.as_bytes());
                 auth::authenticate(&self.sessions, header, &ctx.client).await
             }
+        }
+    }
+
+    /// Records a request that did not complete a download (a failure, or an answer
+    /// without a body), once.
+    async fn record_unfinished(&self, session: &Session, ctx: &mut RequestCtx) {
+        if ctx.recorded {
+            return;
+        }
+        ctx.recorded = true;
+        let method = session.req_header().method.to_string();
+        if let Some((id, record)) = self.download_record(ctx, &method)
+            && let Err(e) = self.append(id, record).await
+        {
+            tracing::error!(session = %id, error = %e, "cannot record a failed download");
         }
     }
 
@@ -385,45 +481,28 @@ impl ProxyHttp for Pipeline {
             }
         }
 
-        let addrs =
-            match tokio::net::lookup_host((target.dest.host.as_str(), target.dest.port)).await {
-                Ok(a) => a.collect::<Vec<_>>(),
-                Err(e) => {
-                    ctx.failure = Some((
-                        502,
-                        Failure {
-                            stage: "dns".into(),
-                            reason: format!("cannot resolve {}: {e}", target.dest.host),
-                        },
-                    ));
-                    return respond(
-                        session,
-                        502,
-                        &format!("cannot resolve {}", target.dest.host),
-                        &[],
-                    )
-                    .await;
-                }
-            };
-        let mut denial = None;
-        for addr in addrs {
-            match self.acl.check(addr) {
-                Ok(()) => {
-                    ctx.upstream = Some(addr);
-                    break;
-                }
-                Err(d) => denial = Some(d),
-            }
+        if let Err(d) = self.acl.check_destination(&target.dest) {
+            return self.deny_acl(session, ctx, id, d.to_string()).await;
         }
-        if ctx.upstream.is_none() {
-            let reason = denial.map_or_else(
-                || format!("{} resolved to no address", target.dest.host),
-                |d| d.to_string(),
-            );
-            tracing::warn!(target: SECURITY, event = "acl-denial", session = %id, url = %target.url(), reason = %reason, "destination denied");
-            return self
-                .deny(session, ctx, Some(id), DeniedStage::Acl, 403, reason)
-                .await;
+        ctx.via = self
+            .upstreams
+            .for_target(target.scheme, &target.dest)
+            .cloned();
+        match self.route(&target.dest, ctx.via.as_deref()).await {
+            Ok(addr) => ctx.upstream = Some(addr),
+            Err(Unroutable::Acl(reason)) => return self.deny_acl(session, ctx, id, reason).await,
+            Err(Unroutable::Failed { stage, reason }) => {
+                let body = reason.clone();
+                ctx.failure = Some((
+                    502,
+                    Failure {
+                        stage: stage.into(),
+                        reason,
+                    },
+                ));
+                self.record_unfinished(session, ctx).await;
+                return respond(session, 502, &body, &[]).await;
+            }
         }
         Ok(false)
     }
@@ -442,6 +521,20 @@ impl ProxyHttp for Pipeline {
         let tls = target.scheme == Scheme::Https;
         // Never an empty SNI: pingora skips certificate verification without one.
         let mut peer = HttpPeer::new(addr, tls, target.dest.host.clone());
+        if let Some(proxy) = &ctx.via {
+            // `addr` is the proxy's. Plain requests go to it in absolute form; HTTPS runs
+            // its TLS inside a CONNECT tunnel that our connector opens.
+            if tls {
+                peer.group_key = proxy.pool_key(Some(&target.dest));
+                peer.options.custom_l4 = Some(Arc::new(TunnelConnector {
+                    proxy: Arc::clone(proxy),
+                    target: target.dest.clone(),
+                    timeout: self.timeouts.connect,
+                }));
+            } else {
+                peer.group_key = proxy.pool_key(None);
+            }
+        }
         peer.options.connection_timeout = Some(self.timeouts.connect);
         peer.options.total_connection_timeout = Some(self.timeouts.connect);
         peer.options.read_timeout = Some(self.timeouts.read);
@@ -465,6 +558,12 @@ impl ProxyHttp for Pipeline {
         upstream.set_uri(path);
         upstream.remove_header("Proxy-Authorization");
         upstream.remove_header("Proxy-Connection");
+        if let Some(proxy) = ctx.via.as_ref().filter(|_| target.scheme == Scheme::Http) {
+            upstream.set_raw_path(target.absolute_form().as_bytes())?;
+            if let Some(auth) = proxy.authorization() {
+                upstream.insert_header("Proxy-Authorization", auth)?;
+            }
+        }
         upstream.insert_header("Host", target.host_header())?;
         if let Some(secret) = ctx
             .session
@@ -482,6 +581,20 @@ impl ProxyHttp for Pipeline {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(proxy) = &ctx.via
+            && ctx
+                .target
+                .as_ref()
+                .is_some_and(|t| t.scheme == Scheme::Http)
+            && resp.status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            // A plain request's 407 comes from the upstream proxy refusing fetchgate (an
+            // origin behind a tunnel cannot send one): not an answer for the builder.
+            return Err(Error::explain(
+                ErrorType::ConnectProxyFailure,
+                format!("upstream proxy {proxy}: refused with 407 Proxy Authentication Required"),
+            ));
+        }
         let header_str = |name| {
             resp.headers
                 .get(name)
@@ -545,7 +658,7 @@ impl ProxyHttp for Pipeline {
     ) -> FailToProxy {
         let (stage, code) = match e.etype() {
             ErrorType::HTTPStatus(code) => ("request", *code),
-            _ => failure_stage(e),
+            _ => failure_stage(e, ctx.via.is_some()),
         };
         tracing::info!(session = ?ctx.session.as_ref().map(|h| h.id), stage, error = %e, "proxy request failed");
         ctx.failure = Some((
@@ -561,6 +674,8 @@ impl ProxyHttp for Pipeline {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
             );
         if !downstream_gone && ctx.response.is_none() {
+            // Recorded before the builder sees the answer, like a refusal.
+            self.record_unfinished(session, ctx).await;
             let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;
         }
         FailToProxy {
@@ -570,14 +685,6 @@ impl ProxyHttp for Pipeline {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        if ctx.recorded {
-            return;
-        }
-        let method = session.req_header().method.to_string();
-        if let Some((id, record)) = self.download_record(ctx, &method)
-            && let Err(e) = self.append(id, record).await
-        {
-            tracing::error!(session = %id, error = %e, "cannot record a failed download");
-        }
+        self.record_unfinished(session, ctx).await;
     }
 }

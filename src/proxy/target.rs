@@ -83,6 +83,17 @@ impl Target {
         format!("{}://{}{}", self.scheme.as_str(), self.dest, self.path)
     }
 
+    /// The absolute-form request target (`http://host[:port]/path`) an upstream proxy
+    /// expects.
+    pub fn absolute_form(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.host_header(),
+            self.path
+        )
+    }
+
     /// The `Host` header value for the upstream request (port omitted when default).
     pub fn host_header(&self) -> String {
         if self.dest.port == self.scheme.default_port() {
@@ -133,6 +144,14 @@ impl Target {
     }
 }
 
+/// The authority's host, IPv6 addresses without their brackets.
+pub fn bare_host(authority: &http::uri::Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 fn host_port(
     authority: &http::uri::Authority,
     default_port: Option<u16>,
@@ -140,11 +159,7 @@ fn host_port(
     if authority.as_str().contains('@') {
         return Err(TargetError::UserInfo);
     }
-    let host = authority.host();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = bare_host(authority);
     if host.is_empty() {
         return Err(TargetError::Invalid("empty host".into()));
     }

@@ -72,7 +72,18 @@ impl DaemonOpts {
 
     /// Writes `fetchgate.toml` in the config dir.
     pub fn config_toml(self, text: &str) -> Self {
-        std::fs::write(self.config.join("fetchgate.toml"), text).unwrap();
+        self.config_file("fetchgate.toml", text)
+    }
+
+    /// Writes a file (`acl.yaml`, ...) in the config dir.
+    pub fn config_file(self, name: &str, text: &str) -> Self {
+        std::fs::write(self.config.join(name), text).unwrap();
+        self
+    }
+
+    /// Adds a variable to the daemon's environment.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 

@@ -111,9 +111,10 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--git-root", default="/nonexistent")
     ap.add_argument("--git-backend", default="/usr/lib/git-core/git-http-backend")
+    ap.add_argument("--bind", default="127.0.0.1", help="loopback address to listen on")
     args = ap.parse_args()
     os.chdir(args.dir)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((args.bind, 0), Handler)
     server.git_root = args.git_root
     server.git_backend = args.git_backend
     if args.cert:
