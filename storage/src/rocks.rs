@@ -15,11 +15,13 @@
 //! RocksDB call runs on the writer thread or in `spawn_blocking`.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use lru::LruCache;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
     SliceTransform, WriteBatch, WriteOptions,
@@ -41,6 +43,8 @@ const CF_BY_END_TIME: &str = "by_end_time";
 const MAX_BATCH: usize = 4096;
 /// Appends that may wait for the writer before callers are slowed down.
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// Session headers kept in memory.
+const HEADER_CACHE: NonZeroUsize = NonZeroUsize::new(16 * 1024).unwrap();
 /// The sequence number reserved for a session's [`LogState`].
 const STATE_SEQ: u64 = u64::MAX;
 
@@ -53,8 +57,13 @@ struct LogState {
 
 struct Shared {
     db: DB,
-    /// Serialises read-modify-write of session headers.
+    /// Serialises read-modify-write of session headers, and filling `headers`.
     session_lock: Mutex<()>,
+    /// Recently used session headers, written through: every header write in this
+    /// process (the database is locked to one process) updates it under
+    /// `session_lock`, so a hit is never stale. It spares the proxy a blocking-pool
+    /// round trip per request for the credentials check.
+    headers: Mutex<LruCache<SessionId, SessionHeader>>,
 }
 
 impl Shared {
@@ -68,6 +77,17 @@ impl Shared {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    fn cached_header(&self, id: SessionId) -> Option<SessionHeader> {
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(&id).cloned()
+    }
+
+    /// Records a header just written or read; callers hold `session_lock`.
+    fn cache_header(&self, header: &SessionHeader) {
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        cache.put(header.id, header.clone());
     }
 
     fn get_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
@@ -99,6 +119,7 @@ impl Shared {
                 codec::encode(&header)?,
             );
             self.sync_write(batch)?;
+            self.cache_header(&header);
         }
         Ok(Some(header))
     }
@@ -217,6 +238,7 @@ impl RocksStorage {
         let shared = Arc::new(Shared {
             db,
             session_lock: Mutex::new(()),
+            headers: Mutex::new(LruCache::new(HEADER_CACHE)),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread_shared = Arc::clone(&shared);
@@ -445,13 +467,27 @@ impl SessionStore for RocksStorage {
                 header.id.as_bytes(),
                 codec::encode(&header)?,
             );
-            s.sync_write(batch)
+            s.sync_write(batch)?;
+            s.cache_header(&header);
+            Ok(())
         })
         .await
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>> {
-        self.blocking(move |s| s.get_header(id)).await
+        if let Some(header) = self.shared.cached_header(id) {
+            return Ok(Some(header));
+        }
+        self.blocking(move |s| {
+            // Under the lock, so a concurrent update cannot be overtaken by this read.
+            let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let header = s.get_header(id)?;
+            if let Some(h) = &header {
+                s.cache_header(h);
+            }
+            Ok(header)
+        })
+        .await
     }
 
     async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>> {
@@ -535,7 +571,9 @@ impl SessionStore for RocksStorage {
                 batch.delete_cf(s.cf(CF_BY_END_TIME)?, end_time_key(at, id));
             }
             batch.delete_cf(s.cf(CF_SESSIONS)?, id.as_bytes());
-            s.sync_write(batch)
+            s.sync_write(batch)?;
+            s.headers.lock().unwrap_or_else(|p| p.into_inner()).pop(&id);
+            Ok(())
         })
         .await
     }
