@@ -8,13 +8,13 @@
 //! blocking task.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use super::deb822::{self, Item};
+use super::deb822::{self, Item, Paragraphs};
 use super::tags::{self, Overrides, TagMap};
 use crate::telemetry::metric;
 
@@ -47,8 +47,12 @@ struct Parsed<T> {
 }
 
 /// What a merged component answer was built from.
-#[derive(Clone, PartialEq)]
-struct Inputs(Vec<(PathBuf, Stamp)>);
+#[derive(PartialEq)]
+struct Inputs {
+    files: Vec<(PathBuf, Stamp)>,
+    /// Changes whenever an index is fed from the proxy.
+    fed_generation: u64,
+}
 
 /// A component lookup: archive root, suite, component, architecture (or all).
 type ComponentKey = (PathBuf, String, String, Option<String>);
@@ -58,6 +62,9 @@ struct Maps {
     files: HashMap<PathBuf, Parsed<TagMap>>,
     overrides: HashMap<PathBuf, Parsed<Overrides>>,
     merged: HashMap<ComponentKey, (Inputs, Snapshot)>,
+    /// Indexes fed from the proxy, by (suite, component, arch).
+    fed: HashMap<(String, String, String), Snapshot>,
+    fed_generation: u64,
 }
 
 /// Parsed Packages files and overrides, shared by every lookup.
@@ -90,11 +97,7 @@ impl PackagesCache {
         component: &str,
         arch: Option<&str>,
     ) -> io::Result<Option<Snapshot>> {
-        let indexes = find_indexes(&root.join("dists").join(suite).join(component), arch)?;
-        if indexes.is_empty() {
-            return Ok(None);
-        }
-        let inputs = Inputs(indexes);
+        let files = find_indexes(&root.join("dists").join(suite).join(component), arch)?;
         let key: ComponentKey = (
             root.to_path_buf(),
             suite.to_owned(),
@@ -102,6 +105,26 @@ impl PackagesCache {
             arch.map(str::to_owned),
         );
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let fed: Vec<(String, Snapshot)> = maps
+            .fed
+            .iter()
+            .filter(|((s, c, a), _)| {
+                s == suite && c == component && arch.is_none_or(|want| want == a)
+            })
+            .map(|((_, _, a), snap)| {
+                (
+                    format!("an index fetched through the proxy ({a})"),
+                    snap.clone(),
+                )
+            })
+            .collect();
+        if files.is_empty() && fed.is_empty() {
+            return Ok(None);
+        }
+        let inputs = Inputs {
+            files,
+            fed_generation: maps.fed_generation,
+        };
         if let Some((built_from, snap)) = maps.merged.get(&key)
             && *built_from == inputs
         {
@@ -109,20 +132,31 @@ impl PackagesCache {
             return Ok(Some(snap.clone()));
         }
         metrics::counter!(metric::DEBTAGS_CACHE, "result" => "miss").increment(1);
-        // Oldest file first, so the newest file's value wins on a conflict.
-        let mut ordered = inputs.0.clone();
-        ordered.sort_by_key(|(_, s)| s.mtime);
+        // Every source with its age; oldest first, so the newest value wins on a conflict.
+        let mut sources: Vec<(SystemTime, String, Snapshot)> = Vec::new();
+        for (path, st) in &inputs.files {
+            let (tags, read_at) = self.file(&mut maps, path, *st)?;
+            sources.push((
+                st.mtime,
+                path.display().to_string(),
+                Snapshot { tags, read_at },
+            ));
+        }
+        sources.extend(
+            fed.into_iter()
+                .map(|(what, snap)| (snap.read_at, what, snap)),
+        );
+        sources.sort_by_key(|(t, _, _)| *t);
         let mut merged = TagMap::new();
         let mut read_at = SystemTime::UNIX_EPOCH;
-        for (path, st) in &ordered {
-            let parsed = self.file(&mut maps, path, *st)?;
-            read_at = read_at.max(parsed.1);
-            for (pkg, t) in parsed.0.iter() {
+        for (_, origin, snap) in &sources {
+            read_at = read_at.max(snap.read_at);
+            for (pkg, t) in snap.tags.iter() {
                 match merged.get(pkg) {
                     Some(old) if old != t => {
                         tracing::warn!(
-                            package = %pkg, file = %path.display(), old = %old, new = %t,
-                            "debtags differ between architectures; the newest file wins"
+                            package = %pkg, source = %origin, old = %old, new = %t,
+                            "debtags differ between architectures; the newest index wins"
                         );
                         merged.insert(pkg.clone(), t.clone());
                     }
@@ -139,6 +173,33 @@ impl PackagesCache {
         };
         maps.merged.insert(key, (inputs, snap.clone()));
         Ok(Some(snap))
+    }
+
+    /// Feeds a Packages index that reached fetchgate some other way (a builder fetched it
+    /// through the proxy) for `suite`/`component`/`arch`; it replaces the previous one fed
+    /// for that key and joins every archive's Packages-cache answer for the component.
+    /// Returns how many tagged packages it held.
+    pub fn feed_index(
+        &self,
+        suite: &str,
+        component: &str,
+        arch: &str,
+        input: impl BufRead,
+    ) -> io::Result<usize> {
+        let name = format!("fetched index {suite}/{component}/binary-{arch}");
+        let tags = parse_stream(Paragraphs::new(input), &name)?;
+        self.parses.fetch_add(1, Ordering::Relaxed);
+        let n = tags.len();
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        maps.fed.insert(
+            (suite.to_owned(), component.to_owned(), arch.to_owned()),
+            Snapshot {
+                tags: Arc::new(tags),
+                read_at: SystemTime::now(),
+            },
+        );
+        maps.fed_generation += 1;
+        Ok(n)
     }
 
     fn file(
@@ -237,11 +298,15 @@ fn find_indexes(dir: &Path, arch: Option<&str>) -> io::Result<Vec<(PathBuf, Stam
 /// Reads one Packages file into package → normalised tags, skipping (with a warning
 /// naming the file and line) malformed stanzas and leaving out packages without tags.
 pub fn parse_packages(path: &Path) -> io::Result<TagMap> {
-    let mut paragraphs = deb822::open(path)?;
+    parse_stream(deb822::open(path)?, &path.display().to_string())
+}
+
+/// Package → normalised tags from a stream of stanzas; `name` is used in warnings.
+fn parse_stream<R: BufRead>(mut paragraphs: Paragraphs<R>, name: &str) -> io::Result<TagMap> {
     let mut out = TagMap::new();
     while let Some(item) = paragraphs
         .next_item()
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+        .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?
     {
         match item {
             Item::Stanza(s) => {
@@ -254,7 +319,7 @@ pub fn parse_packages(path: &Path) -> io::Result<TagMap> {
                 }
             }
             Item::Malformed(m) => {
-                tracing::warn!(file = %path.display(), line = m.line, reason = m.reason, "malformed Packages stanza skipped");
+                tracing::warn!(file = %name, line = m.line, reason = m.reason, "malformed Packages stanza skipped");
             }
         }
     }
@@ -366,6 +431,49 @@ mod tests {
         let cache = PackagesCache::new();
         let snap = cache.lookup(root, "s", "main", None).unwrap().unwrap();
         assert_eq!(snap.tags["a"], "new");
+    }
+
+    #[test]
+    fn indexes_fed_from_the_proxy_join_the_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cache = PackagesCache::new();
+        assert!(cache.lookup(root, "s", "main", None).unwrap().is_none());
+        write(
+            root,
+            "dists/s/main/binary-amd64/Packages",
+            "Package: a\nTag: x\n",
+        );
+        let n = cache
+            .feed_index(
+                "s",
+                "main",
+                "arm64",
+                &b"Package: b\nTag: y::{1,2}\n\nPackage: a\nTag: x\n"[..],
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        let snap = cache.lookup(root, "s", "main", None).unwrap().unwrap();
+        assert_eq!(tags::to_text(&snap.tags), "a: x\nb: y::1, y::2\n");
+        let amd64 = cache
+            .lookup(root, "s", "main", Some("amd64"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(amd64.tags.len(), 1);
+        cache
+            .feed_index("s", "main", "arm64", &b"Package: b\nTag: z\n"[..])
+            .unwrap();
+        let snap = cache.lookup(root, "s", "main", None).unwrap().unwrap();
+        assert_eq!(
+            snap.tags["b"], "z",
+            "a newer feed replaces the cached answer"
+        );
+        let only_fed = cache
+            .lookup(root, "s", "main", Some("arm64"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tags::to_text(&only_fed.tags), "b: z\n");
+        assert_eq!(cache.parse_count(), 3);
     }
 
     #[test]
