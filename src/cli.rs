@@ -71,8 +71,11 @@ fn debtags(args: DebtagsArgs) -> ExitCode {
         &args.component,
         args.arch.as_deref(),
     );
+    // The cache is not needed any more; dropping it leaves the answer unshared, so the
+    // overrides below change it in place instead of copying 60,000 entries.
+    drop(cache);
     let mut t = match found {
-        Ok(Some(snap)) => (*snap.tags).clone(),
+        Ok(Some(snap)) => snap.tags,
         Ok(None) => {
             eprintln!(
                 "ERROR: no Packages index for {}/{} under {}",
@@ -94,7 +97,7 @@ fn debtags(args: DebtagsArgs) -> ExitCode {
                 for b in bad {
                     eprintln!("warning: {}:{}: {}", path.display(), b.line, b.reason);
                 }
-                tags::apply(&mut t, &o);
+                tags::apply(std::sync::Arc::make_mut(&mut t), &o);
             }
             Err(e) => {
                 eprintln!("ERROR: cannot read {}: {e}", path.display());

@@ -147,6 +147,11 @@ impl PackagesCache {
                 .map(|(what, snap)| (snap.read_at, what, snap)),
         );
         sources.sort_by_key(|(t, _, _)| *t);
+        if let [(_, _, only)] = sources.as_slice() {
+            // One index (the common `?arch=` case): share its map rather than copy it.
+            maps.merged.insert(key, (inputs, only.clone()));
+            return Ok(Some(only.clone()));
+        }
         let mut merged = TagMap::new();
         let mut read_at = SystemTime::UNIX_EPOCH;
         for (_, origin, snap) in &sources {

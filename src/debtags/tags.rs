@@ -57,22 +57,24 @@ pub fn normalise(raw: &str) -> String {
 
 /// Splits at commas that are not inside braces.
 fn split_top_level(s: &str) -> impl Iterator<Item = &str> {
-    let mut depth = 0usize;
-    let mut start = 0;
-    let mut parts = Vec::new();
-    for (i, c) in s.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        let mut depth = 0usize;
+        for (i, c) in r.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    rest = Some(&r[i + 1..]);
+                    return Some(&r[..i]);
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    parts.push(&s[start..]);
-    parts.into_iter()
+        rest = None;
+        Some(r)
+    })
 }
 
 /// A line of an overrides file that could not be used.
