@@ -29,6 +29,93 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Print the debtags of one suite/component from an archive's Packages files
+    /// (`package: tag, tag` lines), without starting the daemon.
+    Debtags(DebtagsArgs),
+}
+
+/// `fetchgate debtags <archive-root> <suite> <component>`.
+#[derive(Debug, Clone, Args)]
+pub struct DebtagsArgs {
+    /// The archive directory holding `dists/`.
+    pub archive_root: PathBuf,
+    pub suite: String,
+    pub component: String,
+    /// Only this architecture's Packages file.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// An overrides file (`pkg[, pkg]: tag, tag` lines) applied on top.
+    #[arg(long, value_name = "FILE")]
+    pub overrides: Option<PathBuf>,
+}
+
+/// Runs `fetchgate debtags`: reads the Packages files only (no upstream, no database).
+fn debtags(args: DebtagsArgs) -> ExitCode {
+    use std::io::Write;
+
+    use crate::debtags::{cache::PackagesCache, tags, valid_name};
+
+    for (what, v) in [("suite", &args.suite), ("component", &args.component)]
+        .into_iter()
+        .chain(args.arch.as_ref().map(|a| ("arch", a)))
+    {
+        if !valid_name(v) {
+            eprintln!("ERROR: invalid {what} {v:?}: use letters, digits and . + _ -");
+            return ExitCode::from(1);
+        }
+    }
+    let cache = PackagesCache::new();
+    let found = cache.lookup(
+        &args.archive_root,
+        &args.suite,
+        &args.component,
+        args.arch.as_deref(),
+    );
+    // The cache is not needed any more; dropping it leaves the answer unshared, so the
+    // overrides below change it in place instead of copying 60,000 entries.
+    drop(cache);
+    let mut t = match found {
+        Ok(Some(snap)) => snap.tags,
+        Ok(None) => {
+            eprintln!(
+                "ERROR: no Packages index for {}/{} under {}",
+                args.suite,
+                args.component,
+                args.archive_root.join("dists").display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(path) = &args.overrides {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (o, bad) = tags::parse_overrides(&text);
+                for b in bad {
+                    eprintln!("warning: {}:{}: {}", path.display(), b.line, b.reason);
+                }
+                tags::apply(std::sync::Arc::make_mut(&mut t), &o);
+            }
+            Err(e) => {
+                eprintln!("ERROR: cannot read {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(tags::to_text(&t).as_bytes())
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: writing the answer: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The daemon's flags, named as the reference fetch-service names them.
@@ -97,6 +184,7 @@ pub fn main() -> ExitCode {
     };
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Debtags(args)) => return debtags(args),
         None => cli.serve,
     };
     let config = match Config::load(args) {

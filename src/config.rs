@@ -13,6 +13,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::cli::{ServeArgs, Verbosity};
+use crate::debtags::Archive;
+use crate::debtags::upstream::Upstream;
 use crate::proxy::ProxyConfig;
 use crate::proxy::acl::{Access, AclRules, AddrRule, HostGlob, parse_net};
 use crate::proxy::upstream::UpstreamProxies;
@@ -143,6 +145,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub retention: RetentionConfig,
     pub proxy: ProxyConfig,
+    /// Archives served by `GET /debtags/...`, in configuration order (the first is the default).
+    pub debtags: Vec<Archive>,
 }
 
 /// `fetchgate.toml`. Unknown keys are errors, so a typo does not silently do nothing.
@@ -155,6 +159,87 @@ struct FileConfig {
     logging: LoggingSection,
     proxy: ProxySection,
     acl: AclSection,
+    debtags: DebtagsSection,
+}
+
+/// `[debtags]`: the archives `GET /debtags/{suite}/{component}` serves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct DebtagsSection {
+    archive: Vec<DebtagsArchive>,
+}
+
+/// One `[[debtags.archive]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DebtagsArchive {
+    name: String,
+    /// The directory holding `dists/`.
+    root: PathBuf,
+    /// Base URL of the upstream debtags service (`http://[user:pass@]host[:port][/path]`).
+    upstream: Option<String>,
+    /// How long the upstream gets to answer, in milliseconds.
+    #[serde(default = "default_debtags_timeout_ms")]
+    timeout_ms: u64,
+    /// `pkg[, pkg]: tag, tag` lines applied on top of either source.
+    overrides: Option<PathBuf>,
+}
+
+fn default_debtags_timeout_ms() -> u64 {
+    2000
+}
+
+/// Validates `[[debtags.archive]]` entries; errors name the key.
+fn debtags_archives(section: &DebtagsSection) -> Result<Vec<Archive>, ConfigError> {
+    let mut out: Vec<Archive> = Vec::new();
+    for (i, a) in section.archive.iter().enumerate() {
+        let key = |k: &str| format!("debtags.archive[{i}].{k}");
+        if a.name.is_empty() || !crate::debtags::valid_name(&a.name) {
+            return Err(invalid(
+                &key("name"),
+                "must be non-empty letters, digits and . + _ -",
+            ));
+        }
+        if out.iter().any(|o| o.name == a.name) {
+            return Err(invalid(
+                &key("name"),
+                format!("{:?} is used by an earlier archive", a.name),
+            ));
+        }
+        if !a.root.is_absolute() || !a.root.is_dir() {
+            return Err(invalid(
+                &key("root"),
+                format!("{} is not an existing absolute directory", a.root.display()),
+            ));
+        }
+        if a.timeout_ms == 0 || a.timeout_ms > 60_000 {
+            return Err(invalid(
+                &key("timeout-ms"),
+                "must be between 1 and 60000 milliseconds",
+            ));
+        }
+        let upstream = a
+            .upstream
+            .as_deref()
+            .map(|u| Upstream::parse(u, Duration::from_millis(a.timeout_ms)))
+            .transpose()
+            .map_err(|m| invalid(&key("upstream"), m))?;
+        if let Some(o) = &a.overrides
+            && !o.is_file()
+        {
+            return Err(invalid(
+                &key("overrides"),
+                format!("{} is not a readable file", o.display()),
+            ));
+        }
+        out.push(Archive {
+            name: a.name.clone(),
+            root: a.root.clone(),
+            upstream,
+            overrides: a.overrides.clone(),
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,6 +470,7 @@ impl Config {
             max_requests_per_session: p.max_requests_per_session,
         };
 
+        let debtags = debtags_archives(&file.debtags)?;
         let ca = match (args.cert, args.key) {
             (Some(cert), Some(key)) => CaSource::Files { cert, key },
             _ => CaSource::Generated {
@@ -426,6 +512,7 @@ impl Config {
             },
             proxy,
             spool,
+            debtags,
         })
     }
 }
@@ -641,6 +728,47 @@ mod tests {
         std::fs::write(dir.path().join(ACL_FILE), "http-proxy:\n  policy: allow\n").unwrap();
         let err = acl_rules(dir.path(), &file.acl).unwrap_err().to_string();
         assert!(err.contains("acl.yaml: http-proxy.policy"), "{err}");
+    }
+
+    #[test]
+    fn debtags_archives_are_validated_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display();
+        let check = |text: String| {
+            let f: FileConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+            debtags_archives(&f.debtags).map_err(|e| e.to_string())
+        };
+        let ok = check(format!(
+            "[[debtags.archive]]\nname = \"main\"\nroot = \"{root}\"\nupstream = \"http://u:p@127.0.0.1:1/base/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok[0].upstream.as_ref().unwrap().timeout,
+            Duration::from_secs(2)
+        );
+        for (extra, key) in [
+            ("timeout-ms = 0\n", "debtags.archive[0].timeout-ms"),
+            ("upstream = \"https://x\"\n", "debtags.archive[0].upstream"),
+            (
+                "overrides = \"/nonexistent\"\n",
+                "debtags.archive[0].overrides",
+            ),
+            ("colour = 1\n", "colour"),
+        ] {
+            let err = check(format!(
+                "[[debtags.archive]]\nname = \"main\"\nroot = \"{root}\"\n{extra}"
+            ))
+            .unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+        let err =
+            check("[[debtags.archive]]\nname = \"m\"\nroot = \"relative\"\n".into()).unwrap_err();
+        assert!(err.contains("debtags.archive[0].root"), "{err}");
+        let err = check(format!(
+            "[[debtags.archive]]\nname = \"m\"\nroot = \"{root}\"\n[[debtags.archive]]\nname = \"m\"\nroot = \"{root}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("debtags.archive[1].name"), "{err}");
     }
 
     #[test]

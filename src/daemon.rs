@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{CaSource, Config, Credentials};
 use crate::control::{self, ControlState};
+use crate::debtags::Debtags;
 use crate::idle::{Activity, wait_until_idle};
 use crate::proxy;
 use crate::session::{Sessions, expiry};
@@ -205,6 +206,7 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         started,
         started_at,
         activity: Arc::clone(&activity),
+        debtags: Arc::new(Debtags::new(config.debtags.clone())),
     });
     let mut control_stop = stop_rx.clone();
     let mut control = tokio::spawn(control::serve(control_listener, state, async move {

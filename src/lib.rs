@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod debtags;
 pub mod idle;
 pub mod proxy;
 pub mod rfc3339;

@@ -40,6 +40,12 @@ pub mod metric {
     pub const PROXY_BYTES_DOWN: &str = "fetchgate_proxy_bytes_down_total";
     /// Leaf certificate lookups, by result (`hit`, `miss`).
     pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
+    /// Debtags lookups answered, by source (`upstream`, `packages-cache`, `overrides-only`).
+    pub const DEBTAGS_LOOKUPS: &str = "fetchgate_debtags_lookups_total";
+    /// Time to parse one Packages file for debtags, in seconds.
+    pub const DEBTAGS_PARSE_SECONDS: &str = "fetchgate_debtags_parse_seconds";
+    /// Debtags component lookups in the Packages cache, by result (`hit`, `miss`).
+    pub const DEBTAGS_CACHE: &str = "fetchgate_debtags_cache_total";
 }
 
 /// A log file that can be reopened in place (after logrotate moved it away).

@@ -6,6 +6,7 @@
 //! except through the session service.
 
 mod auth;
+mod debtags;
 mod error;
 mod json;
 mod sessions;
@@ -26,6 +27,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use self::error::ApiError;
 use crate::config::Credentials;
+use crate::debtags::Debtags;
 use crate::idle::Activity;
 use crate::session::Sessions;
 use crate::telemetry::metric;
@@ -39,6 +41,7 @@ pub struct ControlState {
     pub started: Timestamp,
     pub started_at: Instant,
     pub activity: Arc<Activity>,
+    pub debtags: Arc<Debtags>,
 }
 
 /// Paths that are probes, not client activity: they neither keep an idle daemon alive
@@ -89,6 +92,7 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .route("/resources/{id}", delete(sessions::delete_resources))
         .route("/sessions", get(sessions::list))
         .route("/reports/{id}", get(sessions::get_final_report))
+        .route("/debtags/{suite}/{component}", get(debtags::lookup))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_basic,
