@@ -356,12 +356,18 @@ async fn sigusr1_reopens_the_log_file() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     d.create(json!({})).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("session created")
-    );
+    // The line reaches the file when the logger flushes: wait for it, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("session created")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no log line in the reopened file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !std::fs::read_to_string(&rotated)
             .unwrap()
