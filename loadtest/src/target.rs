@@ -56,6 +56,9 @@ pub enum TargetError {
     NotReady(Duration, String),
 }
 
+/// How many times a spawned fetchgate is started on fresh ports when one was taken.
+const PORT_ATTEMPTS: u32 = 3;
+
 /// How long a started fetchgate may take to answer `GET /status`.
 const READY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -80,9 +83,24 @@ impl Target {
                 spawned: None,
             },
             TargetSpec::Spawn { binary, extra_args } => {
-                let mut spawned = Spawned::start(binary, extra_args, origin_ca)?;
-                let control = ControlClient::new(spawned.control, "loadtest", &spawned.password);
-                spawned.wait_ready(&control).await?;
+                // The ports are free when picked but another process may bind one before
+                // fetchgate does; that costs a retry with fresh ports, not the run.
+                let mut attempt = 1;
+                let (spawned, control) = loop {
+                    let mut spawned = Spawned::start(binary, extra_args, origin_ca)?;
+                    let control =
+                        ControlClient::new(spawned.control, "loadtest", &spawned.password);
+                    match spawned.wait_ready(&control).await {
+                        Ok(()) => break (spawned, control),
+                        Err(TargetError::Exited { log, .. })
+                            if attempt < PORT_ATTEMPTS
+                                && log.contains("bind: address already in use") =>
+                        {
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 Target {
                     proxy: Some(spawned.proxy),
                     control: Some(control),

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, RequestBuilder, Response};
@@ -26,13 +27,29 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a daemon to bind a moment later.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux), so no
+/// outgoing connection of any test can be given the port in that moment, as happened
+/// with `bind(0)`. A counter seeded by the process id keeps parallel tests of one
+/// binary, and consecutive test binaries, on different ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// How to start a daemon.
