@@ -6,7 +6,8 @@
 //! host is an IP literal, answered `200 Connection established` (whatever its
 //! `Connection` header says), TLS-accepted with a leaf certificate for its host, and
 //! the decrypted stream is handed to the same pipeline with the tunnel's session and
-//! destination attached to the connection.
+//! destination attached to the connection. Either way the stream the pipeline writes
+//! to is gated on the audit log (see `gate`).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -27,8 +28,9 @@ use tokio::sync::watch;
 
 use super::acl::Acl;
 use super::auth;
+use super::gate::{DurabilityGate, GatedStream};
 use super::mitm::CertCache;
-use super::pipeline::{Pipeline, Tunnel};
+use super::pipeline::{Connection, Pipeline, Tunnel};
 use super::target::{HostPort, Target};
 use crate::session::Sessions;
 use crate::telemetry::{SECURITY, metric};
@@ -242,12 +244,12 @@ impl ProxyListener {
 
     /// Serves HTTP/1 requests on `stream` until the client or the pipeline closes it.
     async fn run_http(&self, stream: Stream, tunnel: Option<Tunnel>, stop: &watch::Receiver<bool>) {
+        let gate = DurabilityGate::default();
+        let stream = Box::new(GatedStream::new(stream, gate.clone()));
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(Some(KEEPALIVE_SECS));
         session.set_read_timeout(Some(self.limits.timeout));
-        if let Some(t) = tunnel {
-            session.set_connection_user_context(Some(Box::new(t)));
-        }
+        session.set_connection_user_context(Some(Box::new(Connection { tunnel, gate })));
         let mut reused = self.proxy.process_new_http(session, stop).await;
         while let Some((stream, settings)) = reused.map(|r| r.consume()) {
             let mut session = ServerSession::new_http1(stream);

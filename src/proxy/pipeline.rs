@@ -10,8 +10,9 @@
 //! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
 //!   credentials stripped, secrets injected;
 //! - `response_filter` / `response_body_filter`: status and headers captured, the body
-//!   hashed while it streams; the chunk that completes the body is released only once
-//!   the download's audit record is durable, and an audit failure resets the connection;
+//!   hashed while it streams; the chunk that completes the body arms the connection's
+//!   durability gate, so it reaches the builder only once the download's audit record
+//!   is durable, and an audit failure resets the connection;
 //! - `fail_to_proxy` / `logging`: failures answered (502/504) and recorded.
 //!
 //! Nothing here may connect anywhere the ACL has not approved.
@@ -33,6 +34,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::acl::Acl;
 use super::auth::{self, Refusal};
+use super::gate::DurabilityGate;
 use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
@@ -46,6 +48,15 @@ use crate::telemetry::{SECURITY, metric};
 pub struct Tunnel {
     pub session: SessionId,
     pub dest: HostPort,
+}
+
+/// What a downstream connection carries to each of its requests.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The CONNECT the requests arrive in, if any.
+    pub tunnel: Option<Tunnel>,
+    /// Holds back the end of each download until its record is durable.
+    pub gate: DurabilityGate,
 }
 
 /// Timeouts for upstream connections.
@@ -77,6 +88,7 @@ struct ResponseInfo {
 /// Per-request state.
 pub struct RequestCtx {
     tunnel: Option<Tunnel>,
+    gate: Option<DurabilityGate>,
     session: Option<SessionHeader>,
     target: Option<Target>,
     upstream: Option<SocketAddr>,
@@ -101,6 +113,7 @@ impl RequestCtx {
     fn new() -> Self {
         RequestCtx {
             tunnel: None,
+            gate: None,
             session: None,
             target: None,
             upstream: None,
@@ -392,8 +405,9 @@ impl ProxyHttp for Pipeline {
         ctx: &mut Self::CTX,
         prev: Box<dyn Any + Send + Sync>,
     ) {
-        if let Ok(t) = prev.downcast::<Tunnel>() {
-            ctx.tunnel = Some(*t);
+        if let Ok(c) = prev.downcast::<Connection>() {
+            ctx.tunnel = c.tunnel;
+            ctx.gate = Some(c.gate);
         }
     }
 
@@ -402,9 +416,11 @@ impl ProxyHttp for Pipeline {
         _session: &Session,
         ctx: &Self::CTX,
     ) -> Option<Box<dyn Any + Send + Sync>> {
-        ctx.tunnel
-            .clone()
-            .map(|t| Box::new(t) as Box<dyn Any + Send + Sync>)
+        let gate = ctx.gate.clone()?;
+        Some(Box::new(Connection {
+            tunnel: ctx.tunnel.clone(),
+            gate,
+        }))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -636,17 +652,13 @@ impl ProxyHttp for Pipeline {
             return Ok(None);
         };
         ctx.recorded = true;
-        let log = Arc::clone(self.sessions.log());
-        let handle = tokio::runtime::Handle::current();
-        let written = tokio::task::block_in_place(|| handle.block_on(log.append(id, record)));
-        if let Err(e) = written {
-            tracing::error!(session = %id, error = %e, "audit record not written; resetting the download");
-            return Err(Error::because(
+        let Some(gate) = ctx.gate.as_ref() else {
+            return Err(Error::explain(
                 ErrorType::InternalError,
-                "audit log write failed",
-                e,
+                "the connection has no durability gate",
             ));
-        }
+        };
+        gate.arm(Arc::clone(self.sessions.log()), id, record);
         Ok(None)
     }
 

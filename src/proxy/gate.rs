@@ -1,0 +1,361 @@
+//! Holding back the end of a download until its audit record is durable.
+//!
+//! Pingora's response-body hook is synchronous, so the pipeline cannot wait there for
+//! the audit log without blocking a runtime thread. Instead every downstream connection
+//! is wrapped in a [`GatedStream`]: when a chunk completes a download, the pipeline
+//! submits the record and arms the connection's [`DurabilityGate`] with the pending
+//! write, and the stream lets no byte of that chunk (nor anything after it) reach the
+//! builder until the write has completed. A failed write fails the stream for good, so
+//! the builder sees a reset instead of a complete download that was never recorded.
+//!
+//! The write runs as its own task: it completes even if the builder disconnects before
+//! the stream is written to again.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fetchgate_storage::{AuditLog, AuditRecord, SessionId};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    Stream, TimingDigest, UniqueID, UniqueIDType,
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+
+/// The state of a connection's gate.
+enum GateState {
+    /// Nothing pending: bytes pass.
+    Open,
+    /// A download's record is being written: its last bytes wait.
+    Pending(JoinHandle<Result<(), String>>),
+    /// A record could not be written: the connection is unusable.
+    Failed(String),
+}
+
+/// A connection's gate, shared by its stream and the requests it carries.
+#[derive(Clone)]
+pub struct DurabilityGate(Arc<Mutex<GateState>>);
+
+impl fmt::Debug for DurabilityGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.state() {
+            GateState::Open => "open",
+            GateState::Pending(_) => "pending",
+            GateState::Failed(_) => "failed",
+        };
+        f.debug_tuple("DurabilityGate").field(&state).finish()
+    }
+}
+
+impl Default for DurabilityGate {
+    fn default() -> Self {
+        DurabilityGate(Arc::new(Mutex::new(GateState::Open)))
+    }
+}
+
+impl DurabilityGate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        // The state is a plain value: a panic elsewhere cannot leave it half-updated.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts writing `record` and closes the gate until it is durable (and any write
+    /// armed earlier, should the stream not have been written to since).
+    pub fn arm(&self, log: Arc<dyn AuditLog>, session: SessionId, record: AuditRecord) {
+        let mut state = self.state();
+        let earlier = match std::mem::replace(&mut *state, GateState::Open) {
+            GateState::Open => None,
+            GateState::Pending(write) => Some(write),
+            failed @ GateState::Failed(_) => {
+                *state = failed;
+                None
+            }
+        };
+        let write = tokio::spawn(async move {
+            let this = log.append(session, record).await.map(drop).map_err(|e| {
+                tracing::error!(%session, error = %e, "audit record not written; resetting the download");
+                format!("audit log write failed: {e}")
+            });
+            let earlier = match earlier {
+                Some(write) => write
+                    .await
+                    .unwrap_or_else(|e| Err(format!("audit log write did not finish: {e}"))),
+                None => Ok(()),
+            };
+            earlier.and(this)
+        });
+        if matches!(*state, GateState::Open) {
+            *state = GateState::Pending(write);
+        }
+    }
+
+    /// Ready once every armed write has completed; an error if one failed.
+    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state();
+        let outcome = match &mut *state {
+            GateState::Open => return Poll::Ready(Ok(())),
+            GateState::Failed(reason) => return Poll::Ready(Err(io::Error::other(reason.clone()))),
+            GateState::Pending(write) => ready!(Pin::new(write).poll(cx)),
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                *state = GateState::Open;
+                Poll::Ready(Ok(()))
+            }
+            Ok(Err(reason)) => {
+                *state = GateState::Failed(reason.clone());
+                Poll::Ready(Err(io::Error::other(reason)))
+            }
+            Err(join) => {
+                let reason = format!("audit log write did not finish: {join}");
+                *state = GateState::Failed(reason.clone());
+                Poll::Ready(Err(io::Error::other(reason)))
+            }
+        }
+    }
+}
+
+/// A downstream connection whose writes wait for its [`DurabilityGate`].
+#[derive(Debug)]
+pub struct GatedStream {
+    inner: Stream,
+    gate: DurabilityGate,
+}
+
+impl GatedStream {
+    pub fn new(inner: Stream, gate: DurabilityGate) -> Self {
+        GatedStream { inner, gate }
+    }
+}
+
+impl AsyncRead for GatedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GatedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.gate.poll_open(cx))?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.gate.poll_open(cx))?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.gate.poll_open(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.gate.poll_open(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for GatedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for GatedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GatedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GatedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GatedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GatedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GatedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fetchgate_storage::{Counters, Denied, DeniedStage, Timestamp};
+    use pingora::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{Mutex as AsyncMutex, oneshot};
+
+    use super::*;
+
+    /// An audit log whose one append completes when the test says so, as it says.
+    struct HeldLog(AsyncMutex<Option<oneshot::Receiver<fetchgate_storage::Result<u64>>>>);
+
+    #[async_trait]
+    impl AuditLog for HeldLog {
+        async fn append(&self, _: SessionId, _: AuditRecord) -> fetchgate_storage::Result<u64> {
+            let release = self.0.lock().await.take().expect("one append per test");
+            release.await.expect("the test releases the append")
+        }
+        async fn scan(&self, _: SessionId) -> fetchgate_storage::Result<Vec<AuditRecord>> {
+            unreachable!("the gate only appends")
+        }
+        async fn counters(&self, _: SessionId) -> fetchgate_storage::Result<Counters> {
+            unreachable!("the gate only appends")
+        }
+        async fn delete(&self, _: SessionId) -> fetchgate_storage::Result<()> {
+            unreachable!("the gate only appends")
+        }
+        async fn sessions_with_artifact(
+            &self,
+            _: [u8; 32],
+        ) -> fetchgate_storage::Result<Vec<SessionId>> {
+            unreachable!("the gate only appends")
+        }
+    }
+
+    fn record() -> AuditRecord {
+        AuditRecord::Denied(Denied {
+            time: Timestamp::now(),
+            method: "GET".into(),
+            url: "http://example.test/".into(),
+            client_address: "127.0.0.1".into(),
+            reason: "test".into(),
+            stage: DeniedStage::Acl,
+        })
+    }
+
+    /// A gated server end and the plain client end of a loopback connection, and the
+    /// control over the one append the gate will wait for.
+    async fn gated_pair() -> (
+        GatedStream,
+        TcpStream,
+        DurabilityGate,
+        Arc<dyn AuditLog>,
+        oneshot::Sender<fetchgate_storage::Result<u64>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let gate = DurabilityGate::default();
+        let stream = GatedStream::new(Box::new(L4Stream::from(server)), gate.clone());
+        let (release, held) = oneshot::channel();
+        let log: Arc<dyn AuditLog> = Arc::new(HeldLog(AsyncMutex::new(Some(held))));
+        (stream, client, gate, log, release)
+    }
+
+    #[tokio::test]
+    async fn the_last_bytes_wait_until_the_record_is_durable() {
+        let (mut server, mut client, gate, log, release) = gated_pair().await;
+        server.write_all(b"body ").await.unwrap();
+        gate.arm(log, SessionId::from_bytes([1; 16]), record());
+        let writer = tokio::spawn(async move {
+            server.write_all(b"end").await?;
+            server.flush().await?;
+            Ok::<_, io::Error>(server)
+        });
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"body ");
+        // Nothing more arrives while the record is not durable.
+        let mut more = [0u8; 3];
+        let early =
+            tokio::time::timeout(Duration::from_millis(200), client.read_exact(&mut more)).await;
+        assert!(early.is_err(), "bytes passed the gate before the record was written");
+        release.send(Ok(0)).unwrap();
+        client.read_exact(&mut more).await.unwrap();
+        assert_eq!(&more, b"end");
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_fails_the_stream_for_good() {
+        let (mut server, mut client, gate, log, release) = gated_pair().await;
+        gate.arm(log, SessionId::from_bytes([2; 16]), record());
+        release
+            .send(Err(fetchgate_storage::Error::Backend("disk full".into())))
+            .unwrap();
+        let err = server.write_all(b"end").await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let err = server.write_all(b"later").await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        drop(server);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest:?} reached the client");
+    }
+}
