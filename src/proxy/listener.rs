@@ -7,7 +7,7 @@
 //! `Connection` header says), TLS-accepted with a leaf certificate for its host, and
 //! the decrypted stream is handed to the same pipeline with the tunnel's session and
 //! destination attached to the connection. Either way the stream the pipeline writes
-//! to is gated on the audit log (see `gate`).
+//! to is gated on the audit log (see `downstream`).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fetchgate_storage::{AuditRecord, Denied, DeniedStage, SessionId, Timestamp};
-use pingora::apps::HttpServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::acl::Acl;
 use super::auth;
-use super::gate::{DurabilityGate, GatedStream};
+use super::downstream::{DownstreamStream, DurabilityGate};
 use super::mitm::CertCache;
 use super::pipeline::{Connection, Pipeline, Tunnel};
 use super::target::{HostPort, Target};
@@ -99,7 +99,18 @@ impl ProxyListener {
         }
     }
 
+    /// Serves one connection. Its opening (request head, CONNECT, TLS handshake) runs in
+    /// a future of its own, freed before the requests are served, so a kept-alive
+    /// connection holds only what serving needs.
     async fn handle(&self, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+        if let Some((stream, tunnel)) = Box::pin(self.open(tcp, peer)).await {
+            self.run_http(stream, tunnel, &stop).await;
+        }
+    }
+
+    /// Reads the first request head; a CONNECT is answered and TLS-accepted. Returns the
+    /// stream HTTP requests arrive on, or `None` if the connection was already dealt with.
+    async fn open(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, Option<Tunnel>)> {
         let _ = tcp.set_nodelay(true);
         let fd = tcp.as_raw_fd();
         let mut stream = L4Stream::from(tcp);
@@ -112,26 +123,24 @@ impl ProxyListener {
         {
             Ok(Ok(head)) => head,
             Ok(Err(HeadError::TooLarge)) => {
-                return reply(&mut stream, 431, "request header too large", &[]).await;
+                reply(&mut stream, 431, "request header too large", &[]).await;
+                return None;
             }
-            Ok(Err(HeadError::Closed)) => return,
+            Ok(Err(HeadError::Closed)) => return None,
             Err(_) => {
                 tracing::debug!(%peer, "client sent no request head in time");
-                return;
+                return None;
             }
         };
         match head {
             Head::Plain(bytes) => {
                 stream.rewind(&bytes);
-                self.run_http(Box::new(stream), None, &stop).await;
+                Some((Box::new(stream), None))
             }
             Head::Connect { bytes, head_len } => {
-                let Some(tunnel) = self
+                let tunnel = self
                     .open_tunnel(&mut stream, &bytes[..head_len], peer)
-                    .await
-                else {
-                    return;
-                };
+                    .await?;
                 if bytes.len() > head_len {
                     stream.rewind(&bytes[head_len..]);
                 }
@@ -139,16 +148,17 @@ impl ProxyListener {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot build the interception TLS config");
-                        return;
+                        return None;
                     }
                 };
                 match Acceptor::from_server_config(config)
                     .tls_handshake(stream)
                     .await
                 {
-                    Ok(tls) => self.run_http(Box::new(tls), Some(tunnel), &stop).await,
+                    Ok(tls) => Some((Box::new(tls), Some(tunnel))),
                     Err(e) => {
-                        tracing::info!(%peer, dest = %tunnel.dest, error = %e, "TLS handshake with the builder failed")
+                        tracing::info!(%peer, dest = %tunnel.dest, error = %e, "TLS handshake with the builder failed");
+                        None
                     }
                 }
             }
@@ -243,26 +253,48 @@ impl ProxyListener {
     }
 
     /// Serves HTTP/1 requests on `stream` until the client or the pipeline closes it.
+    ///
+    /// Each request is handed to Pingora only once its first bytes have arrived: an idle
+    /// kept-alive connection waits here, in a small future, rather than inside Pingora's
+    /// request handling.
     async fn run_http(&self, stream: Stream, tunnel: Option<Tunnel>, stop: &watch::Receiver<bool>) {
         let gate = DurabilityGate::default();
-        let stream = Box::new(GatedStream::new(stream, gate.clone()));
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(Some(KEEPALIVE_SECS));
-        session.set_read_timeout(Some(self.limits.timeout));
-        session.set_connection_user_context(Some(Box::new(Connection { tunnel, gate })));
-        let mut reused = self.proxy.process_new_http(session, stop).await;
-        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            let keepalive = if *stop.borrow() {
-                None
-            } else {
-                Some(KEEPALIVE_SECS)
+        let mut stream = Box::new(DownstreamStream::new(stream, gate.clone()));
+        let mut first = Some(Connection { tunnel, gate });
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut idle = self.limits.timeout;
+        loop {
+            let mut stop_waiting = stop.clone();
+            let arrived = tokio::select! {
+                r = tokio::time::timeout(idle, stream.wait_for_data()) => matches!(r, Ok(Ok(true))),
+                _ = stop_waiting.changed() => false,
             };
-            session.set_keepalive(keepalive);
-            reused = self.proxy.process_new_http(session, stop).await;
+            if !arrived || *stop.borrow() {
+                return;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            // The first request gets the connection's context; later ones inherit it
+            // from the previous request (`persist_connection_context`).
+            match (settings.take(), first.take()) {
+                (Some(settings), _) => settings.apply_to_session(&mut session),
+                (None, Some(context)) => {
+                    session.set_connection_user_context(Some(Box::new(context)))
+                }
+                (None, None) => return,
+            }
+            session.set_keepalive(Some(KEEPALIVE_SECS));
+            session.set_read_timeout(Some(self.limits.timeout));
+            let Some(reused) = self.proxy.process_new_http(session, stop).await else {
+                return;
+            };
+            let (next, next_settings) = reused.consume();
+            let Ok(next) = next.into_any().downcast::<DownstreamStream>() else {
+                tracing::error!("a reused downstream stream is not the listener's; closing it");
+                return;
+            };
+            stream = next;
+            settings = next_settings;
+            idle = Duration::from_secs(KEEPALIVE_SECS);
         }
     }
 }

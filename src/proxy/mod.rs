@@ -9,7 +9,7 @@
 
 pub mod acl;
 pub mod auth;
-pub mod gate;
+pub mod downstream;
 pub mod limits;
 pub mod listener;
 pub mod mitm;

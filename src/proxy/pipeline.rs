@@ -34,7 +34,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::acl::Acl;
 use super::auth::{self, Refusal};
-use super::gate::DurabilityGate;
+use super::downstream::DurabilityGate;
 use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};

@@ -1,15 +1,19 @@
-//! Holding back the end of a download until its audit record is durable.
+//! The builder's side of a connection, as the pipeline reads and writes it.
 //!
-//! Pingora's response-body hook is synchronous, so the pipeline cannot wait there for
-//! the audit log without blocking a runtime thread. Instead every downstream connection
-//! is wrapped in a [`GatedStream`]: when a chunk completes a download, the pipeline
-//! submits the record and arms the connection's [`DurabilityGate`] with the pending
-//! write, and the stream lets no byte of that chunk (nor anything after it) reach the
-//! builder until the write has completed. A failed write fails the stream for good, so
-//! the builder sees a reset instead of a complete download that was never recorded.
+//! Every downstream stream (plain, or the decrypted side of a tunnel) is wrapped in a
+//! [`DownstreamStream`], which adds two things to Pingora's stream:
 //!
-//! The write runs as its own task: it completes even if the builder disconnects before
-//! the stream is written to again.
+//! - **The durability gate.** Pingora's response-body hook is synchronous, so the
+//!   pipeline cannot wait there for the audit log without blocking a runtime thread.
+//!   When a chunk completes a download, the pipeline submits the record and arms the
+//!   connection's [`DurabilityGate`] with the pending write, and the stream lets no byte
+//!   of that chunk (nor anything after it) reach the builder until the write has
+//!   completed. A failed write fails the stream for good, so the builder sees a reset
+//!   instead of a complete download that was never recorded. The write runs as its own
+//!   task: it completes even if the builder disconnects before the next write.
+//! - **A cheap idle wait.** Between requests on a kept-alive connection the listener
+//!   waits in [`DownstreamStream::wait_for_data`], which holds one read-ahead byte,
+//!   instead of inside Pingora's request handling, whose state is far larger.
 
 use std::fmt;
 use std::io;
@@ -27,7 +31,7 @@ use pingora::protocols::{
     Stream, TimingDigest, UniqueID, UniqueIDType,
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
 /// The state of a connection's gate.
@@ -127,28 +131,59 @@ impl DurabilityGate {
 
 /// A downstream connection whose writes wait for its [`DurabilityGate`].
 #[derive(Debug)]
-pub struct GatedStream {
+pub struct DownstreamStream {
     inner: Stream,
     gate: DurabilityGate,
+    /// A byte read by [`DownstreamStream::wait_for_data`], handed out first.
+    read_ahead: Option<u8>,
 }
 
-impl GatedStream {
+impl DownstreamStream {
     pub fn new(inner: Stream, gate: DurabilityGate) -> Self {
-        GatedStream { inner, gate }
+        DownstreamStream {
+            inner,
+            gate,
+            read_ahead: None,
+        }
+    }
+
+    /// Waits until the builder sends something (`true`) or closes the connection
+    /// (`false`); what arrived stays to be read.
+    pub async fn wait_for_data(&mut self) -> io::Result<bool> {
+        if self.read_ahead.is_some() {
+            return Ok(true);
+        }
+        let mut byte = [0u8; 1];
+        if self.inner.read(&mut byte).await? == 0 {
+            return Ok(false);
+        }
+        self.read_ahead = Some(byte[0]);
+        Ok(true)
     }
 }
 
-impl AsyncRead for GatedStream {
+impl AsyncRead for DownstreamStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if buf.remaining() > 0
+            && let Some(byte) = self.read_ahead.take()
+        {
+            buf.put_slice(&[byte]);
+            // Whatever else has arrived comes along, so a request head is parsed in one
+            // pass; if nothing has, the byte alone is the read.
+            return match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Ready(Ok(())),
+            };
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for GatedStream {
+impl AsyncWrite for DownstreamStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -183,19 +218,19 @@ impl AsyncWrite for GatedStream {
 }
 
 #[async_trait]
-impl Shutdown for GatedStream {
+impl Shutdown for DownstreamStream {
     async fn shutdown(&mut self) {
         self.inner.shutdown().await
     }
 }
 
-impl UniqueID for GatedStream {
+impl UniqueID for DownstreamStream {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for GatedStream {
+impl Ssl for DownstreamStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
     }
@@ -209,7 +244,7 @@ impl Ssl for GatedStream {
     }
 }
 
-impl GetTimingDigest for GatedStream {
+impl GetTimingDigest for DownstreamStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -223,7 +258,7 @@ impl GetTimingDigest for GatedStream {
     }
 }
 
-impl GetProxyDigest for GatedStream {
+impl GetProxyDigest for DownstreamStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -233,7 +268,7 @@ impl GetProxyDigest for GatedStream {
     }
 }
 
-impl GetSocketDigest for GatedStream {
+impl GetSocketDigest for DownstreamStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -244,7 +279,7 @@ impl GetSocketDigest for GatedStream {
 }
 
 #[async_trait]
-impl Peek for GatedStream {
+impl Peek for DownstreamStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
@@ -300,7 +335,7 @@ mod tests {
     /// A gated server end and the plain client end of a loopback connection, and the
     /// control over the one append the gate will wait for.
     async fn gated_pair() -> (
-        GatedStream,
+        DownstreamStream,
         TcpStream,
         DurabilityGate,
         Arc<dyn AuditLog>,
@@ -312,7 +347,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let gate = DurabilityGate::default();
-        let stream = GatedStream::new(Box::new(L4Stream::from(server)), gate.clone());
+        let stream = DownstreamStream::new(Box::new(L4Stream::from(server)), gate.clone());
         let (release, held) = oneshot::channel();
         let log: Arc<dyn AuditLog> = Arc::new(HeldLog(AsyncMutex::new(Some(held))));
         (stream, client, gate, log, release)
@@ -335,7 +370,10 @@ mod tests {
         let mut more = [0u8; 3];
         let early =
             tokio::time::timeout(Duration::from_millis(200), client.read_exact(&mut more)).await;
-        assert!(early.is_err(), "bytes passed the gate before the record was written");
+        assert!(
+            early.is_err(),
+            "bytes passed the gate before the record was written"
+        );
         release.send(Ok(0)).unwrap();
         client.read_exact(&mut more).await.unwrap();
         assert_eq!(&more, b"end");
@@ -357,5 +395,25 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "{rest:?} reached the client");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_data_keeps_every_byte_for_the_reader() {
+        let (mut server, mut client, ..) = gated_pair().await;
+        let waiter = tokio::spawn(async move {
+            let arrived = server.wait_for_data().await.unwrap();
+            (arrived, server)
+        });
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (arrived, mut server) = waiter.await.unwrap();
+        assert!(arrived);
+        let mut head = vec![0u8; 18];
+        server.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, b"GET / HTTP/1.1\r\n\r\n");
+        drop(client);
+        assert!(
+            !server.wait_for_data().await.unwrap(),
+            "a closed connection"
+        );
     }
 }
