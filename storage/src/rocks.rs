@@ -8,11 +8,12 @@
 //! - `artifacts`: `sha256 ‖ session_id` → empty (who fetched this content)
 //! - `by_end_time`: `end_us (u64 BE) ‖ session_id` → empty (the retention queue)
 //!
-//! All `events`/`artifacts` writes go through one writer thread that group-commits a
-//! `WriteBatch` with `sync = true`, so an acknowledged append survives `kill -9` and
-//! power loss, and concurrent appenders share each fsync. Session changes are rare and
-//! written synchronously, one at a time. Nothing here blocks the async reactor: every
-//! RocksDB call runs on the writer thread or in `spawn_blocking`.
+//! Every write (appends, session changes, deletes) goes through one writer thread that
+//! group-commits a `WriteBatch` with `sync = true`, so an acknowledged write survives
+//! `kill -9` and power loss, and concurrent writers share each fsync. Being the only
+//! writer, the thread also serialises each session's read-modify-write without a lock
+//! held across the fsync. Nothing here blocks the async reactor: every RocksDB call
+//! runs on the writer thread or in `spawn_blocking`.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -57,11 +58,11 @@ struct LogState {
 
 struct Shared {
     db: DB,
-    /// Serialises read-modify-write of session headers, and filling `headers`.
+    /// Orders filling `headers` from the database against the writer's updates of it.
     session_lock: Mutex<()>,
-    /// Recently used session headers, written through: every header write in this
-    /// process (the database is locked to one process) updates it under
-    /// `session_lock`, so a hit is never stale. It spares the proxy a blocking-pool
+    /// Recently used session headers, written through: the writer thread (the only
+    /// writer; the database is locked to one process) updates it under `session_lock`
+    /// after each commit, so a hit is never stale. It spares the proxy a blocking-pool
     /// round trip per request for the credentials check.
     headers: Mutex<LruCache<SessionId, SessionHeader>>,
 }
@@ -90,6 +91,14 @@ impl Shared {
         cache.put(header.id, header.clone());
     }
 
+    /// The header as stored: from the cache if there, else from the database.
+    fn current_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        match self.cached_header(id) {
+            Some(h) => Ok(Some(h)),
+            None => self.get_header(id),
+        }
+    }
+
     fn get_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
         match self
             .db
@@ -98,30 +107,6 @@ impl Shared {
             Some(bytes) => codec::decode(&bytes).map(Some),
             None => Ok(None),
         }
-    }
-
-    /// Applies `f` to the stored header and writes it back (with `extra` writes) in one
-    /// synchronous batch. `f` returns whether anything changed.
-    fn update_header(
-        &self,
-        id: SessionId,
-        f: impl FnOnce(&mut SessionHeader, &mut WriteBatch, &Self) -> Result<bool>,
-    ) -> Result<Option<SessionHeader>> {
-        let _guard = self.session_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut header) = self.get_header(id)? else {
-            return Ok(None);
-        };
-        let mut batch = WriteBatch::default();
-        if f(&mut header, &mut batch, self)? {
-            batch.put_cf(
-                self.cf(CF_SESSIONS)?,
-                id.as_bytes(),
-                codec::encode(&header)?,
-            );
-            self.sync_write(batch)?;
-            self.cache_header(&header);
-        }
-        Ok(Some(header))
     }
 
     fn load_state(&self, session: SessionId) -> Result<LogState> {
@@ -198,6 +183,23 @@ enum WriterMsg {
         session: SessionId,
         reply: oneshot::Sender<Result<()>>,
     },
+    Session {
+        id: SessionId,
+        change: SessionChange,
+        reply: SessionReply,
+    },
+}
+
+/// Where the writer sends the header a session change left (`None`: no such session).
+type SessionReply = oneshot::Sender<Result<Option<SessionHeader>>>;
+
+/// A change to one session's header, made by the writer thread.
+enum SessionChange {
+    Create(Box<SessionHeader>),
+    Revoke(Timestamp),
+    End(Timestamp, EndReason),
+    SetTimeout(u64),
+    Purge,
 }
 
 /// Both stores in one RocksDB database.
@@ -263,6 +265,16 @@ impl RocksStorage {
             .map_err(|e| Error::Backend(format!("storage task failed: {e}")))?
     }
 
+    async fn change_session(
+        &self,
+        id: SessionId,
+        change: SessionChange,
+    ) -> Result<Option<SessionHeader>> {
+        let (reply, rx) = oneshot::channel();
+        self.to_writer(WriterMsg::Session { id, change, reply }, rx)
+            .await
+    }
+
     async fn to_writer<T>(&self, msg: WriterMsg, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         let stopped = || Error::Backend("the audit writer has stopped".into());
         let writer = self.writer.as_ref().ok_or_else(stopped)?;
@@ -302,6 +314,7 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
                     delta,
                     reply,
                 } => writer.stage(session, bytes, sha256, delta, reply),
+                WriterMsg::Session { id, change, reply } => writer.stage_session(id, change, reply),
                 WriterMsg::Delete { session, reply } => {
                     // A delete sees every append queued before it.
                     writer.commit();
@@ -325,6 +338,12 @@ struct Writer<'a> {
     artifacts: Vec<[u8; 48]>,
     touched: HashSet<SessionId>,
     pending: Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)>,
+    /// Session headers changed by the staged commit (`None`: purged), newest state.
+    headers: HashMap<SessionId, Option<SessionHeader>>,
+    /// Staged `by_end_time` entries: (key, whether it is deleted rather than put).
+    end_times: Vec<([u8; 24], bool)>,
+    /// Answers to session changes, sent once the commit is durable.
+    session_replies: Vec<(SessionReply, Option<SessionHeader>)>,
 }
 
 impl<'a> Writer<'a> {
@@ -336,7 +355,67 @@ impl<'a> Writer<'a> {
             artifacts: Vec::with_capacity(MAX_BATCH),
             touched: HashSet::new(),
             pending: Vec::with_capacity(MAX_BATCH),
+            headers: HashMap::new(),
+            end_times: Vec::new(),
+            session_replies: Vec::new(),
         }
+    }
+
+    /// Applies a session change on top of the staged state and stages the result; the
+    /// answer waits for the commit. A change that cannot apply is answered at once.
+    fn stage_session(&mut self, id: SessionId, change: SessionChange, reply: SessionReply) {
+        let current = match self.headers.get(&id) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.shared.current_header(id),
+        };
+        let current = match current {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let (answer, changed) = match (change, current) {
+            (SessionChange::Create(header), None) => (Some(*header), true),
+            (SessionChange::Create(_), Some(_)) => {
+                let _ = reply.send(Err(Error::AlreadyExists(id.to_string())));
+                return;
+            }
+            (SessionChange::Purge, current) => {
+                if let Some(Ended { at, .. }) = current.and_then(|h| h.ended) {
+                    self.end_times.push((end_time_key(at, id), true));
+                }
+                self.headers.insert(id, None);
+                self.session_replies.push((reply, None));
+                return;
+            }
+            (_, None) => (None, false),
+            (SessionChange::Revoke(at), Some(mut h)) => {
+                let changed = h.revoked.is_none();
+                h.revoked.get_or_insert(at);
+                (Some(h), changed)
+            }
+            (SessionChange::End(at, reason), Some(mut h)) => {
+                let changed = h.ended.is_none();
+                if changed {
+                    h.revoked.get_or_insert(at);
+                    h.ended = Some(Ended { at, reason });
+                    self.end_times.push((end_time_key(at, id), false));
+                }
+                (Some(h), changed)
+            }
+            (SessionChange::SetTimeout(secs), Some(mut h)) => {
+                let changed = h.ended.is_none() && h.timeout_secs != secs;
+                if changed {
+                    h.timeout_secs = secs;
+                }
+                (Some(h), changed)
+            }
+        };
+        if changed {
+            self.headers.insert(id, answer.clone());
+        }
+        self.session_replies.push((reply, answer));
     }
 
     /// Gives the record its sequence number and stages it; answers the appender at once
@@ -384,11 +463,28 @@ impl<'a> Writer<'a> {
     /// where its last insert landed, so sorted inserts each take a few comparisons
     /// instead of a full search from the top.
     fn commit(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.session_replies.is_empty() {
             return;
         }
         let written = self.stage_states().and_then(|()| {
             let mut batch = WriteBatch::default();
+            if !self.headers.is_empty() {
+                let sessions = self.shared.cf(CF_SESSIONS)?;
+                for (id, header) in &self.headers {
+                    match header {
+                        Some(h) => batch.put_cf(sessions, id.as_bytes(), codec::encode(h)?),
+                        None => batch.delete_cf(sessions, id.as_bytes()),
+                    }
+                }
+                let by_end_time = self.shared.cf(CF_BY_END_TIME)?;
+                for (key, deleted) in &self.end_times {
+                    if *deleted {
+                        batch.delete_cf(by_end_time, key);
+                    } else {
+                        batch.put_cf(by_end_time, key, []);
+                    }
+                }
+            }
             self.events.sort_unstable_by_key(|e| e.0);
             let events = self.shared.cf(CF_EVENTS)?;
             for (key, bytes) in &self.events {
@@ -399,21 +495,50 @@ impl<'a> Writer<'a> {
             for key in &self.artifacts {
                 batch.put_cf(artifacts, key, []);
             }
+            if batch.is_empty() {
+                return Ok(());
+            }
             self.shared.sync_write(batch)
         });
         self.events.clear();
         self.artifacts.clear();
+        self.end_times.clear();
         match written {
             Ok(()) => {
+                if !self.headers.is_empty() {
+                    let _guard = self
+                        .shared
+                        .session_lock
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let mut cache = self
+                        .shared
+                        .headers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    for (id, header) in self.headers.drain() {
+                        match header {
+                            Some(h) => cache.put(id, h),
+                            None => cache.pop(&id),
+                        };
+                    }
+                }
                 for (reply, _, seq) in self.pending.drain(..) {
                     let _ = reply.send(Ok(seq));
                 }
+                for (reply, answer) in self.session_replies.drain(..) {
+                    let _ = reply.send(Ok(answer));
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, "audit log write failed; {} appends refused", self.pending.len());
+                tracing::error!(error = %e, "storage write failed; {} appends and {} session changes refused", self.pending.len(), self.session_replies.len());
+                self.headers.clear();
                 for (reply, session, _) in self.pending.drain(..) {
                     // The in-memory sequence numbers ran ahead of the disk: reload them.
                     self.states.remove(&session);
+                    let _ = reply.send(Err(Error::Backend(e.to_string())));
+                }
+                for (reply, _) in self.session_replies.drain(..) {
                     let _ = reply.send(Err(Error::Backend(e.to_string())));
                 }
             }
@@ -455,23 +580,8 @@ fn delete_session(shared: &Shared, session: SessionId) -> Result<()> {
 #[async_trait]
 impl SessionStore for RocksStorage {
     async fn create(&self, header: &SessionHeader) -> Result<()> {
-        let header = header.clone();
-        self.blocking(move |s| {
-            let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if s.get_header(header.id)?.is_some() {
-                return Err(Error::AlreadyExists(header.id.to_string()));
-            }
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                s.cf(CF_SESSIONS)?,
-                header.id.as_bytes(),
-                codec::encode(&header)?,
-            );
-            s.sync_write(batch)?;
-            s.cache_header(&header);
-            Ok(())
-        })
-        .await
+        let change = SessionChange::Create(Box::new(header.clone()));
+        self.change_session(header.id, change).await.map(drop)
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>> {
@@ -479,7 +589,8 @@ impl SessionStore for RocksStorage {
             return Ok(Some(header));
         }
         self.blocking(move |s| {
-            // Under the lock, so a concurrent update cannot be overtaken by this read.
+            // Under the lock, so this read cannot overwrite a newer header the writer
+            // caches after its commit.
             let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
             let header = s.get_header(id)?;
             if let Some(h) = &header {
@@ -491,14 +602,7 @@ impl SessionStore for RocksStorage {
     }
 
     async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>> {
-        self.blocking(move |s| {
-            s.update_header(id, |h, _, _| {
-                let changed = h.revoked.is_none();
-                h.revoked.get_or_insert(at);
-                Ok(changed)
-            })
-        })
-        .await
+        self.change_session(id, SessionChange::Revoke(at)).await
     }
 
     async fn end(
@@ -507,31 +611,13 @@ impl SessionStore for RocksStorage {
         at: Timestamp,
         reason: EndReason,
     ) -> Result<Option<SessionHeader>> {
-        self.blocking(move |s| {
-            s.update_header(id, |h, batch, s| {
-                if h.ended.is_some() {
-                    return Ok(false);
-                }
-                h.revoked.get_or_insert(at);
-                h.ended = Some(Ended { at, reason });
-                batch.put_cf(s.cf(CF_BY_END_TIME)?, end_time_key(at, id), []);
-                Ok(true)
-            })
-        })
-        .await
+        self.change_session(id, SessionChange::End(at, reason))
+            .await
     }
 
     async fn set_timeout(&self, id: SessionId, timeout_secs: u64) -> Result<Option<SessionHeader>> {
-        self.blocking(move |s| {
-            s.update_header(id, |h, _, _| {
-                if h.ended.is_some() || h.timeout_secs == timeout_secs {
-                    return Ok(false);
-                }
-                h.timeout_secs = timeout_secs;
-                Ok(true)
-            })
-        })
-        .await
+        self.change_session(id, SessionChange::SetTimeout(timeout_secs))
+            .await
     }
 
     async fn list(&self) -> Result<Vec<SessionHeader>> {
@@ -564,18 +650,9 @@ impl SessionStore for RocksStorage {
     }
 
     async fn purge(&self, id: SessionId) -> Result<()> {
-        self.blocking(move |s| {
-            let _guard = s.session_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut batch = WriteBatch::default();
-            if let Some(Ended { at, .. }) = s.get_header(id)?.and_then(|h| h.ended) {
-                batch.delete_cf(s.cf(CF_BY_END_TIME)?, end_time_key(at, id));
-            }
-            batch.delete_cf(s.cf(CF_SESSIONS)?, id.as_bytes());
-            s.sync_write(batch)?;
-            s.headers.lock().unwrap_or_else(|p| p.into_inner()).pop(&id);
-            Ok(())
-        })
-        .await
+        self.change_session(id, SessionChange::Purge)
+            .await
+            .map(drop)
     }
 
     async fn check_health(&self) -> Result<()> {

@@ -55,6 +55,7 @@ for_each_backend!(
     sessions_do_not_see_each_others_records,
     delete_removes_records_counters_and_index_entries,
     concurrent_appenders_lose_nothing,
+    concurrent_session_changes_apply_each_exactly_once,
     artifact_index_finds_every_session,
     unknown_session_reads_as_empty_or_none,
 );
@@ -282,6 +283,70 @@ async fn delete_removes_records_counters_and_index_entries(b: Backend) {
     assert_eq!(b.log.scan(id(2)).await.unwrap().len(), 1);
     // A log written after a delete starts again at 0.
     assert_eq!(b.log.append(id(1), denied("http://a/2")).await.unwrap(), 0);
+}
+
+async fn concurrent_session_changes_apply_each_exactly_once(b: Backend) {
+    // Sixteen racing creates of one id: exactly one wins.
+    let creates: Vec<_> = (0..16)
+        .map(|_| {
+            let s = b.sessions.clone();
+            tokio::spawn(async move { s.create(&header(1)).await })
+        })
+        .collect();
+    let mut won = 0;
+    for c in creates {
+        match c.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(fetchgate_storage::Error::AlreadyExists(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Racing revocations, ends and renewals of many sessions, mixed with appends: each
+    // session keeps its first revocation and end, and every record.
+    for n in 2..=20 {
+        b.sessions.create(&header(n)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 2..=20u8 {
+        for k in 1..=4u64 {
+            let (s, log) = (b.sessions.clone(), b.log.clone());
+            tasks.push(tokio::spawn(async move {
+                s.set_timeout(id(n), 1000 + k).await.unwrap();
+                s.revoke(id(n), Timestamp::from_micros(k as i64 * 10))
+                    .await
+                    .unwrap();
+                log.append(id(n), denied(&format!("http://h/{n}/{k}")))
+                    .await
+                    .unwrap();
+                s.end(
+                    id(n),
+                    Timestamp::from_micros(k as i64 * 100),
+                    EndReason::Ended,
+                )
+                .await
+                .unwrap();
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for n in 2..=20u8 {
+        let h = b.sessions.get(id(n)).await.unwrap().unwrap();
+        let revoked = h.revoked.unwrap().as_micros();
+        let ended = h.ended.unwrap().at.as_micros();
+        assert!([10, 20, 30, 40].contains(&revoked), "{h:?}");
+        assert!([100, 200, 300, 400].contains(&ended), "{h:?}");
+        assert!((1001..=1004).contains(&h.timeout_secs), "{h:?}");
+        assert_eq!(b.log.counters(id(n)).await.unwrap().denied, 4);
+    }
+    let queued = b
+        .sessions
+        .ended_before(Timestamp::from_micros(1000), 100)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 19, "one retention entry per ended session");
 }
 
 async fn concurrent_appenders_lose_nothing(b: Backend) {
