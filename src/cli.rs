@@ -32,6 +32,9 @@ pub enum Command {
     /// Print the debtags of one suite/component from an archive's Packages files
     /// (`package: tag, tag` lines), without starting the daemon.
     Debtags(DebtagsArgs),
+    /// Operate a running daemon through its control API: create, list, show, revoke,
+    /// end and delete-resources.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// `fetchgate debtags <archive-root> <suite> <component>`.
@@ -185,6 +188,7 @@ pub fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Debtags(args)) => return debtags(args),
+        Some(Command::Ctl(args)) => return crate::ctl::main(args),
         None => cli.serve,
     };
     let config = match Config::load(args) {
