@@ -161,6 +161,18 @@ pub struct ServeArgs {
     /// Log level.
     #[arg(long, value_enum, default_value_t = Verbosity::Info)]
     pub verbosity: Verbosity,
+    /// Log line format [default: `logging.format` in fetchgate.toml, else text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written: for people, or one JSON object per line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How much to log.
