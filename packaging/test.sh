@@ -6,7 +6,7 @@
 #         arguments, environment file; systemd itself does not run here); a session
 #         lifecycle with `fetchgate ctl`; dpkg -r keeps the data, reinstalling reuses
 #         it, dpkg -P removes it.
-#   snap: the squashfs tree; meta/snap.yaml; the configure hook (with a fake snapctl)
+#   snap: the squashfs tree; snapd's `snap pack --check-skeleton`; meta/snap.yaml; the configure hook (with a fake snapctl)
 #         writes what the daemon wrapper reads; the unpacked daemon picks the snap paths.
 # Needs root (dpkg -i). Refuses to run where a fetchgate package is already installed.
 set -euo pipefail
@@ -233,6 +233,18 @@ for f in bin/fetchgate bin/fetchgate-ctl bin/fetchgate-daemon meta/hooks/configu
   expect_stat "$root/$f" "root root 755"
 done
 expect_stat "$root/meta/snap.yaml" "root root 644"
+expect_stat "$root" "root root 755"
+
+step "snap pack --check-skeleton (snapd's own validation, from Debian's snapd .deb, not installed)"
+mkdir -p "$work/snapd"
+(cd "$work/snapd" && apt-get download -q snapd >/dev/null 2>&1) ||
+  fail "cannot download the snapd package (apt-get download snapd)"
+dpkg-deb -x "$work"/snapd/snapd_*.deb "$work/snapd/x"
+# It exits 0 on some problems: any output is a failure.
+if ! skeleton=$("$work/snapd/x/usr/bin/snap" pack --check-skeleton "$root" 2>&1) || [ -n "$skeleton" ]; then
+  fail "snap pack --check-skeleton: $skeleton"
+fi
+
 python3 - "$root/meta/snap.yaml" <<'PY' || fail "meta/snap.yaml"
 import sys
 import yaml

@@ -16,6 +16,8 @@ out=$(cd "$out" && pwd)
 
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
+# mktemp makes it 0700; snapd refuses a snap whose root is not world-readable.
+chmod 0755 "$tree"
 install -d -m 0755 "$tree/bin" "$tree/meta/hooks"
 # snapcraft strips what its rust plugin builds; so does this.
 strip --strip-debug -o "$tree/bin/fetchgate" "$binary"
