@@ -87,7 +87,8 @@ expect_stat() { # path "user group mode"
 }
 
 step "building the packages"
-mapfile -t built < <(packaging/build.sh "$work/out")
+packaging/build.sh "$work/out" >"$work/built"
+mapfile -t built <"$work/built"
 deb=${built[0]}
 snap=${built[1]}
 [ -f "$deb" ] && [ -f "$snap" ] || fail "build.sh printed '${built[*]}'"

@@ -132,6 +132,8 @@ pub enum CtlError {
     NoCredentials,
     #[error("invalid session id {0:?}: expected 32 lowercase hex characters")]
     SessionId(String),
+    #[error("invalid cursor {0:?}: pass the `next` value of a previous page")]
+    Cursor(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -215,10 +217,7 @@ fn request(command: &CtlCommand) -> Result<(Method, String, Option<Value>), CtlE
             if let Some(c) = cursor {
                 // Cursors are `<micros>-<hex id>`; anything else would break the query.
                 if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    return Err(CtlError::Client(ClientError::Url {
-                        url: c.clone(),
-                        reason: "a cursor is the `next` value of a previous page".into(),
-                    }));
+                    return Err(CtlError::Cursor(c.clone()));
                 }
                 query.push(format!("cursor={c}"));
             }
@@ -381,6 +380,19 @@ mod tests {
         assert_eq!(m, Method::GET);
         assert_eq!(path, "/sessions?state=revoked&policy=strict&limit=5");
         assert!(body.is_none());
+    }
+
+    #[test]
+    fn a_cursor_that_would_break_the_query_is_refused() {
+        let e = request(&CtlCommand::List {
+            state: None,
+            policy: None,
+            limit: None,
+            cursor: Some("1-ab&state=ended".into()),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid cursor \"1-ab&state=ended\""), "{e}");
     }
 
     #[test]
