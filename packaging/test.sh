@@ -246,11 +246,13 @@ if ! skeleton=$("$work/snapd/x/usr/bin/snap" pack --check-skeleton "$root" 2>&1)
   fail "snap pack --check-skeleton: $skeleton"
 fi
 
-python3 - "$root/meta/snap.yaml" <<'PY' || fail "meta/snap.yaml"
+deb_version=$(dpkg-deb -f "$deb" Version)
+python3 - "$root/meta/snap.yaml" "${deb_version%-*}" <<'PY' || fail "meta/snap.yaml"
 import sys
 import yaml
 meta = yaml.safe_load(open(sys.argv[1]))
 assert meta["name"] == "fetchgate", meta
+assert str(meta["version"]) == sys.argv[2], f"snap version {meta['version']} != package version {sys.argv[2]}"
 assert meta["base"] == "core24" and meta["confinement"] == "strict", meta
 assert "parts" not in meta, "build-only keys leaked into snap.yaml"
 daemon = meta["apps"]["fetchgate"]
