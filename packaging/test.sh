@@ -91,7 +91,7 @@ packaging/build.sh "$work/out" >"$work/built"
 mapfile -t built <"$work/built"
 deb=${built[0]}
 snap=${built[1]}
-[ -f "$deb" ] && [ -f "$snap" ] || fail "build.sh printed '${built[*]}'"
+if [ ! -f "$deb" ] || [ ! -f "$snap" ]; then fail "build.sh printed '${built[*]}'"; fi
 
 step "lintian $(basename "$deb")"
 lintian --fail-on error,warning --tag-display-limit 0 "$deb" ||
@@ -155,6 +155,7 @@ umask_value=$(sed -n 's/^UMask=//p' "$unit")
   # shellcheck disable=SC1091
   . /etc/default/fetchgate
   set +a
+  argv=()
   eval "argv=($exec_start)"
   umask "$umask_value"
   exec env -i FETCH_SERVICE_AUTH="$FETCH_SERVICE_AUTH" \
@@ -320,6 +321,9 @@ tr '\0' ' ' <"/proc/$daemon_pid/cmdline" | grep -q -- "--verbosity=debug" ||
   fail "verbosity=debug not passed: $(tr '\0' ' ' <"/proc/$daemon_pid/cmdline")"
 tr '\0' '\n' <"/proc/$daemon_pid/environ" | grep -qx "NO_PROXY=localhost,127.0.0.1" ||
   fail "upstream-proxy.bypass not passed as NO_PROXY"
+if tr '\0' '\n' <"/proc/$daemon_pid/environ" | grep -q "^HTTPS_PROXY="; then
+  fail "an unset upstream-proxy.https reached the daemon as an empty HTTPS_PROXY"
+fi
 [ ! -s "$work/snap-daemon.out" ] || fail "the daemon wrote to stdout/stderr with a log file: $(cat "$work/snap-daemon.out")"
 stop_daemon
 
