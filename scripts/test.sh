@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 # origin servers for the proxy tests; git: its http-backend serves a repository to clone;
 # tinyproxy-bin: the upstream (corporate) proxy of the HTTP_PROXY tests, binary only (the
 # tinyproxy package would also start a system service); xz-utils and gzip: the debtags
-# tests compress their Packages fixtures.
-packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip)
+# tests compress their Packages fixtures; lintian, dpkg-dev, binutils, adduser,
+# systemd (for systemd-analyze only; it does not run), squashfs-tools and python3-yaml:
+# building and checking the .deb and the .snap (packaging/test.sh).
+packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip
+  lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,3 +36,10 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --all-targets --locked
+# Packages the binary the tests just built (no second profile), installs and checks them.
+echo "==> packaging/test.sh"
+if [ "$(id -u)" -eq 0 ]; then
+  packaging/test.sh
+else
+  sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME packaging/test.sh
+fi

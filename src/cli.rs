@@ -32,6 +32,9 @@ pub enum Command {
     /// Print the debtags of one suite/component from an archive's Packages files
     /// (`package: tag, tag` lines), without starting the daemon.
     Debtags(DebtagsArgs),
+    /// Operate a running daemon through its control API: create, list, show, revoke,
+    /// end and delete-resources.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// `fetchgate debtags <archive-root> <suite> <component>`.
@@ -158,6 +161,18 @@ pub struct ServeArgs {
     /// Log level.
     #[arg(long, value_enum, default_value_t = Verbosity::Info)]
     pub verbosity: Verbosity,
+    /// Log line format [default: `logging.format` in fetchgate.toml, else text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written: for people, or one JSON object per line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How much to log.
@@ -185,6 +200,7 @@ pub fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Debtags(args)) => return debtags(args),
+        Some(Command::Ctl(args)) => return crate::ctl::main(args),
         None => cli.serve,
     };
     let config = match Config::load(args) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::cli::{ServeArgs, Verbosity};
+use crate::cli::{LogFormat, ServeArgs, Verbosity};
 use crate::debtags::Archive;
 use crate::debtags::upstream::Upstream;
 use crate::proxy::ProxyConfig;
@@ -357,14 +357,6 @@ struct LoggingSection {
     format: LogFormat,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -497,7 +489,8 @@ impl Config {
                 file: args.log_file,
                 security_file: args.security_log_file,
                 verbosity: args.verbosity,
-                json: matches!(file.logging.format, LogFormat::Json),
+                // The flag wins over the file.
+                json: args.log_format.unwrap_or(file.logging.format) == LogFormat::Json,
             },
             control_auth,
             metrics_require_auth: file.control.metrics_require_auth,

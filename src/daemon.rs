@@ -156,9 +156,12 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
     };
 
     let db_path = config.db_path.clone();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(&db_path))
-        .await
-        .map_err(|e| DaemonError::Service(e.to_string()))??;
+    let metrics = telemetry::init_metrics().map_err(DaemonError::Setup)?;
+    let storage = tokio::task::spawn_blocking(move || {
+        RocksStorage::open_observed(&db_path, Some(Arc::new(telemetry::AuditWriterMetrics)))
+    })
+    .await
+    .map_err(|e| DaemonError::Service(e.to_string()))??;
     let storage = Arc::new(storage);
     let sessions = Arc::new(Sessions::new(
         storage.clone(),
@@ -167,7 +170,6 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         config.sessions,
         config.permissive_mode,
     ));
-    let metrics = telemetry::init_metrics().map_err(DaemonError::Setup)?;
     let activity = Arc::new(Activity::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -198,6 +200,14 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
     .map_err(DaemonError::Setup)?;
     tokio::spawn(proxy.serve(proxy_listener, stop_rx.clone()));
 
+    // Before the control API answers: a client that saw `/status` may signal at once
+    // (logrotate's SIGUSR1 would otherwise kill the process by its default action).
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let state = Arc::new(ControlState {
         sessions,
         credentials,
@@ -220,12 +230,6 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let mut sigusr1 =
-        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let idle = async {
         match config.idle_shutdown {
             Some(limit) => wait_until_idle(&activity, limit).await,

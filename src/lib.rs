@@ -11,6 +11,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod debtags;
 pub mod idle;

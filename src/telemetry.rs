@@ -8,7 +8,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
+
+use fetchgate_storage::rocks::WriterObserver;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -46,7 +49,27 @@ pub mod metric {
     pub const DEBTAGS_PARSE_SECONDS: &str = "fetchgate_debtags_parse_seconds";
     /// Debtags component lookups in the Packages cache, by result (`hit`, `miss`).
     pub const DEBTAGS_CACHE: &str = "fetchgate_debtags_cache_total";
+    /// Open proxy connections (plain requests and CONNECT tunnels).
+    pub const PROXY_CONNECTIONS_OPEN: &str = "fetchgate_proxy_connections_open";
+    /// Time from a proxy request's head to the end of its answer, in seconds, by
+    /// status class of the answer (`2xx` ... `5xx`, `none` when nothing was answered).
+    pub const PROXY_REQUEST_SECONDS: &str = "fetchgate_proxy_request_duration_seconds";
+    /// Sessions by state (`active`, `revoked`, `ended`, `expired`), counted when
+    /// `/metrics` is read.
+    pub const SESSIONS: &str = "fetchgate_sessions";
+    /// Audit appends waiting for the writer, sampled before each group commit.
+    pub const AUDIT_QUEUE_DEPTH: &str = "fetchgate_audit_queue_depth";
+    /// Duration of one audit group commit, fsync included, in seconds.
+    pub const AUDIT_COMMIT_SECONDS: &str = "fetchgate_audit_commit_duration_seconds";
+    /// Audit records written durably.
+    pub const AUDIT_RECORDS: &str = "fetchgate_audit_records_total";
 }
+
+/// Histogram buckets of every `*_seconds` metric: from a fast fsync to a slow download.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    120.0,
+];
 
 /// A log file that can be reopened in place (after logrotate moved it away).
 #[derive(Clone)]
@@ -179,7 +202,52 @@ pub fn init_logging(config: &LogConfig) -> io::Result<LogFiles> {
 
 /// Installs the Prometheus recorder; the handle renders `/metrics`.
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
+    let failed = |e| format!("cannot install the metrics recorder: {e}");
     PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .map_err(failed)?
         .install_recorder()
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        .map_err(failed)
+}
+
+/// Exports what the audit writer reports.
+pub struct AuditWriterMetrics;
+
+impl WriterObserver for AuditWriterMetrics {
+    fn committed(&self, records: usize, elapsed: Duration) {
+        metrics::histogram!(metric::AUDIT_COMMIT_SECONDS).record(elapsed.as_secs_f64());
+        metrics::counter!(metric::AUDIT_RECORDS).increment(records as u64);
+    }
+
+    fn queue_depth(&self, queued: usize) {
+        metrics::gauge!(metric::AUDIT_QUEUE_DEPTH).set(queued as f64);
+    }
+}
+
+/// The class of an HTTP status for metric labels: `2xx` ... `5xx`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Counts one open proxy connection for as long as it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    /// Counts a connection just accepted.
+    pub fn start() -> Self {
+        metrics::gauge!(metric::PROXY_CONNECTIONS_OPEN).increment(1.0);
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(metric::PROXY_CONNECTIONS_OPEN).decrement(1.0);
+    }
 }

@@ -412,6 +412,70 @@ async fn security_events_go_to_their_own_json_log() {
     assert!(!text.contains("guess"), "credentials never logged");
 }
 
+#[tokio::test]
+async fn revoked_token_use_and_bad_proxy_credentials_are_security_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let security = dir.path().join("security.log");
+    let d = DaemonOpts::new(dir.path())
+        .arg(&format!("--security-log-file={}", security.display()))
+        .start()
+        .await;
+    let (id, token) = d.create(json!({})).await;
+    assert_eq!(d.revoke(&id, &token).await.status(), 200);
+    assert_eq!(
+        d.proxy_get("http://127.0.0.1:9/x", Some((&id, &token)))
+            .await,
+        407
+    );
+    assert_eq!(
+        d.proxy_get("http://127.0.0.1:9/x", Some((&id, "not-the-token")))
+            .await,
+        407
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = std::fs::read_to_string(&security).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["fields"]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["revoked-token-use", "proxy-auth-failure"], "{text}");
+    assert!(
+        events[0]["fields"]["session"]
+            .as_str()
+            .unwrap()
+            .contains(&id)
+    );
+    assert!(!text.contains(&token), "tokens are never logged");
+}
+
+#[tokio::test]
+async fn log_format_json_flag_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // The flag wins over the file.
+    let d = DaemonOpts::new(dir.path())
+        .config_toml("[logging]\nformat = \"text\"\n")
+        .arg("--log-format=json")
+        .start()
+        .await;
+    d.create(json!({})).await;
+    let log = d.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "session created"),
+        "{log}"
+    );
+    assert!(lines.iter().all(|l| l["level"].is_string()));
+}
+
 #[test]
 fn version_and_wrong_arguments() {
     let out = Command::new(env!("CARGO_BIN_EXE_fetchgate"))

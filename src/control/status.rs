@@ -13,6 +13,7 @@ use super::ControlState;
 use super::error::ApiError;
 use crate::rfc3339;
 use crate::session::{State as SessionState, state};
+use crate::telemetry::metric;
 
 /// `GET /status`: 200 with uptime and active sessions, 503 when sessions cannot be served.
 pub async fn status(
@@ -65,6 +66,7 @@ pub async fn metrics(State(st): State<Arc<ControlState>>, headers: HeaderMap) ->
     {
         return ApiError::unauthorized().into_response();
     }
+    sessions_by_state(&st).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -73,4 +75,29 @@ pub async fn metrics(State(st): State<Arc<ControlState>>, headers: HeaderMap) ->
         st.metrics.render(),
     )
         .into_response()
+}
+
+/// Sets the sessions-by-state gauges from the store; a store that cannot answer leaves
+/// the previous values (its trouble shows in `/status`).
+async fn sessions_by_state(st: &ControlState) {
+    let Ok(sessions) = st.sessions.store().list().await else {
+        return;
+    };
+    let now = Timestamp::now();
+    let mut counts = [0u64; 4];
+    let states = [
+        SessionState::Active,
+        SessionState::Revoked,
+        SessionState::Ended,
+        SessionState::Expired,
+    ];
+    for h in &sessions {
+        let s = state(h, now);
+        if let Some(i) = states.iter().position(|x| *x == s) {
+            counts[i] += 1;
+        }
+    }
+    for (s, n) in states.iter().zip(counts) {
+        metrics::gauge!(metric::SESSIONS, "state" => s.as_str()).set(n as f64);
+    }
 }

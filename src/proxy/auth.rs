@@ -77,9 +77,16 @@ pub async fn recheck(
 }
 
 fn log_refusal(r: &Refusal, client: &str) {
+    // A refusal that names its session had the right token for a session that is no
+    // longer active: a revoked (or ended, or expired) token still in use.
+    let event = if r.session.is_some() {
+        "revoked-token-use"
+    } else {
+        "proxy-auth-failure"
+    };
     tracing::warn!(
         target: SECURITY,
-        event = "proxy-auth-failure",
+        event,
         client,
         session = ?r.session,
         reason = %r.reason,

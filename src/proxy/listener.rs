@@ -33,7 +33,7 @@ use super::mitm::CertCache;
 use super::pipeline::{Connection, Pipeline, Tunnel};
 use super::target::{HostPort, Target};
 use crate::session::Sessions;
-use crate::telemetry::{SECURITY, metric};
+use crate::telemetry::{OpenConnection, SECURITY, metric};
 
 /// Limits on what a client may send before it is a request.
 #[derive(Debug, Clone, Copy)]
@@ -86,9 +86,10 @@ impl ProxyListener {
                     };
                     let this = Arc::clone(&self);
                     let stop = stop.clone();
+                    let open = OpenConnection::start();
                     tokio::spawn(async move {
                         this.handle(tcp, peer, stop).await;
-                        drop(permit);
+                        drop((permit, open));
                     });
                 }
                 Err(e) => {

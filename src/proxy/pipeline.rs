@@ -41,7 +41,7 @@ use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
 use crate::idle::Activity;
 use crate::session::Sessions;
-use crate::telemetry::{SECURITY, metric};
+use crate::telemetry::{self, SECURITY, metric};
 
 /// What a CONNECT established, carried to every request inside its tunnel.
 #[derive(Debug, Clone)]
@@ -698,5 +698,11 @@ impl ProxyHttp for Pipeline {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         self.record_unfinished(session, ctx).await;
+        let class = session
+            .response_written()
+            .map_or("none", |r| telemetry::status_class(r.status.as_u16()));
+        let micros = (Timestamp::now().as_micros() - ctx.start.as_micros()).max(0);
+        metrics::histogram!(metric::PROXY_REQUEST_SECONDS, "status" => class)
+            .record(micros as f64 / 1e6);
     }
 }

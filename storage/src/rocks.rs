@@ -20,6 +20,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lru::LruCache;
@@ -202,6 +203,15 @@ enum SessionChange {
     Purge,
 }
 
+/// Told what the audit writer does, so the daemon can export it as metrics; this crate
+/// names no metric and knows no exporter.
+pub trait WriterObserver: Send + Sync + 'static {
+    /// A group commit wrote `records` appends durably in `elapsed`.
+    fn committed(&self, records: usize, elapsed: Duration);
+    /// `queued` appends are waiting for the writer (sampled before each batch).
+    fn queue_depth(&self, queued: usize);
+}
+
 /// Both stores in one RocksDB database.
 pub struct RocksStorage {
     shared: Arc<Shared>,
@@ -212,6 +222,11 @@ pub struct RocksStorage {
 impl RocksStorage {
     /// Opens (creating if needed) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_observed(path, None)
+    }
+
+    /// [`RocksStorage::open`], reporting the audit writer's work to `observer`.
+    pub fn open_observed(path: &Path, observer: Option<Arc<dyn WriterObserver>>) -> Result<Self> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -246,7 +261,7 @@ impl RocksStorage {
         let thread_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run_writer(&thread_shared, rx))
+            .spawn(move || run_writer(&thread_shared, rx, observer.as_deref()))
             .map_err(|e| Error::Backend(format!("cannot start the audit writer thread: {e}")))?;
         Ok(RocksStorage {
             shared,
@@ -294,10 +309,17 @@ impl Drop for RocksStorage {
     }
 }
 
-fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
-    let mut writer = Writer::new(shared);
+fn run_writer(
+    shared: &Shared,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    observer: Option<&dyn WriterObserver>,
+) {
+    let mut writer = Writer::new(shared, observer);
     let mut msgs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        if let Some(o) = observer {
+            o.queue_depth(rx.len() + 1);
+        }
         msgs.push(first);
         while msgs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -331,6 +353,7 @@ fn run_writer(shared: &Shared, mut rx: mpsc::Receiver<WriterMsg>) {
 /// has seen, and the appends staged for the next commit.
 struct Writer<'a> {
     shared: &'a Shared,
+    observer: Option<&'a dyn WriterObserver>,
     states: HashMap<SessionId, LogState>,
     /// Staged `events` entries (records, then the touched sessions' log states).
     events: Vec<([u8; 24], Vec<u8>)>,
@@ -347,9 +370,10 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(shared: &'a Shared) -> Self {
+    fn new(shared: &'a Shared, observer: Option<&'a dyn WriterObserver>) -> Self {
         Writer {
             shared,
+            observer,
             states: HashMap::new(),
             events: Vec::with_capacity(MAX_BATCH),
             artifacts: Vec::with_capacity(MAX_BATCH),
@@ -466,6 +490,7 @@ impl<'a> Writer<'a> {
         if self.pending.is_empty() && self.session_replies.is_empty() {
             return;
         }
+        let started = Instant::now();
         let written = self.stage_states().and_then(|()| {
             let mut batch = WriteBatch::default();
             if !self.headers.is_empty() {
@@ -522,6 +547,9 @@ impl<'a> Writer<'a> {
                             None => cache.pop(&id),
                         };
                     }
+                }
+                if let Some(o) = self.observer {
+                    o.committed(self.pending.len(), started.elapsed());
                 }
                 for (reply, _, seq) in self.pending.drain(..) {
                     let _ = reply.send(Ok(seq));

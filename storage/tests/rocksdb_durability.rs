@@ -1,7 +1,11 @@
-//! RocksDB-specific behaviour: data survives reopening, and a damaged record is an
-//! error, not a panic.
+//! RocksDB-specific behaviour: data survives reopening, a damaged record is an error,
+//! not a panic, and the audit writer reports its commits to an observer.
 
-use fetchgate_storage::rocks::RocksStorage;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fetchgate_storage::rocks::{RocksStorage, WriterObserver};
 use fetchgate_storage::{
     AuditLog, AuditRecord, Denied, DeniedStage, Error, Policy, SessionHeader, SessionId,
     SessionStore, Timestamp,
@@ -88,4 +92,52 @@ async fn corrupt_and_unknown_version_records_are_errors() {
     // Deleting a session with a damaged record still works.
     s.delete(id).await.unwrap();
     assert!(s.scan(id).await.unwrap().is_empty());
+}
+
+#[derive(Default)]
+struct CountingObserver {
+    records: AtomicUsize,
+    commits: AtomicUsize,
+    max_queued: AtomicUsize,
+}
+
+impl WriterObserver for CountingObserver {
+    fn committed(&self, records: usize, elapsed: Duration) {
+        assert!(elapsed < Duration::from_secs(60));
+        self.records.fetch_add(records, Ordering::SeqCst);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn queue_depth(&self, queued: usize) {
+        self.max_queued.fetch_max(queued, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_reports_every_durable_append_to_its_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let observer = Arc::new(CountingObserver::default());
+    let s = Arc::new(
+        RocksStorage::open_observed(
+            dir.path(),
+            Some(Arc::clone(&observer) as Arc<dyn WriterObserver>),
+        )
+        .unwrap(),
+    );
+    let id = header().id;
+    s.create(&header()).await.unwrap();
+    let appends: Vec<_> = (0..40)
+        .map(|n| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.append(id, record(n)).await })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    // Every acknowledged append was reported as committed, in one or more batches.
+    assert_eq!(observer.records.load(Ordering::SeqCst), 40);
+    let commits = observer.commits.load(Ordering::SeqCst);
+    assert!((1..=40).contains(&commits), "{commits} commits");
+    assert!(observer.max_queued.load(Ordering::SeqCst) >= 1);
 }

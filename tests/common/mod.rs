@@ -228,6 +228,28 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Sends one absolute-form `GET` through the proxy, with `id:token` as proxy
+    /// credentials when given, and returns the status code.
+    pub async fn proxy_get(&self, url: &str, credentials: Option<(&str, &str)>) -> u16 {
+        use base64::Engine;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.opts.proxy_port))
+            .await
+            .unwrap();
+        let host = url.split('/').nth(2).unwrap();
+        let mut head = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        if let Some((id, token)) = credentials {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
+            head.push_str(&format!("Proxy-Authorization: Basic {b64}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        text.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }

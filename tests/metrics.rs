@@ -1,0 +1,182 @@
+//! `GET /metrics` read with a Prometheus text-format parser: every line parses, and the
+//! counters, gauges and histograms follow what clients did to the real daemon.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::DaemonOpts;
+use prometheus_parse::{Scrape, Value};
+use reqwest::Method;
+use serde_json::json;
+
+async fn scrape(d: &common::Daemon) -> Scrape {
+    let r = d.anon(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    // The parser skips what it does not understand: make sure every sample line is one
+    // it turned into a sample.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (name, _) = line
+            .split_once(['{', ' '])
+            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        assert!(
+            name.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':'),
+            "bad metric name in {line:?}"
+        );
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+    }
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+}
+
+/// The value of a counter, gauge or untyped sample whose labels include `labels`.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .find_map(|x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// The number of observations of a histogram (its `+Inf` bucket), checked against `_count`.
+fn observations(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let buckets = s.samples.iter().find_map(|x| match &x.value {
+        Value::Histogram(b)
+            if x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)) =>
+        {
+            Some(b.clone())
+        }
+        _ => None,
+    })?;
+    let inf = buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("a +Inf bucket")
+        .count;
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "buckets are cumulative"
+    );
+    assert_eq!(
+        value(s, &format!("{name}_count"), labels),
+        Some(inf),
+        "{name}: +Inf bucket and _count agree"
+    );
+    Some(inf)
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = DaemonOpts::new(dir.path()).start().await;
+    let before = scrape(&d).await;
+    assert_eq!(
+        value(&before, "fetchgate_sessions_created_total", &[]),
+        None,
+        "nothing counted before anything happened"
+    );
+
+    let (first, first_token) = d.create(json!({})).await;
+    let (second, second_token) = d.create(json!({"timeout": 60})).await;
+    let r = d
+        .client
+        .get(d.url("/sessions"))
+        .basic_auth("craft", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // No credentials: refused at the auth stage, nothing recorded.
+    assert_eq!(d.proxy_get("http://127.0.0.1:9/x", None).await, 407);
+    // Valid credentials, to a port nobody serves: refused or failed, and recorded
+    // either way.
+    let status = d
+        .proxy_get(
+            &format!("http://127.0.0.1:{}/x", common::free_port()),
+            Some((&second, &second_token)),
+        )
+        .await;
+    assert!(matches!(status, 403 | 502), "{status}");
+    assert_eq!(d.revoke(&first, &first_token).await.status(), 200);
+    let r = d
+        .authed(Method::DELETE, &format!("/session/{first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let s = scrape(&d).await;
+    let v = |name, labels: &[(&str, &str)]| value(&s, name, labels);
+    assert_eq!(
+        v("fetchgate_sessions_created_total", &[("policy", "strict")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        v("fetchgate_sessions_ended_total", &[("reason", "ended")]),
+        Some(1.0)
+    );
+    assert_eq!(v("fetchgate_sessions", &[("state", "active")]), Some(1.0));
+    assert_eq!(v("fetchgate_sessions", &[("state", "ended")]), Some(1.0));
+    assert_eq!(v("fetchgate_sessions", &[("state", "revoked")]), Some(0.0));
+    assert_eq!(v("fetchgate_control_auth_failures_total", &[]), Some(1.0));
+    assert_eq!(
+        v(
+            "fetchgate_control_requests_total",
+            &[("route", "/session"), ("status", "200")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(v("fetchgate_proxy_requests_total", &[]), Some(2.0));
+    assert_eq!(
+        v("fetchgate_proxy_denied_total", &[("stage", "auth")]),
+        Some(1.0)
+    );
+    let class = if status == 403 { "4xx" } else { "5xx" };
+    let requests_4xx = observations(
+        &s,
+        "fetchgate_proxy_request_duration_seconds",
+        &[("status", "4xx")],
+    );
+    let requests_5xx = observations(
+        &s,
+        "fetchgate_proxy_request_duration_seconds",
+        &[("status", "5xx")],
+    );
+    assert_eq!(
+        requests_4xx.unwrap_or(0.0) + requests_5xx.unwrap_or(0.0),
+        2.0,
+        "both proxy requests timed (the second answered {class})"
+    );
+    // One audit record (the second request), written by at least one group commit.
+    assert_eq!(v("fetchgate_audit_records_total", &[]), Some(1.0));
+    let commits = observations(&s, "fetchgate_audit_commit_duration_seconds", &[]).unwrap();
+    assert!(commits >= 1.0, "{commits}");
+    assert!(v("fetchgate_audit_queue_depth", &[]).is_some());
+
+    // Connections are counted while open and released when closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = value(&scrape(&d).await, "fetchgate_proxy_connections_open", &[]);
+        if open == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open connections stay at {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
