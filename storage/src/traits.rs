@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::{AuditRecord, Counters, EndReason, Result, SessionHeader, SessionId, Timestamp};
+use crate::{
+    AuditRecord, Counters, EndReason, NodeId, Result, SessionHeader, SessionId, Timestamp,
+};
 
 /// Sessions and their token hashes.
 ///
@@ -63,4 +65,16 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Sessions whose records include a body with this sha256, in id order.
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>>;
+}
+
+/// Which nodes of an HA pair served each session, kept beside the shared session store
+/// so that any node can tell whose audit logs a report must gather.
+#[async_trait]
+pub trait NodeSets: Send + Sync + 'static {
+    /// Adds `node` to the session's set; harmless if it is there already. Does nothing
+    /// for a session that is not stored.
+    async fn join(&self, id: SessionId, node: &NodeId) -> Result<()>;
+
+    /// The session's set, in name order; empty for an unknown session.
+    async fn members(&self, id: SessionId) -> Result<Vec<NodeId>>;
 }
