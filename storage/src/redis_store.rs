@@ -217,10 +217,14 @@ impl RedisStorage {
     /// reached now; once connected, outages are survived.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(backend)?;
+        // Few, quick reconnection attempts: a command waits for them, and while Redis
+        // is down callers must hear so at once (503), not after seconds of backoff.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(Duration::from_millis(500));
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
         let conn = client
             .get_connection_manager_with_config(manager_config)
             .await
