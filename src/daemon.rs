@@ -233,6 +233,14 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         debtags: Arc::new(Debtags::new(config.debtags.clone())),
         cluster,
     });
+    // Before the control API answers: whoever sees /status ready may signal at once,
+    // and SIGUSR1's default action would kill the daemon.
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut control_stop = stop_rx.clone();
     let mut control = tokio::spawn(control::serve(control_listener, state, async move {
         let _ = control_stop.changed().await;
@@ -245,12 +253,6 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let mut sigusr1 =
-        signal(SignalKind::user_defined1()).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let idle = async {
         match config.idle_shutdown {
             Some(limit) => wait_until_idle(&activity, limit).await,
