@@ -244,7 +244,7 @@ impl Sessions {
         id: SessionId,
         token: &str,
     ) -> Result<SessionHeader, SessionError> {
-        let h = self.get(id).await?;
+        let h = self.get_for_auth(id).await?;
         if !token::verify(token, &h.token_hash) {
             return Err(SessionError::WrongToken(id));
         }
@@ -254,7 +254,16 @@ impl Sessions {
     /// Re-checks a session authenticated earlier on the same connection, so that a
     /// revocation takes effect on the very next request.
     pub async fn check_active(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
-        self.serve(self.get(id).await?).await
+        self.serve(self.get_for_auth(id).await?).await
+    }
+
+    /// Reads a session for proxy authentication (see
+    /// [`SessionStore::get_for_auth`]), `NotFound` if there is none.
+    async fn get_for_auth(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
+        self.store
+            .get_for_auth(id)
+            .await?
+            .ok_or(SessionError::NotFound(id))
     }
 
     /// Admits a request of an active session, this node having joined its node set.

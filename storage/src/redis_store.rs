@@ -11,9 +11,10 @@
 //! - `P ended`: a sorted set of ended ids scored by end time, the retention queue.
 //! - `P invalidate`: the pub/sub channel every change to a session is published on.
 //!
-//! A positive read of a live session may be served from a local cache for at most
-//! [`CACHE_TTL`], and only while the invalidation channel is subscribed: a revocation
-//! on the other node evicts it at once, and a lost subscription disables the cache.
+//! Proxy authentication ([`SessionStore::get_for_auth`]) may be answered from a local
+//! cache of live sessions for at most [`CACHE_TTL`], and only while the invalidation
+//! channel is subscribed: a revocation on the other node evicts the entry at once, and a
+//! lost subscription disables the cache. Every other read asks Redis.
 //!
 //! The connection manager reconnects by itself but fails the command that hit the
 //! outage; every operation here is idempotent, so each is retried a few times.
@@ -44,6 +45,8 @@ const CACHE_ENTRIES: usize = 4096;
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(150)];
 /// How long one command or connection attempt may take before it counts as an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(800);
+/// How often the invalidation channel's connection is checked.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Pause before subscribing again after the invalidation channel was lost.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
 
@@ -301,6 +304,24 @@ impl RedisStorage {
         }
     }
 
+    /// Reads a session from Redis, offering it to the auth cache.
+    async fn read(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        let generation = self.cache.generation.load(Ordering::Acquire);
+        let key = self.session_key(id);
+        let fields: HashMap<String, Vec<u8>> = self
+            .retry(|mut conn| {
+                let key = key.clone();
+                async move { conn.hgetall(key).await }
+            })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let h = header_from_fields(&fields)?;
+        self.cache.offer(&h, generation);
+        Ok(Some(h))
+    }
+
     async fn run_update(
         &self,
         script: &Script,
@@ -332,24 +353,15 @@ impl Drop for RedisStorage {
 }
 
 /// Keeps the invalidation channel subscribed, evicting each session published on it;
-/// the cache is off whenever the subscription is down.
+/// the cache is off whenever the subscription is down. A connection that died without
+/// a word (a killed server) is found by pinging it: a quiet channel proves nothing.
 async fn subscribe(client: redis::Client, channel: String, cache: Arc<AuthCache>) {
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     cache.set_subscribed(true);
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(msg) = messages.next().await {
-                        match std::str::from_utf8(msg.get_payload_bytes())
-                            .ok()
-                            .and_then(|s| s.parse::<SessionId>().ok())
-                        {
-                            Some(id) => cache.invalidate(id),
-                            // Someone else's message on our channel: trust nothing.
-                            None => cache.set_subscribed(true),
-                        }
-                    }
+                    listen(pubsub, &cache).await;
                     cache.set_subscribed(false);
                     tracing::warn!("redis invalidation channel lost; resubscribing");
                 }
@@ -358,6 +370,33 @@ async fn subscribe(client: redis::Client, channel: String, cache: Arc<AuthCache>
             Err(e) => tracing::debug!(error = %e, "cannot connect to redis for invalidations"),
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+    }
+}
+
+/// Applies invalidations until the subscription's connection fails.
+async fn listen(pubsub: redis::aio::PubSub, cache: &AuthCache) {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { return };
+                match std::str::from_utf8(msg.get_payload_bytes())
+                    .ok()
+                    .and_then(|s| s.parse::<SessionId>().ok())
+                {
+                    Some(id) => cache.invalidate(id),
+                    // Someone else's message on our channel: trust nothing cached.
+                    None => cache.set_subscribed(true),
+                }
+            }
+            _ = liveness.tick() => {
+                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -472,23 +511,14 @@ impl SessionStore for RedisStorage {
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        self.read(id).await
+    }
+
+    async fn get_for_auth(&self, id: SessionId) -> Result<Option<SessionHeader>> {
         if let Some(h) = self.cache.get(id) {
             return Ok(Some(h));
         }
-        let generation = self.cache.generation.load(Ordering::Acquire);
-        let key = self.session_key(id);
-        let fields: HashMap<String, Vec<u8>> = self
-            .retry(|mut conn| {
-                let key = key.clone();
-                async move { conn.hgetall(key).await }
-            })
-            .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let h = header_from_fields(&fields)?;
-        self.cache.offer(&h, generation);
-        Ok(Some(h))
+        self.read(id).await
     }
 
     async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>> {

@@ -18,6 +18,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads one session.
     async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>>;
 
+    /// Reads one session to authenticate a proxy request. A backend shared between
+    /// nodes may answer from a cache of live sessions that is at most a second old and
+    /// that every change to the session, on any node, evicts.
+    async fn get_for_auth(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        self.get(id).await
+    }
+
     /// Marks the session revoked at `at`, unless it already is (then nothing changes).
     async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>>;
 

@@ -94,11 +94,21 @@ async fn a_revocation_reaches_the_other_nodes_cached_read_at_once() {
     node_a.create(&h).await.unwrap();
     // Let both subscriptions come up, then warm node B's cache.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(node_b.get(h.id).await.unwrap().unwrap().revoked, None);
+    assert_eq!(
+        node_b.get_for_auth(h.id).await.unwrap().unwrap().revoked,
+        None
+    );
     let revoked_at = Instant::now();
     node_a.revoke(h.id, Timestamp::now()).await.unwrap();
     loop {
-        if node_b.get(h.id).await.unwrap().unwrap().revoked.is_some() {
+        if node_b
+            .get_for_auth(h.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_some()
+        {
             break;
         }
         assert!(
