@@ -193,6 +193,11 @@ const FILES: usize = 6;
 
 impl Pair {
     async fn start() -> Pair {
+        Pair::start_with("").await
+    }
+
+    /// A pair whose nodes both read `toml` as their `fetchgate.toml`.
+    async fn start_with(toml: &str) -> Pair {
         let dir = tempfile::tempdir().unwrap();
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
@@ -205,8 +210,8 @@ impl Pair {
         }
         let origin = Origin::start(&files);
         let redis = Redis::start(dir.path());
-        let a_opts = node_opts(dir.path(), "a", &redis);
-        let b_opts = node_opts(dir.path(), "b", &redis);
+        let a_opts = node_opts(dir.path(), "a", &redis).config_toml(toml);
+        let b_opts = node_opts(dir.path(), "b", &redis).config_toml(toml);
         let (a_opts, b_opts) = (
             with_peer(a_opts.clone(), &b_opts),
             with_peer(b_opts, &a_opts),
@@ -453,4 +458,42 @@ async fn sessions_survive_a_redis_restart_and_nothing_is_recorded_during_the_out
         !urls.contains("/f1.bin"),
         "the refused download is not in the report"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_every_nodes_records_before_the_shared_session() {
+    let p = Pair::start_with("[storage]\nretention = 0\nsweep-interval = 1\n").await;
+    let (id, token) = p.create().await;
+    for i in 0..4 {
+        assert_eq!(
+            p.curl(p.haproxy.proxy_port, &id, &token, &p.file_url(i)),
+            200
+        );
+    }
+    assert!(!node_records(&p.a, &id).await.is_empty());
+    assert!(!node_records(p.b(), &id).await.is_empty());
+    let r = p
+        .control(Method::DELETE, &format!("/session/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let gone =
+            p.a.authed(Method::GET, &format!("/reports/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 404;
+        if gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session was never purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shared session went only after both nodes had deleted their records.
+    assert!(node_records(&p.a, &id).await.is_empty());
+    assert!(node_records(p.b(), &id).await.is_empty());
 }

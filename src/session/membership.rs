@@ -43,6 +43,16 @@ impl Membership {
         &self.sets
     }
 
+    /// Leaves the session's node set after this node deleted its records of it;
+    /// returns whether no node is left (the session itself may then go).
+    pub async fn leave(&self, id: SessionId) -> Result<bool, fetchgate_storage::Error> {
+        self.joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(&id);
+        Ok(self.sets.leave(id, &self.node).await? == 0)
+    }
+
     /// Joins the session's node set, once per session as far as this process remembers.
     pub async fn join(&self, id: SessionId) -> Result<(), fetchgate_storage::Error> {
         let known = self

@@ -5,7 +5,8 @@
 //! - `P session:{id}`: a hash. `header` holds the session as created (codec-encoded,
 //!   token hash included); `created`, `timeout`, `revoked`, `ended` and `reason` hold
 //!   what changes later, so that revocation and ending are one Lua script each, atomic
-//!   on the server. The key expires with the session plus the retention period.
+//!   on the server. The key expires with the session plus the retention period (and a
+//!   day's grace: the sweepers delete it first).
 //! - `P nodes:{id}`: the set of nodes that served the session, with the same expiry.
 //! - `P sessions`: the set of ids, for listing (ids whose hash expired are dropped lazily).
 //! - `P ended`: a sorted set of ended ids scored by end time, the retention queue.
@@ -37,6 +38,9 @@ use crate::{
     Timestamp, codec,
 };
 
+/// How much longer than the retention period a session's keys are kept: Redis expiring
+/// them is only a safety net behind the sweepers, which must each see the session.
+pub const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// How long a cached live session may answer reads without asking Redis.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Sessions whose headers are cached at most.
@@ -57,7 +61,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Prepended to every key and to the channel name.
     pub key_prefix: String,
-    /// How long a session's keys outlive its expiry or end.
+    /// How long a session's data is kept after it ends. Its keys live a day longer
+    /// ([`KEY_GRACE`]), so that every node's retention sweeper gets to them first.
     pub retention: Duration,
 }
 
@@ -120,6 +125,11 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 ";
 
+const LEAVE: &str = r"
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
+";
+
 /// The scripts, loaded once per process (Redis reloads them after a restart on demand).
 struct Scripts {
     create: Script,
@@ -127,6 +137,7 @@ struct Scripts {
     end: Script,
     set_timeout: Script,
     join: Script,
+    leave: Script,
 }
 
 /// Live sessions read recently, trusted only while invalidations are being received.
@@ -238,13 +249,15 @@ impl RedisStorage {
         Ok(RedisStorage {
             conn,
             prefix: config.key_prefix.clone(),
-            retention_ms: u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX),
+            retention_ms: u64::try_from((config.retention + KEY_GRACE).as_millis())
+                .unwrap_or(u64::MAX),
             scripts: Scripts {
                 create: Script::new(CREATE),
                 revoke: Script::new(REVOKE),
                 end: Script::new(END),
                 set_timeout: Script::new(SET_TIMEOUT),
                 join: Script::new(JOIN),
+                leave: Script::new(LEAVE),
             },
             cache,
             subscriber,
@@ -665,6 +678,18 @@ impl NodeSets for RedisStorage {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn leave(&self, id: SessionId, node: &NodeId) -> Result<usize> {
+        let key = self.nodes_key(id);
+        let left: i64 = self
+            .retry(|mut conn| {
+                let mut invocation = self.scripts.leave.prepare_invoke();
+                invocation.key(&key).arg(node.as_str());
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(usize::try_from(left).unwrap_or(0))
     }
 
     async fn members(&self, id: SessionId) -> Result<Vec<NodeId>> {

@@ -82,6 +82,10 @@ pub trait NodeSets: Send + Sync + 'static {
     /// for a session that is not stored.
     async fn join(&self, id: SessionId, node: &NodeId) -> Result<()>;
 
+    /// Takes `node` out of the session's set once it has deleted its own records of
+    /// the session; returns how many nodes are left in the set.
+    async fn leave(&self, id: SessionId, node: &NodeId) -> Result<usize>;
+
     /// The session's set, in name order; empty for an unknown session.
     async fn members(&self, id: SessionId) -> Result<Vec<NodeId>>;
 }

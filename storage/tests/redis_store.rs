@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fetchgate_storage::redis_store::{CACHE_TTL, RedisConfig, RedisStorage};
+use fetchgate_storage::redis_store::{CACHE_TTL, KEY_GRACE, RedisConfig, RedisStorage};
 use fetchgate_storage::{
     NodeId, NodeSets, Policy, SessionHeader, SessionId, SessionStore, Timestamp,
 };
@@ -53,17 +53,17 @@ async fn session_keys_expire_with_the_session_plus_retention() {
     let h = live_header(1, 60);
     store.create(&h).await.unwrap();
     let key = format!("t:session:{}", h.id);
-    let want = (60 + RETENTION.as_secs()) as i64 * 1000;
+    let want = (60 + RETENTION.as_secs() + KEY_GRACE.as_secs()) as i64 * 1000;
     let ttl = pttl(&server, &key).await;
     assert!((want - 5_000..=want).contains(&ttl), "{ttl} vs {want}");
     store.set_timeout(h.id, 600).await.unwrap();
-    let want = (600 + RETENTION.as_secs()) as i64 * 1000;
+    let want = (600 + RETENTION.as_secs() + KEY_GRACE.as_secs()) as i64 * 1000;
     let ttl = pttl(&server, &key).await;
     assert!((want - 5_000..=want).contains(&ttl), "{ttl} vs {want}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn node_sets_collect_each_node_once() {
+async fn node_sets_collect_each_node_once_and_count_who_is_left() {
     let server = support::RedisServer::start();
     let store = connect(&server).await;
     let h = live_header(2, 60);
@@ -82,6 +82,14 @@ async fn node_sets_collect_each_node_once() {
         vec![b.clone(), a.clone()]
     );
     assert!(pttl(&server, &format!("t:nodes:{}", h.id)).await > 0);
+    assert_eq!(store.leave(h.id, &a).await.unwrap(), 1);
+    assert_eq!(
+        store.leave(h.id, &a).await.unwrap(),
+        1,
+        "leaving twice is harmless"
+    );
+    assert_eq!(store.members(h.id).await.unwrap(), vec![b.clone()]);
+    store.join(h.id, &a).await.unwrap();
     store.purge(h.id).await.unwrap();
     assert!(store.members(h.id).await.unwrap().is_empty());
 }
