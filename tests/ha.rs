@@ -497,3 +497,91 @@ async fn retention_deletes_every_nodes_records_before_the_shared_session() {
     assert!(node_records(&p.a, &id).await.is_empty());
     assert!(node_records(p.b(), &id).await.is_empty());
 }
+
+/// A base port with the seven ports `ha-pair.sh` uses after it all free.
+fn free_port_block() -> u16 {
+    loop {
+        let base = free_port();
+        let all_free =
+            (base..base + 7).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if base < u16::MAX - 7 && all_free {
+            return base;
+        }
+    }
+}
+
+fn ha_pair_script(action: &str, dir: &Path, base: u16) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/haproxy/ha-pair.sh");
+    Command::new("bash")
+        .arg(script)
+        .arg(action)
+        .arg(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FETCHGATE", env!("CARGO_BIN_EXE_fetchgate"))
+        .env("HA_BASE_PORT", base.to_string())
+        .output()
+        .expect("bash")
+}
+
+/// Stops a trial when dropped, so a failing test leaves no daemons behind.
+struct Trial<'a>(&'a Path, u16);
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        ha_pair_script("stop", self.0, self.1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_trial_script_starts_a_working_pair_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("f.bin"), "trial").unwrap();
+    let origin = Origin::start(&files);
+    let base = free_port_block();
+    let trial = dir.path().join("trial");
+    let out = ha_pair_script("start", &trial, base);
+    let _stop = Trial(&trial, base);
+    let log = || {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(out.status.success(), "start failed:\n{}", log());
+
+    let client = Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .post(format!("http://127.0.0.1:{}/session", base + 1))
+        .basic_auth(AUTH.0, Some(AUTH.1))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let (id, token) = (v["id"].as_str().unwrap(), v["token"].as_str().unwrap());
+    let curl = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proxy"])
+        .arg(format!("http://{id}:{token}@127.0.0.1:{base}"))
+        .arg(format!("http://127.0.0.1:{}/f.bin", origin.port))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "200");
+
+    let out = ha_pair_script("stop", &trial, base);
+    assert!(out.status.success(), "stop failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (base..base + 7).any(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()) {
+        assert!(
+            Instant::now() < deadline,
+            "something still listens after stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
