@@ -368,8 +368,19 @@ async fn a_token_revoked_on_one_node_is_refused_on_the_other_within_a_second() {
     let r = p.a.revoke(&id, &token).await;
     assert_eq!(r.status(), 200);
     let revoked = Instant::now();
-    let code = p.curl(p.b().opts.proxy_port, &id, &token, &p.file_url(1));
-    assert_eq!(code, 407, "node b still served a revoked token");
+    // The invalidation normally arrives before the next request; the design allows b
+    // a second at most (its cache's lifetime), which is what is checked here.
+    loop {
+        let code = p.curl(p.b().opts.proxy_port, &id, &token, &p.file_url(1));
+        if code == 407 {
+            break;
+        }
+        assert_eq!(code, 200);
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "node b still served a revoked token after a second"
+        );
+    }
     assert!(revoked.elapsed() < Duration::from_secs(1));
 }
 
