@@ -596,3 +596,46 @@ async fn the_local_trial_script_starts_a_working_pair_and_stops_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn wrong_pair_settings_stop_start_up_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (vec!["--redis=redis://127.0.0.1:1/"], "--node-id"),
+        (vec!["--node-id=a"], "--node-id"),
+        (vec!["--peer=http://127.0.0.1:1"], "--peer"),
+        (
+            vec![
+                "--redis=redis://127.0.0.1:1/",
+                "--node-id=a",
+                "--peer=https://h:1",
+            ],
+            "--peer[0]",
+        ),
+    ] {
+        let mut opts = DaemonOpts::new(dir.path());
+        for a in &args {
+            opts = opts.arg(a);
+        }
+        let out = opts.command().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("ERROR: {flag}")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_redis_at_start_is_a_service_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let opts = DaemonOpts::new(dir.path())
+        .arg(&format!("--redis=redis://127.0.0.1:{port}/"))
+        .arg("--node-id=a");
+    let out = opts.command().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let log = std::fs::read_to_string(opts.log_path()).unwrap_or_default();
+    assert!(log.contains("redis"), "{log}");
+}
