@@ -210,7 +210,8 @@ impl AuthCache {
 pub struct RedisStorage {
     conn: ConnectionManager,
     prefix: String,
-    retention_ms: u64,
+    /// How long a session's keys outlive its expiry or end: retention plus grace.
+    kept_after_ms: u64,
     scripts: Scripts,
     cache: Arc<AuthCache>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -249,7 +250,7 @@ impl RedisStorage {
         Ok(RedisStorage {
             conn,
             prefix: config.key_prefix.clone(),
-            retention_ms: u64::try_from((config.retention + KEY_GRACE).as_millis())
+            kept_after_ms: u64::try_from((config.retention + KEY_GRACE).as_millis())
                 .unwrap_or(u64::MAX),
             scripts: Scripts {
                 create: Script::new(CREATE),
@@ -306,11 +307,11 @@ impl RedisStorage {
     /// The Unix time in milliseconds at which a live session's keys expire.
     fn live_expiry_ms(&self, h: &SessionHeader) -> u64 {
         let expires_ms = u64::try_from(h.expires_at().as_micros() / 1000).unwrap_or(0);
-        expires_ms.saturating_add(self.retention_ms)
+        expires_ms.saturating_add(self.kept_after_ms)
     }
 
-    /// The ids changed by a script, made public by the script itself; evict locally too
-    /// so this node does not wait for its own message.
+    /// Evicts a session a script just changed. The script published the change for the
+    /// other nodes; this node does not wait for its own message.
     fn changed(&self, h: &Option<SessionHeader>) {
         if let Some(h) = h {
             self.cache.invalidate(h.id);
@@ -484,7 +485,7 @@ impl SessionStore for RedisStorage {
         let expire_at = match header.ended {
             Some(e) => u64::try_from(e.at.as_micros() / 1000)
                 .unwrap_or(0)
-                .saturating_add(self.retention_ms),
+                .saturating_add(self.kept_after_ms),
             None => self.live_expiry_ms(header),
         };
         let args = [
@@ -555,7 +556,7 @@ impl SessionStore for RedisStorage {
             &[
                 at.as_micros().to_string(),
                 reason_name(reason).to_owned(),
-                self.retention_ms.to_string(),
+                self.kept_after_ms.to_string(),
                 self.channel(),
                 id.to_string(),
             ],
@@ -569,7 +570,7 @@ impl SessionStore for RedisStorage {
             &[self.session_key(id), self.nodes_key(id)],
             &[
                 timeout_secs.to_string(),
-                self.retention_ms.to_string(),
+                self.kept_after_ms.to_string(),
                 self.channel(),
                 id.to_string(),
             ],
