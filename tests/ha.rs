@@ -285,6 +285,30 @@ impl Pair {
             .unwrap_or(0)
     }
 
+    /// The status a CONNECT through `proxy_port` is answered with.
+    fn connect_status(&self, proxy_port: u16, id: &str, token: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "--proxytunnel",
+            ])
+            .args(["-w", "%{http_connect}", "--proxy"])
+            .arg(format!("http://{id}:{token}@127.0.0.1:{proxy_port}"))
+            .arg(format!("https://127.0.0.1:{}/", self.origin.port))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     async fn revoke(&self, id: &str, token: &str) {
         let r = self
             .control(Method::DELETE, &format!("/session/{id}/token"))
@@ -436,6 +460,7 @@ async fn sessions_survive_a_redis_restart_and_nothing_is_recorded_during_the_out
             .status();
     assert_eq!(status, 503);
     assert_eq!(p.curl(proxy, &id, &token, &p.file_url(1)), 503);
+    assert_eq!(p.connect_status(proxy, &id, &token), 503, "CONNECT too");
     assert!(
         node_records(&p.a, &id).await.len() == 1,
         "nothing recorded while down"
