@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 # origin servers for the proxy tests; git: its http-backend serves a repository to clone;
 # tinyproxy-bin: the upstream (corporate) proxy of the HTTP_PROXY tests, binary only (the
 # tinyproxy package would also start a system service); xz-utils and gzip: the debtags
-# tests compress their Packages fixtures; lintian, dpkg-dev, binutils, adduser,
-# systemd (for systemd-analyze only; it does not run), squashfs-tools and python3-yaml:
-# building and checking the .deb and the .snap (packaging/test.sh).
+# tests compress their Packages fixtures; redis-server and haproxy: the HA pair tests
+# start their own (the packaged services are not used); lintian, dpkg-dev, binutils,
+# adduser, systemd (for systemd-analyze only; it does not run), squashfs-tools and
+# python3-yaml: building and checking the .deb and the .snap (packaging/test.sh).
 packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip
-  lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml)
+  redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -164,6 +164,26 @@ pub struct ServeArgs {
     /// Log line format [default: `logging.format` in fetchgate.toml, else text].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The flags of a node of an HA pair.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Keep sessions and tokens in this Redis (`redis://host:port[/db]`), shared by the
+    /// nodes of an HA pair, instead of the embedded store.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key [default: fetchgate:].
+    #[arg(long, value_name = "PREFIX", requires = "redis")]
+    pub redis_key_prefix: Option<String>,
+    /// This node's name in an HA pair (letters, digits, . _ -); required with --redis.
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Control API URL (`http://host:port`) of another node of the pair; repeatable.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
 }
 
 /// How log lines are written: for people, or one JSON object per line.

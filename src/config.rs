@@ -9,10 +9,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fetchgate_storage::redis_store::RedisConfig;
+use fetchgate_storage::{InvalidNodeId, NodeId};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::cli::{LogFormat, ServeArgs, Verbosity};
+use crate::cli::{ClusterArgs, LogFormat, ServeArgs, Verbosity};
+use crate::cluster::Peer;
 use crate::debtags::Archive;
 use crate::debtags::upstream::Upstream;
 use crate::proxy::ProxyConfig;
@@ -147,6 +150,97 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Archives served by `GET /debtags/...`, in configuration order (the first is the default).
     pub debtags: Vec<Archive>,
+    /// `None`: a standalone node with the embedded session store.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node of an HA pair: the shared Redis, this node's name, the other nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis: RedisConfig,
+    pub node: NodeId,
+    pub peers: Vec<Peer>,
+}
+
+/// `[cluster]`: the HA pair. The command-line flags override each key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct ClusterSection {
+    redis: Option<String>,
+    key_prefix: Option<String>,
+    node_id: Option<String>,
+    peers: Vec<String>,
+}
+
+/// The default prefix of fetchgate's Redis keys.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fetchgate:";
+
+/// Resolves the HA pair settings (flags over `[cluster]`); errors name the flag or key.
+fn cluster_config(
+    args: &ClusterArgs,
+    file: &ClusterSection,
+    retention: Duration,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let pick = |flag: &Option<String>, key: &Option<String>, flag_name: &str, key_name: &str| match (
+        flag, key,
+    ) {
+        (Some(v), _) => Some((v.clone(), flag_name.to_owned())),
+        (None, Some(v)) => Some((v.clone(), format!("cluster.{key_name}"))),
+        (None, None) => None,
+    };
+    let redis = pick(&args.redis, &file.redis, "--redis", "redis");
+    let node = pick(&args.node_id, &file.node_id, "--node-id", "node-id");
+    let (peers, peers_key) = if args.peers.is_empty() {
+        (file.peers.clone(), "cluster.peers")
+    } else {
+        (args.peers.clone(), "--peer")
+    };
+    let Some((url, url_key)) = redis else {
+        if let Some((_, key)) = node {
+            return Err(invalid(&key, "only applies with --redis (cluster.redis)"));
+        }
+        if !peers.is_empty() {
+            return Err(invalid(
+                peers_key,
+                "only applies with --redis (cluster.redis)",
+            ));
+        }
+        return Ok(None);
+    };
+    if !url.starts_with("redis://") {
+        return Err(invalid(&url_key, "must be a redis://host:port[/db] URL"));
+    }
+    let (node, node_key) = node.ok_or_else(|| {
+        invalid(
+            "--node-id",
+            "an HA pair node needs a name (--node-id or cluster.node-id)",
+        )
+    })?;
+    let node: NodeId = node
+        .parse()
+        .map_err(|e: InvalidNodeId| invalid(&node_key, e.to_string()))?;
+    let key_prefix = pick(
+        &args.redis_key_prefix,
+        &file.key_prefix,
+        "--redis-key-prefix",
+        "key-prefix",
+    )
+    .map(|(p, _)| p)
+    .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+    let peers = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Peer::parse(p).map_err(|m| invalid(&format!("{peers_key}[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ClusterConfig {
+        redis: RedisConfig {
+            url,
+            key_prefix,
+            retention,
+        },
+        node,
+        peers,
+    }))
 }
 
 /// `fetchgate.toml`. Unknown keys are errors, so a typo does not silently do nothing.
@@ -160,6 +254,7 @@ struct FileConfig {
     proxy: ProxySection,
     acl: AclSection,
     debtags: DebtagsSection,
+    cluster: ClusterSection,
 }
 
 /// `[debtags]`: the archives `GET /debtags/{suite}/{component}` serves.
@@ -463,6 +558,11 @@ impl Config {
         };
 
         let debtags = debtags_archives(&file.debtags)?;
+        let cluster = cluster_config(
+            &args.cluster,
+            &file.cluster,
+            Duration::from_secs(file.storage.retention),
+        )?;
         let ca = match (args.cert, args.key) {
             (Some(cert), Some(key)) => CaSource::Files { cert, key },
             _ => CaSource::Generated {
@@ -506,6 +606,7 @@ impl Config {
             proxy,
             spool,
             debtags,
+            cluster,
         })
     }
 }
@@ -762,6 +863,54 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.contains("debtags.archive[1].name"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_over_the_file_and_name_the_key() {
+        let flags = |redis: Option<&str>, node: Option<&str>, peers: &[&str]| ClusterArgs {
+            redis: redis.map(Into::into),
+            redis_key_prefix: None,
+            node_id: node.map(Into::into),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        };
+        let file: FileConfig = toml::from_str(
+            "[cluster]\nredis = \"redis://r:6379/\"\nnode-id = \"a\"\nkey-prefix = \"x:\"\npeers = [\"http://b:9999\"]\n",
+        )
+        .unwrap();
+        let ttl = Duration::from_secs(60);
+        let c = cluster_config(&flags(None, Some("z"), &[]), &file.cluster, ttl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.node.as_str(), "z");
+        assert_eq!(c.redis.key_prefix, "x:");
+        assert_eq!(c.peers, vec![Peer::parse("http://b:9999").unwrap()]);
+        let none = ClusterSection::default();
+        assert!(
+            cluster_config(&flags(None, None, &[]), &none, ttl)
+                .unwrap()
+                .is_none()
+        );
+        let c = cluster_config(&flags(Some("redis://h:1"), Some("a"), &[]), &none, ttl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.redis.key_prefix, DEFAULT_REDIS_KEY_PREFIX);
+        for (args, key) in [
+            (flags(Some("redis://h:1"), None, &[]), "--node-id"),
+            (flags(Some("redis://h:1"), Some("a b"), &[]), "--node-id"),
+            (flags(Some("http://h:1"), Some("a"), &[]), "--redis"),
+            (flags(None, Some("a"), &[]), "--node-id"),
+            (flags(None, None, &["http://b:1"]), "--peer"),
+            (
+                flags(Some("redis://h:1"), Some("a"), &["ftp://b"]),
+                "--peer[0]",
+            ),
+        ] {
+            let err = cluster_config(&args, &none, ttl).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let file: FileConfig = toml::from_str("[cluster]\nredis = \"redis://r/\"\n").unwrap();
+        let err = cluster_config(&flags(None, None, &[]), &file.cluster, ttl).unwrap_err();
+        assert!(err.to_string().starts_with("--node-id"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fetchgate_storage::Timestamp;
+use fetchgate_storage::redis_store::RedisStorage;
 use fetchgate_storage::rocks::RocksStorage;
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -21,11 +22,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::ca::{CaError, CertificateAuthority};
+use crate::cluster::Cluster;
 use crate::config::{CaSource, Config, Credentials};
 use crate::control::{self, ControlState};
 use crate::debtags::Debtags;
 use crate::idle::{Activity, wait_until_idle};
 use crate::proxy;
+use crate::session::membership::Membership;
 use crate::session::{Sessions, expiry};
 use crate::telemetry::{self, LogFiles};
 
@@ -163,13 +166,34 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
     .await
     .map_err(|e| DaemonError::Service(e.to_string()))??;
     let storage = Arc::new(storage);
-    let sessions = Arc::new(Sessions::new(
-        storage.clone(),
-        storage,
-        config.spool.clone(),
-        config.sessions,
-        config.permissive_mode,
-    ));
+    let (sessions, cluster) = match &config.cluster {
+        None => (
+            Sessions::new(
+                storage.clone(),
+                storage,
+                config.spool.clone(),
+                config.sessions,
+                config.permissive_mode,
+            ),
+            None,
+        ),
+        Some(c) => {
+            // Sessions in the shared Redis, this node's audit records in its own RocksDB.
+            let shared = Arc::new(RedisStorage::connect(&c.redis).await?);
+            tracing::info!(node = %c.node, peers = c.peers.len(), "HA pair node; sessions in redis");
+            let sessions = Sessions::new(
+                shared.clone(),
+                storage,
+                config.spool.clone(),
+                config.sessions,
+                config.permissive_mode,
+            )
+            .with_membership(Membership::new(c.node.clone(), shared));
+            let cluster = Cluster::new(c.peers.clone(), credentials.clone());
+            (sessions, Some(Arc::new(cluster)))
+        }
+    };
+    let sessions = Arc::new(sessions);
     let activity = Arc::new(Activity::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -217,6 +241,7 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         started_at,
         activity: Arc::clone(&activity),
         debtags: Arc::new(Debtags::new(config.debtags.clone())),
+        cluster,
     });
     let mut control_stop = stop_rx.clone();
     let mut control = tokio::spawn(control::serve(control_listener, state, async move {

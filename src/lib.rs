@@ -9,6 +9,7 @@ pub mod audit;
 pub mod basic_auth;
 pub mod ca;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -3,15 +3,18 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fetchgate_storage::InvalidSessionId;
+use fetchgate_storage::{InvalidSessionId, NodeId};
 
+use crate::cluster::GatherError;
 use crate::session::SessionError;
 
-/// An error answered as `{"error": "<reason>"}` with its status code.
+/// An error answered as `{"error": "<reason>"}` with its status code (and, when a node
+/// of an HA pair is to blame, `"node": "<name>"`).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    pub node: Option<NodeId>,
 }
 
 impl ApiError {
@@ -20,6 +23,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            node: None,
         }
     }
 
@@ -59,6 +63,22 @@ impl From<SessionError> for ApiError {
     }
 }
 
+impl From<GatherError> for ApiError {
+    fn from(e: GatherError) -> Self {
+        match e {
+            GatherError::Storage(e) => SessionError::Storage(e).into(),
+            GatherError::Unreachable { ref node, .. } => {
+                tracing::error!(error = %e, "report incomplete");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    node: Some(node.clone()),
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
 impl From<InvalidSessionId> for ApiError {
     fn from(e: InvalidSessionId) -> Self {
         ApiError::bad_request(e.to_string())
@@ -67,11 +87,11 @@ impl From<InvalidSessionId> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(node) = &self.node {
+            body["node"] = node.as_str().into();
+        }
+        let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

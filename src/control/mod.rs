@@ -26,6 +26,7 @@ use fetchgate_storage::Timestamp;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use self::error::ApiError;
+use crate::cluster::Cluster;
 use crate::config::Credentials;
 use crate::debtags::Debtags;
 use crate::idle::Activity;
@@ -42,6 +43,8 @@ pub struct ControlState {
     pub started_at: Instant,
     pub activity: Arc<Activity>,
     pub debtags: Arc<Debtags>,
+    /// The other nodes of an HA pair, whose records reports gather.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Paths that are probes, not client activity: they neither keep an idle daemon alive
@@ -93,6 +96,7 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .route("/sessions", get(sessions::list))
         .route("/reports/{id}", get(sessions::get_final_report))
         .route("/debtags/{suite}/{component}", get(debtags::lookup))
+        .route("/internal/records/{id}", get(sessions::node_records))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_basic,

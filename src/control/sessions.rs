@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use fetchgate_storage::{SessionHeader, SessionId, Timestamp};
+use fetchgate_storage::{AuditRecord, SessionHeader, SessionId, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -17,6 +17,7 @@ use super::auth::basic_credentials;
 use super::error::ApiError;
 use super::json::{parse_body, stream};
 use crate::audit::report;
+use crate::cluster::NodeRecords;
 use crate::rfc3339;
 use crate::session::{
     NewSession, SecretSpec, SessionError, State as SessionState, end_time, state,
@@ -106,13 +107,46 @@ pub async fn revoke(
     })))
 }
 
-async fn report_response(st: &ControlState, h: SessionHeader) -> Result<Response, ApiError> {
+/// The session's records: this node's alone, or in an HA pair every node's.
+async fn records(st: &ControlState, id: SessionId) -> Result<Vec<AuditRecord>, ApiError> {
+    match (&st.cluster, st.sessions.membership()) {
+        (Some(cluster), Some(membership)) => {
+            Ok(cluster.gather(membership, st.sessions.log(), id).await?)
+        }
+        _ => Ok(st
+            .sessions
+            .log()
+            .scan(id)
+            .await
+            .map_err(SessionError::from)?),
+    }
+}
+
+/// `GET /internal/records/{id}`: this node's records of a session, for the other node
+/// of an HA pair gathering a report. No state check: the asking node made it.
+pub async fn node_records(
+    State(st): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeRecords>, ApiError> {
+    let id = session_id(&id)?;
+    let node = st
+        .sessions
+        .membership()
+        .map(|m| m.node().clone())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "this node is not part of an HA pair")
+        })?;
     let records = st
         .sessions
         .log()
-        .scan(h.id)
+        .scan(id)
         .await
         .map_err(SessionError::from)?;
+    Ok(Json(NodeRecords { node, records }))
+}
+
+async fn report_response(st: &ControlState, h: SessionHeader) -> Result<Response, ApiError> {
+    let records = records(st, h.id).await?;
     let spool = st.sessions.spool_path(h.id);
     let report = report::fold(&h, &spool, Vec::new(), records, Timestamp::now());
     Ok(stream(report))

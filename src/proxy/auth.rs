@@ -7,9 +7,13 @@ use fetchgate_storage::{SessionHeader, SessionId};
 use crate::session::{SessionError, Sessions};
 use crate::telemetry::SECURITY;
 
-/// A refused proxy request: the reason, and the session to record it under when the
-/// credentials were right but the session can no longer be used.
+/// A refused proxy request: the status to answer, the reason, and the session to
+/// record it under when the credentials were right but the session can no longer be
+/// used.
 pub struct Refusal {
+    /// 407, or 503 while the session store cannot be asked (the credentials may well
+    /// be right: the client should retry, not give up on them).
+    pub status: u16,
     pub session: Option<SessionId>,
     pub reason: String,
 }
@@ -17,6 +21,7 @@ pub struct Refusal {
 impl Refusal {
     fn anonymous(reason: &str) -> Self {
         Refusal {
+            status: 407,
             session: None,
             reason: reason.to_owned(),
         }
@@ -29,10 +34,18 @@ impl From<SessionError> for Refusal {
             // Right credentials, revoked/ended/expired session: record it under the
             // session. A wrong token never writes into the session it names.
             SessionError::WrongState { id, .. } => Refusal {
+                status: 407,
                 session: Some(id),
                 reason: e.to_string(),
             },
+            // Nothing is recorded: the session cannot be confirmed.
+            SessionError::Storage(e) => Refusal {
+                status: 503,
+                session: None,
+                reason: format!("the session store is unavailable: {e}"),
+            },
             e => Refusal {
+                status: 407,
                 session: None,
                 reason: e.to_string(),
             },
@@ -89,6 +102,7 @@ fn log_refusal(r: &Refusal, client: &str) {
         event,
         client,
         session = ?r.session,
+        status = r.status,
         reason = %r.reason,
         "proxy request refused"
     );

@@ -198,13 +198,12 @@ impl ProxyListener {
                 self.record_denied(r.session, peer, &dest, DeniedStage::Auth, &r.reason)
                     .await;
                 metrics::counter!(metric::PROXY_DENIED, "stage" => "auth").increment(1);
-                reply(
-                    stream,
-                    407,
-                    &r.reason,
-                    &[("Proxy-Authenticate", "Basic realm=\"fetchgate\"")],
-                )
-                .await;
+                let challenge: &[(&str, &str)] = if r.status == 407 {
+                    &[("Proxy-Authenticate", "Basic realm=\"fetchgate\"")]
+                } else {
+                    &[]
+                };
+                reply(stream, r.status, &r.reason, challenge).await;
                 return None;
             }
         };

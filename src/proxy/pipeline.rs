@@ -436,7 +436,14 @@ impl ProxyHttp for Pipeline {
             Ok(h) => h,
             Err(r) => {
                 return self
-                    .deny(session, ctx, r.session, DeniedStage::Auth, 407, r.reason)
+                    .deny(
+                        session,
+                        ctx,
+                        r.session,
+                        DeniedStage::Auth,
+                        r.status,
+                        r.reason,
+                    )
                     .await;
             }
         };

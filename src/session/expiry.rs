@@ -34,17 +34,30 @@ pub async fn sweep_retained(
     let mut n = 0;
     loop {
         let batch = sessions.store().ended_before(cutoff, 256).await?;
-        if batch.is_empty() {
-            return Ok(n);
-        }
-        for id in batch {
+        let mut purged = 0;
+        for &id in &batch {
             // Records first, header last: until the header is gone the session stays
             // in the queue and a crash here is finished by the next sweep.
             sessions.log().delete(id).await?;
             remove_dir(&sessions.spool_path(id)).await?;
-            sessions.store().purge(id).await?;
-            tracing::info!(session = %id, "retention period over; session data deleted");
+            // In an HA pair the header goes with the last node that held records of it;
+            // until then the other nodes' sweepers must still find it in the queue.
+            let last = match sessions.membership() {
+                Some(m) => m.leave(id).await?,
+                None => true,
+            };
+            if last {
+                sessions.store().purge(id).await?;
+                purged += 1;
+                tracing::info!(session = %id, "retention period over; session data deleted");
+            } else {
+                tracing::debug!(session = %id, "retention period over; this node's records deleted, other nodes still hold theirs");
+            }
             n += 1;
+        }
+        if purged == 0 {
+            // Empty, or only sessions other nodes still have to sweep: done for now.
+            return Ok(n);
         }
     }
 }

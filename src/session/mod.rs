@@ -5,6 +5,7 @@
 //! the stores only keep what it decides. It never sees HTTP.
 
 pub mod expiry;
+pub mod membership;
 pub mod token;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use rand::Rng;
 
 use crate::config::SessionConfig;
 use crate::telemetry::metric;
+use membership::Membership;
 pub use token::Token;
 
 /// Where a session is in its life.
@@ -132,6 +134,8 @@ pub struct Sessions {
     config: SessionConfig,
     permissive_mode: bool,
     created_since_start: AtomicU64,
+    /// In an HA pair: this node's place in the sessions' node sets.
+    membership: Option<Membership>,
 }
 
 impl Sessions {
@@ -150,7 +154,19 @@ impl Sessions {
             config,
             permissive_mode,
             created_since_start: AtomicU64::new(0),
+            membership: None,
         }
+    }
+
+    /// The same service, recording which node serves each session.
+    pub fn with_membership(mut self, membership: Membership) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// This node's membership, in an HA pair.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// The session store.
@@ -228,17 +244,35 @@ impl Sessions {
         id: SessionId,
         token: &str,
     ) -> Result<SessionHeader, SessionError> {
-        let h = self.get(id).await?;
+        let h = self.get_for_auth(id).await?;
         if !token::verify(token, &h.token_hash) {
             return Err(SessionError::WrongToken(id));
         }
-        Self::require_active(h)
+        self.serve(h).await
     }
 
     /// Re-checks a session authenticated earlier on the same connection, so that a
     /// revocation takes effect on the very next request.
     pub async fn check_active(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
-        Self::require_active(self.get(id).await?)
+        self.serve(self.get_for_auth(id).await?).await
+    }
+
+    /// Reads a session for proxy authentication (see
+    /// [`SessionStore::get_for_auth`]), `NotFound` if there is none.
+    async fn get_for_auth(&self, id: SessionId) -> Result<SessionHeader, SessionError> {
+        self.store
+            .get_for_auth(id)
+            .await?
+            .ok_or(SessionError::NotFound(id))
+    }
+
+    /// Admits a request of an active session, this node having joined its node set.
+    async fn serve(&self, h: SessionHeader) -> Result<SessionHeader, SessionError> {
+        let h = Self::require_active(h)?;
+        if let Some(m) = &self.membership {
+            m.join(h.id).await?;
+        }
+        Ok(h)
     }
 
     fn require_active(h: SessionHeader) -> Result<SessionHeader, SessionError> {

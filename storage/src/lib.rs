@@ -1,5 +1,6 @@
 //! fetchgate's storage: the session/token store and the per-session audit log, behind
-//! traits with pluggable backends (RocksDB, the embedded default; in-memory, for tests).
+//! traits with pluggable backends (RocksDB, the embedded default; Redis, the session
+//! store an HA pair shares; in-memory, for tests).
 //!
 //! This crate knows nothing of HTTP or sockets: it keeps typed records, encodes them
 //! with a versioned codec and answers the queries the daemon needs. It must never
@@ -9,12 +10,14 @@ pub mod codec;
 mod error;
 pub mod memory;
 mod model;
+pub mod redis_store;
 pub mod rocks;
 mod traits;
 
 pub use error::{Error, Result};
 pub use model::{
     AuditRecord, BodyDigest, Counters, Denied, DeniedStage, Download, EndReason, Ended, Failure,
-    Inspection, InvalidSessionId, Opinion, Policy, SecretRule, SessionHeader, SessionId, Timestamp,
+    Inspection, InvalidNodeId, InvalidSessionId, NodeId, Opinion, Policy, SecretRule,
+    SessionHeader, SessionId, Timestamp,
 };
-pub use traits::{AuditLog, SessionStore};
+pub use traits::{AuditLog, NodeSets, SessionStore};

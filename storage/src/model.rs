@@ -67,6 +67,58 @@ impl FromStr for SessionId {
     }
 }
 
+/// The name of one node of an HA pair (`--node-id`): 1 to 64 of `[A-Za-z0-9._-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeId(String);
+
+/// Why a string is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a node id is 1 to 64 characters out of letters, digits and . _ -")]
+pub struct InvalidNodeId;
+
+impl NodeId {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = InvalidNodeId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(NodeId(s.to_owned()))
+        } else {
+            Err(InvalidNodeId)
+        }
+    }
+}
+
+impl TryFrom<String> for NodeId {
+    type Error = InvalidNodeId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(n: NodeId) -> Self {
+        n.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A point in time: microseconds since the Unix epoch (UTC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timestamp(i64);
@@ -333,6 +385,17 @@ mod tests {
             "../../etc/passwd",
         ] {
             assert_eq!(bad.parse::<SessionId>(), Err(InvalidSessionId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_ids_are_short_plain_names() {
+        assert_eq!(
+            "node-a.1_x".parse::<NodeId>().unwrap().as_str(),
+            "node-a.1_x"
+        );
+        for bad in ["", "a b", "a/b", "é", &"n".repeat(65)] {
+            assert_eq!(bad.parse::<NodeId>(), Err(InvalidNodeId), "{bad}");
         }
     }
 

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::{AuditRecord, Counters, EndReason, Result, SessionHeader, SessionId, Timestamp};
+use crate::{
+    AuditRecord, Counters, EndReason, NodeId, Result, SessionHeader, SessionId, Timestamp,
+};
 
 /// Sessions and their token hashes.
 ///
@@ -15,6 +17,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Reads one session.
     async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>>;
+
+    /// Reads one session to authenticate a proxy request. A backend shared between
+    /// nodes may answer from a cache of live sessions that is at most a second old and
+    /// that every change to the session, on any node, evicts.
+    async fn get_for_auth(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        self.get(id).await
+    }
 
     /// Marks the session revoked at `at`, unless it already is (then nothing changes).
     async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>>;
@@ -63,4 +72,20 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Sessions whose records include a body with this sha256, in id order.
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>>;
+}
+
+/// Which nodes of an HA pair served each session, kept beside the shared session store
+/// so that any node can tell whose audit logs a report must gather.
+#[async_trait]
+pub trait NodeSets: Send + Sync + 'static {
+    /// Adds `node` to the session's set; harmless if it is there already. Does nothing
+    /// for a session that is not stored.
+    async fn join(&self, id: SessionId, node: &NodeId) -> Result<()>;
+
+    /// Takes `node` out of the session's set once it has deleted its own records of
+    /// the session; returns how many nodes are left in the set.
+    async fn leave(&self, id: SessionId, node: &NodeId) -> Result<usize>;
+
+    /// The session's set, in name order; empty for an unknown session.
+    async fn members(&self, id: SessionId) -> Result<Vec<NodeId>>;
 }

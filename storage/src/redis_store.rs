@@ -1,0 +1,714 @@
+//! Redis backend of [`SessionStore`] and [`NodeSets`]: the session state the two nodes
+//! of an HA pair share. Audit records never come here; each node keeps its own.
+//!
+//! Keys (all under a configurable prefix `P`):
+//! - `P session:{id}`: a hash. `header` holds the session as created (codec-encoded,
+//!   token hash included); `created`, `timeout`, `revoked`, `ended` and `reason` hold
+//!   what changes later, so that revocation and ending are one Lua script each, atomic
+//!   on the server. The key expires with the session plus the retention period (and a
+//!   day's grace: the sweepers delete it first).
+//! - `P nodes:{id}`: the set of nodes that served the session, with the same expiry.
+//! - `P sessions`: the set of ids, for listing (ids whose hash expired are dropped lazily).
+//! - `P ended`: a sorted set of ended ids scored by end time, the retention queue.
+//! - `P invalidate`: the pub/sub channel every change to a session is published on.
+//!
+//! Proxy authentication ([`SessionStore::get_for_auth`]) may be answered from a local
+//! cache of live sessions for at most [`CACHE_TTL`], and only while the invalidation
+//! channel is subscribed: a revocation on the other node evicts the entry at once, and a
+//! lost subscription disables the cache. Every other read asks Redis.
+//!
+//! The connection manager reconnects by itself but fails the command that hit the
+//! outage; every operation here is idempotent, so each is retried a few times.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lru::LruCache;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio_stream::StreamExt;
+
+use crate::{
+    EndReason, Ended, Error, NodeId, NodeSets, Result, SessionHeader, SessionId, SessionStore,
+    Timestamp, codec,
+};
+
+/// How much longer than the retention period a session's keys are kept: Redis expiring
+/// them is only a safety net behind the sweepers, which must each see the session.
+pub const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// How long a cached live session may answer reads without asking Redis.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Sessions whose headers are cached at most.
+const CACHE_ENTRIES: usize = 4096;
+/// Pauses before the retries of a command that failed on a broken connection.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(150)];
+/// How long one command or connection attempt may take before it counts as an outage.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(800);
+/// How often the invalidation channel's connection is checked.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Pause before subscribing again after the invalidation channel was lost.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
+
+/// Where the shared store lives and how long ended sessions stay in it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key and to the channel name.
+    pub key_prefix: String,
+    /// How long a session's data is kept after it ends. Its keys live a day longer
+    /// ([`KEY_GRACE`]), so that every node's retention sweeper gets to them first.
+    pub retention: Duration,
+}
+
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'attempt') == ARGV[9] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'header', ARGV[1], 'created', ARGV[2], 'timeout', ARGV[3], 'attempt', ARGV[9])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'revoked', ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'ended', ARGV[5], 'reason', ARGV[6])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[8])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[7])
+redis.call('SADD', KEYS[2], ARGV[8])
+return 1
+";
+
+const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HSETNX', KEYS[1], 'revoked', ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+const END: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HEXISTS', KEYS[1], 'ended') == 0 then
+  redis.call('HSETNX', KEYS[1], 'revoked', ARGV[1])
+  redis.call('HSET', KEYS[1], 'ended', ARGV[1], 'reason', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
+  local expire = math.floor(tonumber(ARGV[1]) / 1000) + tonumber(ARGV[3])
+  redis.call('PEXPIREAT', KEYS[1], expire)
+  redis.call('PEXPIREAT', KEYS[3], expire)
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+const SET_TIMEOUT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HEXISTS', KEYS[1], 'ended') == 0 then
+  redis.call('HSET', KEYS[1], 'timeout', ARGV[1])
+  local created = tonumber(redis.call('HGET', KEYS[1], 'created'))
+  local expire = math.floor(created / 1000) + tonumber(ARGV[1]) * 1000 + tonumber(ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], expire)
+  redis.call('PEXPIREAT', KEYS[2], expire)
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+const JOIN: &str = r"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+";
+
+const LEAVE: &str = r"
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
+";
+
+/// The scripts, loaded once per process (Redis reloads them after a restart on demand).
+struct Scripts {
+    create: Script,
+    revoke: Script,
+    end: Script,
+    set_timeout: Script,
+    join: Script,
+    leave: Script,
+}
+
+/// Live sessions read recently, trusted only while invalidations are being received.
+struct AuthCache {
+    entries: Mutex<LruCache<SessionId, (Instant, SessionHeader)>>,
+    /// Whether the invalidation channel is subscribed right now.
+    subscribed: AtomicBool,
+    /// Bumped by every invalidation, so a read that raced one is not cached.
+    generation: AtomicU64,
+}
+
+impl AuthCache {
+    fn new() -> Self {
+        AuthCache {
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
+            )),
+            subscribed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<SessionId, (Instant, SessionHeader)>> {
+        // A cache has nothing a panic could leave inconsistent beyond a stale entry,
+        // which the TTL bounds anyway.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: SessionId) -> Option<SessionHeader> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut entries = self.lock();
+        match entries.get(&id) {
+            Some((at, h)) if at.elapsed() < CACHE_TTL => Some(h.clone()),
+            Some(_) => {
+                entries.pop(&id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches `h` if it is live and no invalidation arrived since `generation` was read.
+    fn offer(&self, h: &SessionHeader, generation: u64) {
+        if h.revoked.is_some() || h.ended.is_some() || !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut entries = self.lock();
+        if self.generation.load(Ordering::Acquire) == generation {
+            entries.put(h.id, (Instant::now(), h.clone()));
+        }
+    }
+
+    fn invalidate(&self, id: SessionId) {
+        let mut entries = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.pop(&id);
+    }
+
+    fn set_subscribed(&self, subscribed: bool) {
+        let mut entries = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+        self.subscribed.store(subscribed, Ordering::Release);
+    }
+}
+
+/// The shared session store of an HA pair.
+pub struct RedisStorage {
+    conn: ConnectionManager,
+    prefix: String,
+    /// How long a session's keys outlive its expiry or end: retention plus grace.
+    kept_after_ms: u64,
+    scripts: Scripts,
+    cache: Arc<AuthCache>,
+    subscriber: tokio::task::JoinHandle<()>,
+}
+
+fn backend(e: redis::RedisError) -> Error {
+    Error::Backend(format!("redis: {e}"))
+}
+
+/// Whether a command failed because the connection broke, so that trying again after
+/// the manager reconnects may succeed.
+fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+impl RedisStorage {
+    /// Connects and subscribes to the invalidation channel. Fails if Redis cannot be
+    /// reached now; once connected, outages are survived.
+    pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(backend)?;
+        // Few, quick reconnection attempts: a command waits for them, and while Redis
+        // is down callers must hear so at once (503), not after seconds of backoff.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(backend)?;
+        let cache = Arc::new(AuthCache::new());
+        let channel = format!("{}invalidate", config.key_prefix);
+        let subscriber = tokio::spawn(subscribe(client, channel, Arc::clone(&cache)));
+        Ok(RedisStorage {
+            conn,
+            prefix: config.key_prefix.clone(),
+            kept_after_ms: u64::try_from((config.retention + KEY_GRACE).as_millis())
+                .unwrap_or(u64::MAX),
+            scripts: Scripts {
+                create: Script::new(CREATE),
+                revoke: Script::new(REVOKE),
+                end: Script::new(END),
+                set_timeout: Script::new(SET_TIMEOUT),
+                join: Script::new(JOIN),
+                leave: Script::new(LEAVE),
+            },
+            cache,
+            subscriber,
+        })
+    }
+
+    fn session_key(&self, id: SessionId) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    fn nodes_key(&self, id: SessionId) -> String {
+        format!("{}nodes:{id}", self.prefix)
+    }
+
+    fn sessions_key(&self) -> String {
+        format!("{}sessions", self.prefix)
+    }
+
+    fn ended_key(&self) -> String {
+        format!("{}ended", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}invalidate", self.prefix)
+    }
+
+    /// Runs an idempotent operation, again after a broken connection.
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            match op(self.conn.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_outage(&e) => match delays.next() {
+                    Some(d) => tokio::time::sleep(*d).await,
+                    None => return Err(backend(e)),
+                },
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    /// The Unix time in milliseconds at which a live session's keys expire.
+    fn live_expiry_ms(&self, h: &SessionHeader) -> u64 {
+        let expires_ms = u64::try_from(h.expires_at().as_micros() / 1000).unwrap_or(0);
+        expires_ms.saturating_add(self.kept_after_ms)
+    }
+
+    /// Evicts a session a script just changed. The script published the change for the
+    /// other nodes; this node does not wait for its own message.
+    fn changed(&self, h: &Option<SessionHeader>) {
+        if let Some(h) = h {
+            self.cache.invalidate(h.id);
+        }
+    }
+
+    /// Reads a session from Redis, offering it to the auth cache.
+    async fn read(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        let generation = self.cache.generation.load(Ordering::Acquire);
+        let key = self.session_key(id);
+        let fields: HashMap<String, Vec<u8>> = self
+            .retry(|mut conn| {
+                let key = key.clone();
+                async move { conn.hgetall(key).await }
+            })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let h = header_from_fields(&fields)?;
+        self.cache.offer(&h, generation);
+        Ok(Some(h))
+    }
+
+    async fn run_update(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Option<SessionHeader>> {
+        let fields: Option<HashMap<String, Vec<u8>>> = self
+            .retry(|mut conn| {
+                let mut invocation = script.prepare_invoke();
+                for k in keys {
+                    invocation.key(k);
+                }
+                for a in args {
+                    invocation.arg(a);
+                }
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        let h = fields.map(|f| header_from_fields(&f)).transpose()?;
+        self.changed(&h);
+        Ok(h)
+    }
+}
+
+impl Drop for RedisStorage {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+/// Keeps the invalidation channel subscribed, evicting each session published on it;
+/// the cache is off whenever the subscription is down. A connection that died without
+/// a word (a killed server) is found by pinging it: a quiet channel proves nothing.
+async fn subscribe(client: redis::Client, channel: String, cache: Arc<AuthCache>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    cache.set_subscribed(true);
+                    listen(pubsub, &cache).await;
+                    cache.set_subscribed(false);
+                    tracing::warn!("redis invalidation channel lost; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to redis invalidations"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot connect to redis for invalidations"),
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+    }
+}
+
+/// Applies invalidations until the subscription's connection fails.
+async fn listen(pubsub: redis::aio::PubSub, cache: &AuthCache) {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { return };
+                match std::str::from_utf8(msg.get_payload_bytes())
+                    .ok()
+                    .and_then(|s| s.parse::<SessionId>().ok())
+                {
+                    Some(id) => cache.invalidate(id),
+                    // Someone else's message on our channel: trust nothing cached.
+                    None => cache.set_subscribed(true),
+                }
+            }
+            _ = liveness.tick() => {
+                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn field_i64(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<Option<i64>> {
+    fields
+        .get(name)
+        .map(|v| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| Error::Corrupt(format!("session field {name} is not a number")))
+        })
+        .transpose()
+}
+
+/// Rebuilds a header from its hash: the header as created, with what changed since.
+fn header_from_fields(fields: &HashMap<String, Vec<u8>>) -> Result<SessionHeader> {
+    let bytes = fields
+        .get("header")
+        .ok_or_else(|| Error::Corrupt("session hash without a header".into()))?;
+    let mut h: SessionHeader = codec::decode(bytes)?;
+    if let Some(t) = field_i64(fields, "timeout")? {
+        h.timeout_secs =
+            u64::try_from(t).map_err(|_| Error::Corrupt("negative session timeout".into()))?;
+    }
+    if let Some(at) = field_i64(fields, "revoked")? {
+        h.revoked = Some(Timestamp::from_micros(at));
+    }
+    if let Some(at) = field_i64(fields, "ended")? {
+        let reason = match fields.get("reason").map(Vec::as_slice) {
+            Some(b"ended") => EndReason::Ended,
+            Some(b"expired") => EndReason::Expired,
+            _ => return Err(Error::Corrupt("session end without a known reason".into())),
+        };
+        h.ended = Some(Ended {
+            at: Timestamp::from_micros(at),
+            reason,
+        });
+    }
+    Ok(h)
+}
+
+/// A value no other create call uses: this process's id, the time and a counter.
+fn create_attempt() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        Timestamp::now().as_micros(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+const fn reason_name(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Ended => "ended",
+        EndReason::Expired => "expired",
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStorage {
+    async fn create(&self, header: &SessionHeader) -> Result<()> {
+        let bytes = codec::encode(header)?;
+        let keys = [
+            self.session_key(header.id),
+            self.sessions_key(),
+            self.ended_key(),
+        ];
+        let micros =
+            |t: Option<Timestamp>| t.map(|t| t.as_micros().to_string()).unwrap_or_default();
+        let expire_at = match header.ended {
+            Some(e) => u64::try_from(e.at.as_micros() / 1000)
+                .unwrap_or(0)
+                .saturating_add(self.kept_after_ms),
+            None => self.live_expiry_ms(header),
+        };
+        let args = [
+            header.created.as_micros().to_string(),
+            header.timeout_secs.to_string(),
+            micros(header.revoked),
+            micros(header.ended.map(|e| e.at)),
+            header
+                .ended
+                .map(|e| reason_name(e.reason))
+                .unwrap_or_default()
+                .to_owned(),
+            expire_at.to_string(),
+            header.id.to_string(),
+            // Tells a retry of this very call (whose first reply was lost) from a
+            // second creation of the same id.
+            create_attempt(),
+        ];
+        let created: i64 = self
+            .retry(|mut conn| {
+                let mut invocation = self.scripts.create.prepare_invoke();
+                for k in &keys {
+                    invocation.key(k);
+                }
+                invocation.arg(bytes.as_slice());
+                for a in &args {
+                    invocation.arg(a);
+                }
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists(header.id.to_string()))
+        }
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        self.read(id).await
+    }
+
+    async fn get_for_auth(&self, id: SessionId) -> Result<Option<SessionHeader>> {
+        if let Some(h) = self.cache.get(id) {
+            return Ok(Some(h));
+        }
+        self.read(id).await
+    }
+
+    async fn revoke(&self, id: SessionId, at: Timestamp) -> Result<Option<SessionHeader>> {
+        self.run_update(
+            &self.scripts.revoke,
+            &[self.session_key(id)],
+            &[at.as_micros().to_string(), self.channel(), id.to_string()],
+        )
+        .await
+    }
+
+    async fn end(
+        &self,
+        id: SessionId,
+        at: Timestamp,
+        reason: EndReason,
+    ) -> Result<Option<SessionHeader>> {
+        self.run_update(
+            &self.scripts.end,
+            &[self.session_key(id), self.ended_key(), self.nodes_key(id)],
+            &[
+                at.as_micros().to_string(),
+                reason_name(reason).to_owned(),
+                self.kept_after_ms.to_string(),
+                self.channel(),
+                id.to_string(),
+            ],
+        )
+        .await
+    }
+
+    async fn set_timeout(&self, id: SessionId, timeout_secs: u64) -> Result<Option<SessionHeader>> {
+        self.run_update(
+            &self.scripts.set_timeout,
+            &[self.session_key(id), self.nodes_key(id)],
+            &[
+                timeout_secs.to_string(),
+                self.kept_after_ms.to_string(),
+                self.channel(),
+                id.to_string(),
+            ],
+        )
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionHeader>> {
+        let index = self.sessions_key();
+        let ids: Vec<String> = self
+            .retry(|mut conn| {
+                let index = index.clone();
+                async move { conn.smembers(index).await }
+            })
+            .await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.session_key(*id)).collect();
+        let all: Vec<HashMap<String, Vec<u8>>> = self
+            .retry(|mut conn| {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.hgetall(k);
+                }
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut out = Vec::with_capacity(all.len());
+        let mut gone = Vec::new();
+        for (id, fields) in ids.iter().zip(all) {
+            if fields.is_empty() {
+                gone.push(id.to_string());
+            } else {
+                out.push(header_from_fields(&fields)?);
+            }
+        }
+        if !gone.is_empty() {
+            // Their hashes expired; the index entry is all that is left of them.
+            self.retry(|mut conn| {
+                let (index, gone) = (index.clone(), gone.clone());
+                async move { conn.srem::<_, _, ()>(index, gone).await }
+            })
+            .await?;
+        }
+        Ok(out)
+    }
+
+    async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>> {
+        let key = self.ended_key();
+        let max = format!("({}", cutoff.as_micros());
+        let count = isize::try_from(limit).unwrap_or(isize::MAX);
+        let ids: Vec<String> = self
+            .retry(|mut conn| {
+                let (key, max) = (key.clone(), max.clone());
+                async move { conn.zrangebyscore_limit(key, "-inf", max, 0, count).await }
+            })
+            .await?;
+        ids.iter()
+            .map(|s| {
+                s.parse::<SessionId>()
+                    .map_err(|_| Error::Corrupt(format!("retention queue entry {s:?}")))
+            })
+            .collect()
+    }
+
+    async fn purge(&self, id: SessionId) -> Result<()> {
+        let (session, nodes) = (self.session_key(id), self.nodes_key(id));
+        let (ended, index, channel) = (self.ended_key(), self.sessions_key(), self.channel());
+        let member = id.to_string();
+        self.retry(|mut conn| {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(&session)
+                .ignore()
+                .del(&nodes)
+                .ignore()
+                .zrem(&ended, &member)
+                .ignore()
+                .srem(&index, &member)
+                .ignore()
+                .publish(&channel, &member)
+                .ignore();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await?;
+        self.cache.invalidate(id);
+        Ok(())
+    }
+
+    async fn check_health(&self) -> Result<()> {
+        self.retry(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl NodeSets for RedisStorage {
+    async fn join(&self, id: SessionId, node: &NodeId) -> Result<()> {
+        let keys = [self.session_key(id), self.nodes_key(id)];
+        self.retry(|mut conn| {
+            let mut invocation = self.scripts.join.prepare_invoke();
+            invocation.key(&keys[0]).key(&keys[1]).arg(node.as_str());
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn leave(&self, id: SessionId, node: &NodeId) -> Result<usize> {
+        let key = self.nodes_key(id);
+        let left: i64 = self
+            .retry(|mut conn| {
+                let mut invocation = self.scripts.leave.prepare_invoke();
+                invocation.key(&key).arg(node.as_str());
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(usize::try_from(left).unwrap_or(0))
+    }
+
+    async fn members(&self, id: SessionId) -> Result<Vec<NodeId>> {
+        let key = self.nodes_key(id);
+        let names: Vec<String> = self
+            .retry(|mut conn| {
+                let key = key.clone();
+                async move { conn.smembers(key).await }
+            })
+            .await?;
+        let mut nodes = names
+            .iter()
+            .map(|n| {
+                n.parse::<NodeId>()
+                    .map_err(|_| Error::Corrupt(format!("node set entry {n:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        nodes.sort_unstable();
+        Ok(nodes)
+    }
+}
