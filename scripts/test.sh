@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # origin servers for the proxy tests; git: its http-backend serves a repository to clone;
 # tinyproxy-bin: the upstream (corporate) proxy of the HTTP_PROXY tests, binary only (the
 # tinyproxy package would also start a system service); xz-utils and gzip: the debtags
-# tests compress their Packages fixtures.
-packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip)
+# tests compress their Packages fixtures; dpkg-dev (dpkg-scanpackages), gnupg and apt: the
+# inspector tests build, sign and fetch a local apt repository.
+packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip dpkg-dev gnupg gpgv apt)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -33,6 +33,8 @@ use self::pipeline::{Pipeline, UpstreamTimeouts};
 use self::upstream::UpstreamProxies;
 use crate::ca::CertificateAuthority;
 use crate::idle::Activity;
+use crate::inspect::Inspectors;
+use crate::inspect::config::Trust;
 use crate::session::Sessions;
 
 /// Where Debian keeps the system's trusted roots.
@@ -56,6 +58,8 @@ pub struct ProxyConfig {
     pub max_requests_per_session: usize,
     /// `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY`.
     pub upstreams: UpstreamProxies,
+    /// Origins every session's inspectors trust (`inspectors.yaml`).
+    pub trust: Trust,
 }
 
 /// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
@@ -93,6 +97,7 @@ pub fn build(
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),
+        inspectors: Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?)),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {
@@ -106,6 +111,13 @@ pub fn build(
         },
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     }))
+}
+
+/// Where index files are spooled while inspectors read them (unnamed temporary files).
+fn inspect_spool(spool: &Path) -> Result<PathBuf, String> {
+    let dir = spool.join("inspect");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Pingora's connector trusts exactly one bundle file: write the system roots plus the

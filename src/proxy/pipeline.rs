@@ -9,9 +9,13 @@
 //!   host;
 //! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
 //!   credentials stripped, secrets injected;
+//! - after the ACL, in `request_filter`: the inspectors' request opinions; a strict
+//!   session refuses (403, recorded `policy`) what no inspector recognises;
 //! - `response_filter` / `response_body_filter`: status and headers captured, the body
-//!   hashed while it streams; the chunk that completes the body is released only once
-//!   the download's audit record is durable, and an audit failure resets the connection;
+//!   hashed and shown to the inspectors while it streams; the chunk that completes the
+//!   body is released only once the verdict is in and the download's audit record is
+//!   durable. An audit failure, or in a strict session an artifact that is not
+//!   approved, resets the connection: the builder never sees a clean end;
 //! - `fail_to_proxy` / `logging`: failures answered (502/504) and recorded.
 //!
 //! Nothing here may connect anywhere the ACL has not approved.
@@ -24,7 +28,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fetchgate_storage::{
-    AuditRecord, Denied, DeniedStage, Download, Failure, SessionHeader, SessionId, Timestamp,
+    AuditRecord, Denied, DeniedStage, Download, Failure, Policy, SessionHeader, SessionId,
+    Timestamp,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -37,7 +42,9 @@ use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
+use crate::audit::report::approved;
 use crate::idle::Activity;
+use crate::inspect::{DownloadInspection, Inspectors, RequestInfo, Verdict};
 use crate::session::Sessions;
 use crate::telemetry::{SECURITY, metric};
 
@@ -63,6 +70,7 @@ pub struct Pipeline {
     pub timeouts: UpstreamTimeouts,
     pub limiter: Arc<SessionLimiter>,
     pub upstreams: UpstreamProxies,
+    pub inspectors: Arc<Inspectors>,
 }
 
 /// The response as the builder received it.
@@ -95,6 +103,10 @@ pub struct RequestCtx {
     recorded: bool,
     /// This request's place in its session's concurrency budget.
     inflight: Option<InFlight>,
+    /// The inspectors' opinions and body observers.
+    inspection: Option<DownloadInspection>,
+    /// The inspectors' verdict on the complete body.
+    verdict: Option<Verdict>,
 }
 
 impl RequestCtx {
@@ -115,9 +127,15 @@ impl RequestCtx {
             raw_target: String::new(),
             recorded: false,
             inflight: None,
+            inspection: None,
+            verdict: None,
         }
     }
 }
+
+/// The error a strict session's rejected download ends with: the connection is reset
+/// (or, if no byte of the response went out yet, answered 403).
+const CUT_OFF: &str = "policy";
 
 /// Header names never copied into the audit log.
 const SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "authorization"];
@@ -347,6 +365,12 @@ impl Pipeline {
         };
         let body = std::mem::take(&mut ctx.hasher);
         let body = (body.size() > 0 || status_code == 200).then(|| body.finish());
+        let request_inspection = ctx
+            .inspection
+            .as_ref()
+            .map(|i| i.request_opinions().clone())
+            .unwrap_or_default();
+        let verdict = ctx.verdict.take().unwrap_or_default();
         let record = AuditRecord::Download(Box::new(Download {
             start: ctx.start,
             end: Timestamp::now(),
@@ -361,11 +385,43 @@ impl Pipeline {
             response_headers,
             body,
             failure: ctx.failure.as_ref().map(|(_, f)| f.clone()),
-            request_inspection: Default::default(),
-            response_inspection: Default::default(),
-            metadata: Default::default(),
+            request_inspection,
+            response_inspection: verdict.response,
+            metadata: verdict.metadata,
         }));
         Some((header.id, record))
+    }
+}
+
+/// Applies the session's policy to a complete, inspected download: in a strict session
+/// an artifact that is not approved is cut off (the reason, also recorded as the
+/// download's failure); a permissive session only logs what strict would have done.
+fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
+    if approved(d, Policy::Strict) {
+        return None;
+    }
+    let mut reasons: Vec<String> = d
+        .response_inspection
+        .iter()
+        .filter_map(|(id, i)| i.reason.as_ref().map(|r| format!("{id}: {r}")))
+        .collect();
+    if reasons.is_empty() {
+        reasons.push("no inspector approved the response".into());
+    }
+    let reason = reasons.join("; ");
+    match policy {
+        Policy::Strict => {
+            tracing::warn!(url = %d.url, reason = %reason, "artifact rejected; cutting the download off");
+            d.failure = Some(Failure {
+                stage: "policy".into(),
+                reason: reason.clone(),
+            });
+            Some(reason)
+        }
+        Policy::Permissive => {
+            tracing::warn!(url = %d.url, reason = %reason, "permissive session: strict would cut this download off");
+            None
+        }
     }
 }
 
@@ -425,6 +481,7 @@ impl ProxyHttp for Pipeline {
             }
         };
         let id = header.id;
+        let policy = header.policy;
         ctx.session = Some(header);
 
         let req = session.req_header();
@@ -504,6 +561,29 @@ impl ProxyHttp for Pipeline {
                 return respond(session, 502, &body, &[]).await;
             }
         }
+
+        let url = target.url();
+        let req = session.req_header();
+        let method = req.method.to_string();
+        let info = RequestInfo {
+            method: &method,
+            url: &url,
+            headers: &req.headers,
+        };
+        let inspection = match ctx.session.as_ref() {
+            Some(h) => self.inspectors.begin(h, &info),
+            None => return Err(Error::explain(ErrorType::InternalError, "no session")),
+        };
+        if let Some(reason) = inspection.refusal() {
+            let reason = reason.to_owned();
+            if policy == Policy::Strict {
+                return self
+                    .deny(session, ctx, Some(id), DeniedStage::Policy, 403, reason)
+                    .await;
+            }
+            tracing::warn!(session = %id, url = %url, reason = %reason, "permissive session: strict would refuse this request");
+        }
+        ctx.inspection = Some(inspection);
         Ok(false)
     }
 
@@ -621,8 +701,12 @@ impl ProxyHttp for Pipeline {
         if ctx.recorded {
             return Ok(None);
         }
+        let inspected = ctx.response.as_ref().is_some_and(|r| r.status_code == 200);
         if let Some(chunk) = body.as_ref() {
             ctx.hasher.update(chunk);
+            if inspected && let Some(inspection) = ctx.inspection.as_mut() {
+                inspection.chunk(chunk);
+            }
             metrics::counter!(metric::PROXY_BYTES_DOWN).increment(chunk.len() as u64);
         }
         let expected = ctx.response.as_ref().and_then(|r| r.content_length);
@@ -630,24 +714,38 @@ impl ProxyHttp for Pipeline {
         if !complete {
             return Ok(None);
         }
-        // This chunk completes the download: it goes out only once the record is durable.
+        // This chunk completes the download: it goes out only once the inspectors gave
+        // their verdict and the record is durable.
         let method = session.req_header().method.to_string();
-        let Some((id, record)) = self.download_record(ctx, &method) else {
-            return Ok(None);
-        };
-        ctx.recorded = true;
         let log = Arc::clone(self.sessions.log());
         let handle = tokio::runtime::Handle::current();
-        let written = tokio::task::block_in_place(|| handle.block_on(log.append(id, record)));
-        if let Err(e) = written {
-            tracing::error!(session = %id, error = %e, "audit record not written; resetting the download");
-            return Err(Error::because(
-                ErrorType::InternalError,
-                "audit log write failed",
-                e,
-            ));
-        }
-        Ok(None)
+        tokio::task::block_in_place(|| {
+            if inspected && let Some(inspection) = ctx.inspection.as_mut() {
+                // Index files are parsed here, in a blocking section.
+                ctx.verdict = Some(inspection.finish(&ctx.hasher.clone().finish()));
+            }
+            let policy = ctx.session.as_ref().map_or(Policy::Strict, |h| h.policy);
+            let Some((id, mut record)) = self.download_record(ctx, &method) else {
+                return Ok(None);
+            };
+            ctx.recorded = true;
+            let cut_off = match &mut record {
+                AuditRecord::Download(d) if inspected => enforce(d, policy),
+                _ => None,
+            };
+            if let Err(e) = handle.block_on(log.append(id, record)) {
+                tracing::error!(session = %id, error = %e, "audit record not written; resetting the download");
+                return Err(Error::because(
+                    ErrorType::InternalError,
+                    "audit log write failed",
+                    e,
+                ));
+            }
+            match cut_off {
+                Some(reason) => Err(Error::explain(ErrorType::Custom(CUT_OFF), reason)),
+                None => Ok(None),
+            }
+        })
     }
 
     async fn fail_to_proxy(
@@ -658,6 +756,7 @@ impl ProxyHttp for Pipeline {
     ) -> FailToProxy {
         let (stage, code) = match e.etype() {
             ErrorType::HTTPStatus(code) => ("request", *code),
+            ErrorType::Custom(kind) if *kind == CUT_OFF => ("policy", 403),
             _ => failure_stage(e, ctx.via.is_some()),
         };
         tracing::info!(session = ?ctx.session.as_ref().map(|h| h.id), stage, error = %e, "proxy request failed");
@@ -673,7 +772,9 @@ impl ProxyHttp for Pipeline {
                 e.etype(),
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
             );
-        if !downstream_gone && ctx.response.is_none() {
+        // Once the response head is out, nothing more may be written: an error body would
+        // land inside the artifact's bytes. The connection is closed unfinished instead.
+        if !downstream_gone && session.response_written().is_none() {
             // Recorded before the builder sees the answer, like a refusal.
             self.record_unfinished(session, ctx).await;
             let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;
