@@ -115,6 +115,11 @@ impl Repo {
             })
             .collect();
         std::fs::write(pkg.join("usr/share/doc").join(PACKAGE).join("data"), noise).unwrap();
+        std::fs::write(
+            pkg.join("usr/share/doc").join(PACKAGE).join("copyright"),
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: GPL-2+\n\nFiles: debian/*\nCopyright: 2026 Someone Else\nLicense: Expat\n",
+        )
+        .unwrap();
         let pool = root.join("pool/main");
         std::fs::create_dir_all(&pool).unwrap();
         let deb = pool.join(format!("{PACKAGE}_{VERSION}_all.deb"));
@@ -453,7 +458,8 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
     assert_eq!(meta["apt-suite"], SUITE);
     assert_eq!(meta["sha256"], sha256_hex(&served));
     assert_eq!(meta["size"], served.len());
-    assert!(meta.get("license").is_none(), "{meta:#}");
+    assert_eq!(meta["license"], "GPL-2.0-or-later");
+    assert_eq!(meta["copyright"], "2026 Jo Tester");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use fetchgate_storage::BodyDigest;
 
+use super::copyright::CopyrightScan;
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
@@ -31,24 +32,38 @@ const MAX_CONTROL_TAR: u64 = 64 << 20;
 /// The largest control file read.
 const MAX_CONTROL_FILE: u64 = 1 << 20;
 
+/// What happens to a member's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Skip,
+    /// Kept in `buf` (the control member).
+    Keep,
+    /// Handed to the caller (the data member).
+    Stream,
+}
+
 /// Where the ar parser is.
 #[derive(Debug)]
 enum ArState {
     Magic,
     Header,
-    /// Inside a member: bytes left (including the padding byte), and whether it is kept.
+    /// Inside a member: data bytes left, then a padding byte if `pad`.
     Member {
         left: u64,
-        keep: Option<String>,
+        pad: bool,
+        route: Route,
     },
-    Done,
+    Padding,
 }
 
-/// A push parser for the ar container of a `.deb`, keeping the control member.
+/// A push parser for the ar container of a `.deb`: keeps the control member and hands
+/// the data member's bytes to the caller as they arrive.
 #[derive(Debug)]
 pub struct ArReader {
     state: ArState,
     buf: Vec<u8>,
+    /// The name of the member being read.
+    member: String,
     /// The control member's name and bytes, once complete.
     control: Option<(String, Vec<u8>)>,
     members: usize,
@@ -60,6 +75,7 @@ impl Default for ArReader {
         ArReader {
             state: ArState::Magic,
             buf: Vec::new(),
+            member: String::new(),
             control: None,
             members: 0,
             error: None,
@@ -68,11 +84,11 @@ impl Default for ArReader {
 }
 
 impl ArReader {
-    /// Feeds the next bytes of the package.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    /// Feeds the next bytes of the package; `on_data(member name, bytes)` receives the
+    /// data member's bytes.
+    pub fn feed(&mut self, mut bytes: &[u8], on_data: &mut dyn FnMut(&str, &[u8])) {
         while !bytes.is_empty() && self.error.is_none() {
             match &mut self.state {
-                ArState::Done => return,
                 ArState::Magic | ArState::Header => {
                     let need = if matches!(self.state, ArState::Magic) {
                         AR_MAGIC.len()
@@ -89,21 +105,29 @@ impl ArReader {
                         }
                     }
                 }
-                ArState::Member { left, keep } => {
+                ArState::Padding => {
+                    bytes = &bytes[1..];
+                    self.state = ArState::Header;
+                }
+                ArState::Member { left, pad, route } => {
                     let take = (*left).min(bytes.len() as u64) as usize;
-                    if keep.is_some() {
-                        self.buf.extend_from_slice(&bytes[..take]);
+                    match route {
+                        Route::Keep => self.buf.extend_from_slice(&bytes[..take]),
+                        Route::Stream => on_data(&self.member, &bytes[..take]),
+                        Route::Skip => {}
                     }
                     bytes = &bytes[take..];
                     *left -= take as u64;
                     if *left == 0 {
-                        if let Some(name) = keep.take() {
-                            self.control = Some((name, std::mem::take(&mut self.buf)));
-                            // The control member precedes data: nothing else is needed.
-                            self.state = ArState::Done;
-                        } else {
-                            self.state = ArState::Header;
+                        if *route == Route::Keep {
+                            self.control =
+                                Some((self.member.clone(), std::mem::take(&mut self.buf)));
                         }
+                        self.state = if *pad {
+                            ArState::Padding
+                        } else {
+                            ArState::Header
+                        };
                     }
                 }
             }
@@ -134,23 +158,30 @@ impl ArReader {
             .and_then(|s| s.trim_end().parse().ok())
             .ok_or_else(|| format!("ar member {name:?}: bad size"))?;
         self.members += 1;
-        let keep = match (self.members, name.as_str()) {
-            (1, "debian-binary") => None,
+        let route = match (self.members, name.as_str()) {
+            (1, "debian-binary") => Route::Skip,
             (1, _) => return Err(format!("first member is {name:?}, not debian-binary")),
             (_, n) if n.starts_with("control.tar") => {
                 if size > MAX_CONTROL_MEMBER {
                     return Err(format!("{name} is larger than {MAX_CONTROL_MEMBER} bytes"));
                 }
-                Some(name)
+                Route::Keep
             }
-            (_, n) if n.starts_with("data.tar") => {
+            (_, n) if n.starts_with("data.tar") && self.control.is_none() => {
                 return Err("data.tar comes before control.tar".into());
             }
-            _ => None,
+            (_, n) if n.starts_with("data.tar") => Route::Stream,
+            _ => Route::Skip,
         };
-        self.state = ArState::Member {
-            left: size + size % 2,
-            keep,
+        self.member = name;
+        self.state = if size == 0 {
+            ArState::Header
+        } else {
+            ArState::Member {
+                left: size,
+                pad: size % 2 == 1,
+                route,
+            }
         };
         Ok(())
     }
@@ -275,6 +306,7 @@ impl Inspector for DebInspector {
         RequestFinding::pending(Box::new(DebObserver {
             session: Arc::clone(session),
             ar: ArReader::default(),
+            copyright: CopyrightScan::default(),
         }))
     }
 }
@@ -282,11 +314,14 @@ impl Inspector for DebInspector {
 struct DebObserver {
     session: Arc<SessionInspection>,
     ar: ArReader,
+    copyright: CopyrightScan,
 }
 
 impl BodyObserver for DebObserver {
     fn chunk(&mut self, bytes: &[u8]) {
-        self.ar.feed(bytes);
+        let copyright = &mut self.copyright;
+        self.ar
+            .feed(bytes, &mut |member, data| copyright.feed(member, data));
     }
 
     fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
@@ -324,6 +359,12 @@ impl BodyObserver for DebObserver {
             }
         }
         meta.insert("apt-suite".into(), entry.suite.clone());
+        if let Some(c) = self.copyright.finish() {
+            meta.insert("license".into(), c.license);
+            if let Some(holders) = c.holders {
+                meta.insert("copyright".into(), holders);
+            }
+        }
         let mut finding =
             ResponseFinding::approved().note("listed-in", format!("{} Packages", entry.suite));
         finding.metadata = meta;
@@ -380,7 +421,7 @@ mod tests {
         for size in [1, 7, 60, 4096] {
             let mut ar = ArReader::default();
             for chunk in pkg.chunks(size) {
-                ar.feed(chunk);
+                ar.feed(chunk, &mut |_, _| {});
             }
             let meta = metadata(&ar.control().unwrap());
             assert_eq!(meta["name"], "hello");
@@ -388,6 +429,23 @@ mod tests {
             assert_eq!(meta["author-email"], "jo@example.org");
             assert_eq!(meta["description"], "says hi");
             assert_eq!(meta["source-package"], "hello");
+        }
+    }
+
+    #[test]
+    fn exactly_the_data_member_is_streamed_without_its_padding() {
+        let pkg = deb("Package: hello\nVersion: 1.0\nArchitecture: all\n");
+        for size in [1, 61, 4096] {
+            let mut ar = ArReader::default();
+            let mut data = Vec::new();
+            for chunk in pkg.chunks(size) {
+                ar.feed(chunk, &mut |member, bytes| {
+                    assert_eq!(member, "data.tar");
+                    data.extend_from_slice(bytes);
+                });
+            }
+            assert_eq!(data, vec![0u8; 1025]);
+            assert!(ar.control().is_ok());
         }
     }
 
@@ -458,7 +516,7 @@ mod tests {
         ];
         for (bytes, needle) in cases {
             let mut ar = ArReader::default();
-            ar.feed(&bytes);
+            ar.feed(&bytes, &mut |_, _| {});
             let e = ar.control().unwrap_err();
             assert!(e.contains(needle), "{needle}: {e}");
         }
@@ -481,7 +539,7 @@ mod tests {
             .into_bytes(),
         );
         let mut ar = ArReader::default();
-        ar.feed(&bytes);
+        ar.feed(&bytes, &mut |_, _| {});
         assert!(ar.control().unwrap_err().contains("larger than"));
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod apt;
 pub mod config;
+pub mod copyright;
 pub mod deb;
 pub mod openpgp;
 pub mod sniff;
