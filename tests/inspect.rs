@@ -166,8 +166,13 @@ impl Repo {
 
     /// Writes Release listing the index files, `InRelease` and `Release.gpg`.
     fn sign(&self, key: &SigningKey) {
+        self.sign_with(key, "");
+    }
+
+    /// [`Self::sign`] with more fields in the Release file.
+    fn sign_with(&self, key: &SigningKey, fields: &str) {
         let mut release = format!(
-            "Origin: fetchgate-tests\nSuite: {SUITE}\nCodename: {SUITE}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nArchitectures: {}\nComponents: main\nSHA256:\n",
+            "Origin: fetchgate-tests\nSuite: {SUITE}\nCodename: {SUITE}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\n{fields}Architectures: {}\nComponents: main\nSHA256:\n",
             self.arch
         );
         for ext in ["", ".gz", ".xz"] {
@@ -687,4 +692,77 @@ async fn inspectors_configuration_of_a_session_is_checked_and_trusted() {
         artifact(&report, "/dists/stable/InRelease")["result"],
         "Approved"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indexes_fetched_by_hash_are_verified() {
+    let s = setup().await;
+    let dir = s.repo.dists().join(s.repo.binary_dir());
+    let by_hash = dir.join("by-hash/SHA256");
+    std::fs::create_dir_all(&by_hash).unwrap();
+    for f in ["Packages", "Packages.gz", "Packages.xz"] {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        std::fs::write(by_hash.join(sha256_hex(&bytes)), bytes).unwrap();
+    }
+    s.repo.sign_with(&s.key, "Acquire-By-Hash: yes\n");
+    let xz = sha256_hex(&std::fs::read(dir.join("Packages.xz")).unwrap());
+
+    let (id, token) = s.d.create(json!({})).await;
+    let cwd = s.dir.path().join("downloads");
+    std::fs::create_dir_all(&cwd).unwrap();
+    assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+    assert_success(
+        &s.apt_get((&id, &token), &["download", PACKAGE], &cwd),
+        "apt-get download",
+    );
+    let report = s.report(&id, &token).await;
+    let index = artifact(&report, &format!("/by-hash/SHA256/{xz}"));
+    assert_eq!(index["result"], "Approved", "{index:#}");
+    assert_eq!(
+        index["response-inspection"]["apt.packages"]["annotations"]["release-path"],
+        format!("{}/Packages.xz", s.repo.binary_dir())
+    );
+    assert_eq!(artifact(&report, ".deb")["result"], "Approved");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_release_is_rejected() {
+    let s = setup().await;
+    s.repo
+        .sign_with(&s.key, "Valid-Until: Fri, 02 Jan 2026 00:00:00 UTC\n");
+    let (id, token) = s.d.create(json!({})).await;
+    let cwd = s.dir.path().to_owned();
+    assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
+    let report = s.report(&id, &token).await;
+    let in_release = artifact(&report, "/dists/stable/InRelease");
+    assert_eq!(in_release["result"], "Rejected");
+    let reason = in_release["response-inspection"]["apt.release"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("expired"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permissive_session_passes_a_tampered_package_and_records_it_rejected() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
+    let cwd = s.dir.path().join("downloads");
+    std::fs::create_dir_all(&cwd).unwrap();
+    assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+    let mut bytes = std::fs::read(&s.repo.deb).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&s.repo.deb, &bytes).unwrap();
+
+    let url = s.url(&format!("pool/main/{PACKAGE}_{VERSION}_all.deb"));
+    let (exit, code, body) = s.curl((&id, &token), &url);
+    assert_eq!((exit, code), (0, 200));
+    assert_eq!(body, bytes, "permissive must pass the bytes unchanged");
+
+    let report = s.report(&id, &token).await;
+    let deb = artifact(&report, ".deb");
+    assert_eq!(deb["result"], "Rejected");
+    assert_eq!(deb["response-inspection"]["deb"]["opinion"], "Rejected");
+    assert!(deb["downloads"][0].get("error").is_none(), "{deb:#}");
+    assert!(s.d.log().contains("strict would cut this download off"));
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fetchgate_storage::BodyDigest;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
 
 use super::config::AptRepository;
 use super::{
@@ -91,8 +93,14 @@ pub enum IndexError {
     Packages(String),
 }
 
-/// Parses a Release file's text: its SHA256 list, after checking it is for `suite`.
-pub fn parse_release(text: &[u8], suite: &str) -> Result<ReleaseIndex, IndexError> {
+/// Parses a Release file's text: its SHA256 list, after checking it is for `suite` and,
+/// when it says `Valid-Until`, still valid at `now` (an old signed Release replayed
+/// would otherwise hide security updates).
+pub fn parse_release(
+    text: &[u8],
+    suite: &str,
+    now: OffsetDateTime,
+) -> Result<ReleaseIndex, IndexError> {
     let err = |m: String| IndexError::Release(m);
     let mut paragraphs = Paragraphs::new(text);
     let stanza = match paragraphs.next_item() {
@@ -111,6 +119,13 @@ pub fn parse_release(text: &[u8], suite: &str) -> Result<ReleaseIndex, IndexErro
             "it is for suite {}, not {suite}",
             names.join(" / ")
         )));
+    }
+    if let Some(until) = stanza.get("Valid-Until") {
+        let parsed = release_date(until)
+            .ok_or_else(|| err(format!("Valid-Until {until:?} is not a date")))?;
+        if parsed < now {
+            return Err(err(format!("expired (Valid-Until {until})")));
+        }
     }
     let list = stanza
         .get("SHA256")
@@ -142,6 +157,16 @@ pub fn parse_release(text: &[u8], suite: &str) -> Result<ReleaseIndex, IndexErro
         return Err(err("the SHA256 list is empty".into()));
     }
     Ok(ReleaseIndex { files })
+}
+
+/// A Release date (RFC 2822, where Debian writes `UTC` for the zone).
+fn release_date(text: &str) -> Option<OffsetDateTime> {
+    let text = text.trim();
+    let numeric = match text.strip_suffix("UTC") {
+        Some(rest) => format!("{rest}+0000"),
+        None => text.to_owned(),
+    };
+    OffsetDateTime::parse(&numeric, &Rfc2822).ok()
 }
 
 /// 64 hex digits → bytes.
@@ -338,7 +363,7 @@ impl BodyObserver for ReleaseObserver {
                     Ok(s) => s,
                     Err(e) => return ResponseFinding::rejected(format!("InRelease: {e}")),
                 };
-                match parse_release(signed.as_bytes(), &self.suite) {
+                match parse_release(signed.as_bytes(), &self.suite, OffsetDateTime::now_utc()) {
                     Ok(index) => {
                         let n = index.files.len();
                         memory.releases.insert(key, index);
@@ -349,16 +374,18 @@ impl BodyObserver for ReleaseObserver {
                     Err(e) => ResponseFinding::rejected(e.to_string()),
                 }
             }
-            ReleaseKind::Release => match parse_release(&self.text, &self.suite) {
-                Ok(_) => {
-                    memory.unsigned.insert(key, self.text);
-                    ResponseFinding::approved().note(
-                        "signature",
-                        "checked with Release.gpg; index files wait for it",
-                    )
+            ReleaseKind::Release => {
+                match parse_release(&self.text, &self.suite, OffsetDateTime::now_utc()) {
+                    Ok(_) => {
+                        memory.unsigned.insert(key, self.text);
+                        ResponseFinding::approved().note(
+                            "signature",
+                            "checked with Release.gpg; index files wait for it",
+                        )
+                    }
+                    Err(e) => ResponseFinding::rejected(e.to_string()),
                 }
-                Err(e) => ResponseFinding::rejected(e.to_string()),
-            },
+            }
             ReleaseKind::Signature => {
                 let Some(release) = memory.unsigned.get(&key) else {
                     return ResponseFinding::rejected(
@@ -368,7 +395,7 @@ impl BodyObserver for ReleaseObserver {
                 if let Err(e) = self.repo.keys.verify_detached(release, &self.text) {
                     return ResponseFinding::rejected(format!("Release.gpg: {e}"));
                 }
-                match parse_release(release, &self.suite) {
+                match parse_release(release, &self.suite, OffsetDateTime::now_utc()) {
                     Ok(index) => {
                         let n = index.files.len();
                         memory.unsigned.remove(&key);
@@ -523,14 +550,38 @@ mod tests {
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2026-06-01 12:00 UTC)
+    }
+
+    #[test]
+    fn an_expired_release_is_refused() {
+        let text = |until: &str| {
+            format!(
+                "Suite: s\nValid-Until: {until}\nSHA256:\n {SHA} 0 main/binary-amd64/Packages\n"
+            )
+        };
+        assert!(
+            parse_release(text("Sat, 06 Jun 2026 00:00:00 UTC").as_bytes(), "s", now()).is_ok()
+        );
+        let e = parse_release(text("Fri, 01 May 2026 00:00:00 UTC").as_bytes(), "s", now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expired"), "{e}");
+        let e = parse_release(text("tomorrow").as_bytes(), "s", now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a date"), "{e}");
+    }
+
     #[test]
     fn release_list_is_parsed_and_suite_checked() {
         let text = format!(
             "Suite: stable\nCodename: bookworm\nSHA256:\n {SHA} 0 main/binary-amd64/Packages\n {SHA}   0 main/binary-amd64/Packages.gz\n"
         );
-        let index = parse_release(text.as_bytes(), "bookworm").unwrap();
+        let index = parse_release(text.as_bytes(), "bookworm", now()).unwrap();
         assert_eq!(index.files.len(), 2);
-        let e = parse_release(text.as_bytes(), "sid").unwrap_err();
+        let e = parse_release(text.as_bytes(), "sid", now()).unwrap_err();
         assert!(e.to_string().contains("not sid"), "{e}");
     }
 
@@ -544,7 +595,9 @@ mod tests {
             (&format!("Suite: s\nSHA256:\n {SHA} 1\n"), "expected"),
             ("\u{0}\u{1}garbage without colon\n", "line 1"),
         ] {
-            let e = parse_release(text.as_bytes(), "s").unwrap_err().to_string();
+            let e = parse_release(text.as_bytes(), "s", now())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
     }
