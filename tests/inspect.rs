@@ -461,6 +461,7 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
     assert_eq!(meta["description"], "a tiny package for tests");
     assert_eq!(meta["source-package"], "fg-hello-src");
     assert_eq!(meta["apt-suite"], SUITE);
+    assert_eq!(meta["vendor"], "fetchgate-tests");
     assert_eq!(meta["sha256"], sha256_hex(&served));
     assert_eq!(meta["size"], served.len());
     assert_eq!(meta["license"], "GPL-2.0-or-later");

@@ -61,6 +61,8 @@ impl AptMemory {
 pub struct ReleaseIndex {
     /// Path under `dists/<suite>/` → (sha256, size).
     files: HashMap<String, ([u8; 32], u64)>,
+    /// Its `Origin` (the archive's vendor, `Debian`, `Ubuntu`, ...).
+    origin: Option<String>,
 }
 
 impl ReleaseIndex {
@@ -81,7 +83,15 @@ pub struct PackageEntry {
     pub version: String,
     pub architecture: String,
     pub size: u64,
+    pub listing: Arc<Listing>,
+}
+
+/// Where a Packages index came from, shared by its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
     pub suite: String,
+    /// The Release file's `Origin`.
+    pub vendor: Option<String>,
 }
 
 /// Why a Release or Packages file is unusable.
@@ -156,7 +166,10 @@ pub fn parse_release(
     if files.is_empty() {
         return Err(err("the SHA256 list is empty".into()));
     }
-    Ok(ReleaseIndex { files })
+    Ok(ReleaseIndex {
+        files,
+        origin: stanza.get("Origin").map(str::to_owned),
+    })
 }
 
 /// A Release date (RFC 2822, where Debian writes `UTC` for the zone).
@@ -181,7 +194,7 @@ pub fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
 /// skipped as malformed or incomplete.
 pub fn parse_packages(
     reader: impl std::io::BufRead,
-    suite: &str,
+    listing: &Arc<Listing>,
 ) -> Result<(Vec<PackageEntry>, usize), IndexError> {
     let err = |m: String| IndexError::Packages(m);
     let mut limited = reader.take(MAX_PACKAGES_TEXT);
@@ -205,7 +218,7 @@ pub fn parse_packages(
                 version: stanza.get("Version")?.to_owned(),
                 architecture: stanza.get("Architecture")?.to_owned(),
                 size: stanza.get("Size")?.parse().ok()?,
-                suite: suite.to_owned(),
+                listing: Arc::clone(listing),
             })
         })();
         match entry {
@@ -465,7 +478,7 @@ impl BodyObserver for IndexObserver {
 
     fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
         let key = (self.base.clone(), self.suite.clone());
-        let listed = {
+        let (listed, listing) = {
             let memory = self.session.apt.lock().unwrap_or_else(|p| p.into_inner());
             let Some(release) = memory.releases.get(&key) else {
                 return ResponseFinding::rejected(format!(
@@ -473,8 +486,12 @@ impl BodyObserver for IndexObserver {
                     self.suite, self.base
                 ));
             };
+            let listing = Listing {
+                suite: self.suite.clone(),
+                vendor: release.origin.clone(),
+            };
             match listed_path(release, &self.path, body) {
-                Ok(p) => p,
+                Ok(p) => (p, Arc::new(listing)),
                 Err(reason) => return ResponseFinding::rejected(reason),
             }
         };
@@ -491,7 +508,7 @@ impl BodyObserver for IndexObserver {
             return ResponseFinding::rejected(format!("cannot read the spooled index: {e}"));
         }
         let reader = Compression::from_path(Path::new(name)).reader(file);
-        match parse_packages(reader, &self.suite) {
+        match parse_packages(reader, &listing) {
             Ok((entries, skipped)) => {
                 let n = entries.len();
                 let mut memory = self.session.apt.lock().unwrap_or_else(|p| p.into_inner());
@@ -550,6 +567,13 @@ mod tests {
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    fn listing() -> Arc<Listing> {
+        Arc::new(Listing {
+            suite: "s".into(),
+            vendor: None,
+        })
+    }
+
     fn now() -> OffsetDateTime {
         time::macros::datetime!(2026-06-01 12:00 UTC)
     }
@@ -607,7 +631,7 @@ mod tests {
         let text = format!(
             "Package: a\nVersion: 1\nArchitecture: all\nSize: 3\nSHA256: {SHA}\n\nPackage: b\nVersion: 1\n\nnot a field\n"
         );
-        let (entries, skipped) = parse_packages(text.as_bytes(), "s").unwrap();
+        let (entries, skipped) = parse_packages(text.as_bytes(), &listing()).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].name, "a");
         assert_eq!(skipped, 2);
@@ -616,9 +640,9 @@ mod tests {
     #[test]
     fn corrupt_compressed_packages_are_an_error_not_a_panic() {
         let reader = Compression::Xz.reader(&b"\xfd7zXZ\x00garbage"[..]);
-        assert!(parse_packages(reader, "s").is_err());
+        assert!(parse_packages(reader, &listing()).is_err());
         let reader = Compression::Gzip.reader(&b"\x1f\x8b\x08\x00garbage"[..]);
-        assert!(parse_packages(reader, "s").is_err());
+        assert!(parse_packages(reader, &listing()).is_err());
     }
 
     #[test]

@@ -358,15 +358,18 @@ impl BodyObserver for DebObserver {
                 ));
             }
         }
-        meta.insert("apt-suite".into(), entry.suite.clone());
+        meta.insert("apt-suite".into(), entry.listing.suite.clone());
+        if let Some(vendor) = &entry.listing.vendor {
+            meta.insert("vendor".into(), vendor.clone());
+        }
         if let Some(c) = self.copyright.finish() {
             meta.insert("license".into(), c.license);
             if let Some(holders) = c.holders {
                 meta.insert("copyright".into(), holders);
             }
         }
-        let mut finding =
-            ResponseFinding::approved().note("listed-in", format!("{} Packages", entry.suite));
+        let mut finding = ResponseFinding::approved()
+            .note("listed-in", format!("{} Packages", entry.listing.suite));
         finding.metadata = meta;
         finding
     }
