@@ -42,6 +42,11 @@ struct SigningKey {
 
 impl SigningKey {
     fn generate(dir: &Path, name: &str) -> SigningKey {
+        Self::generate_expiring(dir, name, "never")
+    }
+
+    /// A key that expires (`expire` as gpg takes it: `never`, `seconds=N`, ...).
+    fn generate_expiring(dir: &Path, name: &str, expire: &str) -> SigningKey {
         let home = dir.join(format!("gnupg-{name}"));
         std::fs::create_dir_all(&home).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -54,9 +59,28 @@ impl SigningKey {
             &format!("{name} <{name}@example.invalid>"),
             "ed25519",
             "sign",
-            "never",
+            expire,
         ]));
         key
+    }
+
+    /// Revokes the key with the revocation certificate gpg made for it.
+    fn revoke(&self) {
+        let dir = self.home.join("openpgp-revocs.d");
+        let cert = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        // gpg guards the certificate against accidental import with a leading colon.
+        let text = std::fs::read_to_string(&cert)
+            .unwrap()
+            .replace("\n:-----BEGIN", "\n-----BEGIN");
+        let text = text.strip_prefix(':').unwrap_or(&text).to_owned();
+        let armored = self.home.join("revocation.asc");
+        std::fs::write(&armored, text).unwrap();
+        run(self.gpg().arg("--import").arg(&armored));
     }
 
     fn gpg(&self) -> Command {
@@ -766,4 +790,62 @@ async fn permissive_session_passes_a_tampered_package_and_records_it_rejected() 
     assert_eq!(deb["response-inspection"]["deb"]["opinion"], "Rejected");
     assert!(deb["downloads"][0].get("error").is_none(), "{deb:#}");
     assert!(s.d.log().contains("strict would cut this download off"));
+}
+
+/// A daemon with no `inspectors.yaml`, and a repository signed by `key`, trusted by a
+/// session's own configuration.
+async fn session_trusting(
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    repo: Repo,
+) -> (Setup, String, String) {
+    let origin = Origin::start(&repo.root);
+    let d = DaemonOpts::new(dir.path()).start().await;
+    let config = json!({"apt": {"repositories": [{
+        "url": origin.base(), "suites": [SUITE], "keys": [key.armored()],
+    }]}});
+    let (id, token) = d.create(json!({"inspectors-configuration": config})).await;
+    let s = Setup {
+        dir,
+        key,
+        repo,
+        origin,
+        d,
+    };
+    (s, id, token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_signed_by_a_revoked_key_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(dir.path(), "revoked");
+    let repo = Repo::build(dir.path(), &key);
+    key.revoke();
+    let (s, id, token) = session_trusting(dir, key, repo).await;
+    let cwd = s.dir.path().to_owned();
+    assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
+    let report = s.report(&id, &token).await;
+    let in_release = artifact(&report, "/dists/stable/InRelease");
+    assert_eq!(in_release["result"], "Rejected");
+    assert_eq!(
+        in_release["response-inspection"]["apt.release"]["reason"],
+        "InRelease: signed by a trusted key that is expired or revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_signed_by_an_expired_key_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_expiring(dir.path(), "expiring", "seconds=2");
+    let repo = Repo::build(dir.path(), &key);
+    let (s, id, token) = session_trusting(dir, key, repo).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let cwd = s.dir.path().to_owned();
+    assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
+    let report = s.report(&id, &token).await;
+    let in_release = artifact(&report, "/dists/stable/InRelease");
+    assert_eq!(
+        in_release["response-inspection"]["apt.release"]["reason"],
+        "InRelease: signed by a trusted key that is expired or revoked"
+    );
 }

@@ -2,13 +2,15 @@
 //! clear-signed `InRelease` and detached `Release.gpg` verification.
 //!
 //! A signature is good when it verifies with a trusted primary key or with one of its
-//! subkeys whose binding signature verifies. Key expiry and revocation are not checked.
+//! subkeys whose binding signature verifies, and that key is neither revoked nor expired
+//! now (as gpgv, which apt uses, decides).
 
 use std::io::BufReader;
 use std::path::Path;
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::Signature;
+use pgp::packet::{Signature, SignatureType};
+use pgp::types::{KeyDetails, Timestamp};
 
 /// The largest key file read.
 const MAX_KEY_FILE: u64 = 4 << 20;
@@ -36,6 +38,8 @@ pub enum SignatureError {
     NotASignature(String),
     #[error("no signature by a trusted key")]
     Untrusted,
+    #[error("signed by a trusted key that is expired or revoked")]
+    KeyNotLive,
 }
 
 /// Trusted public keys.
@@ -91,14 +95,60 @@ impl Keyring {
         self.keys.extend(other.keys);
     }
 
-    /// Whether `sig` over `data` verifies with a trusted key or subkey.
-    fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
-        self.keys.iter().any(|k| {
-            sig.verify(&k.primary_key, data).is_ok()
-                || k.public_subkeys.iter().any(|s| {
-                    s.verify_bindings(&k.primary_key).is_ok() && sig.verify(&s.key, data).is_ok()
-                })
-        })
+    /// Whether `sig` over `data` verifies with a trusted key or subkey that is live at
+    /// `now` (seconds since the epoch).
+    fn check(&self, sig: &Signature, data: &[u8], now: u64) -> Result<(), SignatureError> {
+        let mut outcome = Err(SignatureError::Untrusted);
+        for k in &self.keys {
+            let self_sigs = k
+                .details
+                .users
+                .iter()
+                .flat_map(|u| &u.signatures)
+                .chain(&k.details.direct_signatures);
+            let primary_live = k.details.revocation_signatures.is_empty()
+                && !expired(k.primary_key.created_at(), self_sigs, now);
+            if sig.verify(&k.primary_key, data).is_ok() {
+                if primary_live {
+                    return Ok(());
+                }
+                outcome = Err(SignatureError::KeyNotLive);
+            }
+            for s in &k.public_subkeys {
+                if s.verify_bindings(&k.primary_key).is_err() || sig.verify(&s.key, data).is_err() {
+                    continue;
+                }
+                let revoked = s
+                    .signatures
+                    .iter()
+                    .any(|b| b.typ() == Some(SignatureType::SubkeyRevocation));
+                let bindings = s
+                    .signatures
+                    .iter()
+                    .filter(|b| b.typ() == Some(SignatureType::SubkeyBinding));
+                if primary_live && !revoked && !expired(s.key.created_at(), bindings, now) {
+                    return Ok(());
+                }
+                outcome = Err(SignatureError::KeyNotLive);
+            }
+        }
+        outcome
+    }
+
+    /// Ok if one of `sigs` is good; otherwise the most telling failure.
+    fn any_good(&self, sigs: &[Signature], data: &[u8]) -> Result<(), SignatureError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut outcome = Err(SignatureError::Untrusted);
+        for sig in sigs {
+            match self.check(sig, data, now) {
+                Ok(()) => return Ok(()),
+                Err(SignatureError::KeyNotLive) => outcome = Err(SignatureError::KeyNotLive),
+                Err(_) => {}
+            }
+        }
+        outcome
     }
 
     /// Verifies a clear-signed message (`InRelease`); returns the signed text.
@@ -106,16 +156,9 @@ impl Keyring {
         let (msg, _) = CleartextSignedMessage::from_string(message)
             .map_err(|e| SignatureError::NotClearSigned(e.to_string()))?;
         let signed = msg.signed_text();
-        if msg
-            .signatures()
-            .iter()
-            .any(|s| self.verifies(s, signed.as_bytes()))
-        {
-            // What was signed, with the line ends the file uses.
-            Ok(signed.replace("\r\n", "\n"))
-        } else {
-            Err(SignatureError::Untrusted)
-        }
+        self.any_good(msg.signatures(), signed.as_bytes())?;
+        // What was signed, with the line ends the file uses.
+        Ok(signed.replace("\r\n", "\n"))
     }
 
     /// Verifies a detached signature (`Release.gpg`, armored or binary) over `data`.
@@ -131,10 +174,20 @@ impl Keyring {
                     .collect::<Result<_, _>>()
                     .map_err(parse_err)?
             };
-        if sigs.iter().any(|s| self.verifies(&s.signature, data)) {
-            Ok(())
-        } else {
-            Err(SignatureError::Untrusted)
-        }
+        let sigs: Vec<Signature> = sigs.into_iter().map(|s| s.signature).collect();
+        self.any_good(&sigs, data)
     }
+}
+
+/// Whether a key created at `created` has expired at `now`, by the key expiration time of
+/// its newest self-signature among `sigs` (none, or zero: it never expires).
+fn expired<'a>(created: Timestamp, sigs: impl Iterator<Item = &'a Signature>, now: u64) -> bool {
+    let newest = sigs
+        .filter_map(|s| Some((s.created()?.as_secs(), s)))
+        .max_by_key(|(at, _)| *at);
+    let Some(lifetime) = newest.and_then(|(_, s)| s.key_expiration_time()) else {
+        return false;
+    };
+    let lifetime = u64::from(lifetime.as_secs());
+    lifetime > 0 && u64::from(created.as_secs()) + lifetime <= now
 }
