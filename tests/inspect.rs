@@ -367,6 +367,11 @@ impl Setup {
 
     /// curl through the proxy; returns (exit code, HTTP status, body).
     fn curl(&self, session: (&str, &str), url: &str) -> (i32, u16, Vec<u8>) {
+        self.curl_with(session, url, &[])
+    }
+
+    /// [`Self::curl`] with more arguments.
+    fn curl_with(&self, session: (&str, &str), url: &str, extra: &[&str]) -> (i32, u16, Vec<u8>) {
         let out_file = self.dir.path().join("curl-out");
         let out = Command::new("curl")
             .env_clear()
@@ -379,6 +384,7 @@ impl Setup {
                 &self.proxy(session.0, session.1),
                 url,
             ])
+            .args(extra)
             .output()
             .expect("curl is installed");
         let code = String::from_utf8_lossy(&out.stdout)
@@ -848,4 +854,38 @@ async fn release_signed_by_an_expired_key_is_rejected() {
         in_release["response-inspection"]["apt.release"]["reason"],
         "InRelease: signed by a trusted key that is expired or revoked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_request_for_a_recognised_artifact_is_fetched_whole_and_verified() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let cwd = s.dir.path().to_owned();
+    assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+    let url = s.url(&format!("pool/main/{PACKAGE}_{VERSION}_all.deb"));
+    let served = std::fs::read(&s.repo.deb).unwrap();
+
+    // The origin honours ranges (a plain curl of it gets 206), but a part cannot be
+    // verified: the proxy asks for the whole package.
+    let direct = Command::new("curl")
+        .env_clear()
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-r",
+            "100-",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&direct.stdout), "206");
+    let (exit, code, body) = s.curl_with((&id, &token), &url, &["-r", "100-"]);
+    assert_eq!((exit, code), (0, 200));
+    assert_eq!(body, served);
+
+    let report = s.report(&id, &token).await;
+    assert_eq!(artifact(&report, ".deb")["result"], "Approved");
 }

@@ -263,6 +263,7 @@ impl Inspectors {
         DownloadInspection {
             request,
             observers,
+            recognised: pending,
             refusal,
         }
     }
@@ -272,6 +273,8 @@ impl Inspectors {
 pub struct DownloadInspection {
     request: BTreeMap<String, Inspection>,
     observers: Vec<(&'static str, Box<dyn BodyObserver>)>,
+    /// Some inspector marked the request Pending.
+    recognised: bool,
     refusal: Option<String>,
 }
 
@@ -287,6 +290,11 @@ impl DownloadInspection {
     /// it, or none recognised it.
     pub fn refusal(&self) -> Option<&str> {
         self.refusal.as_deref()
+    }
+
+    /// Whether an inspector will verify the response: it must then be fetched whole.
+    pub fn recognised(&self) -> bool {
+        self.recognised
     }
 
     /// The request opinions, for the audit record.

@@ -638,6 +638,12 @@ impl ProxyHttp for Pipeline {
         upstream.set_uri(path);
         upstream.remove_header("Proxy-Authorization");
         upstream.remove_header("Proxy-Connection");
+        if ctx.inspection.as_ref().is_some_and(|i| i.recognised()) {
+            // A part of an artifact cannot be verified: ask for all of it (a server may
+            // always answer a range request with the whole body).
+            upstream.remove_header("Range");
+            upstream.remove_header("If-Range");
+        }
         if let Some(proxy) = ctx.via.as_ref().filter(|_| target.scheme == Scheme::Http) {
             upstream.set_raw_path(target.absolute_form().as_bytes())?;
             if let Some(auth) = proxy.authorization() {
@@ -701,7 +707,12 @@ impl ProxyHttp for Pipeline {
         if ctx.recorded {
             return Ok(None);
         }
-        let inspected = ctx.response.as_ref().is_some_and(|r| r.status_code == 200);
+        // Every successful body is inspected (a 206 cannot verify, so it is rejected;
+        // recognised requests are fetched whole, see `upstream_request_filter`).
+        let inspected = ctx
+            .response
+            .as_ref()
+            .is_some_and(|r| (200..300).contains(&r.status_code) && r.status_code != 204);
         if let Some(chunk) = body.as_ref() {
             ctx.hasher.update(chunk);
             if inspected && let Some(inspection) = ctx.inspection.as_mut() {
