@@ -169,8 +169,9 @@ pub struct SessionInspection {
 pub struct Inspectors {
     chain: Vec<Box<dyn Inspector>>,
     global: Trust,
-    /// The sessions seen most recently; ended sessions are not told to the chain, so
-    /// the least recently used state is forgotten beyond [`MAX_SESSIONS`].
+    /// Live sessions' state, forgotten when they finish ([`Self::forget`]); beyond
+    /// [`MAX_SESSIONS`] the least recently used goes (its later index files are then
+    /// refused until its Release is fetched again).
     sessions: Mutex<LruCache<SessionId, Arc<SessionInspection>>>,
 }
 
@@ -216,6 +217,15 @@ impl Inspectors {
             })
         });
         Arc::clone(state)
+    }
+
+    /// Forgets a session that will serve no more requests (downloads in flight keep
+    /// their own reference).
+    pub fn forget(&self, id: SessionId) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(&id);
     }
 
     /// Every inspector's request opinion, in order.
@@ -334,5 +344,59 @@ impl DownloadInspection {
             }
         }
         verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fetchgate_storage::{Policy, Timestamp};
+
+    fn header() -> SessionHeader {
+        SessionHeader {
+            id: SessionId::from_bytes([3; 16]),
+            token_hash: [0; 32],
+            policy: Policy::Strict,
+            created: Timestamp::now(),
+            timeout_secs: 60,
+            revoked: None,
+            ended: None,
+            secrets: Vec::new(),
+            inspectors_configuration: None,
+        }
+    }
+
+    #[test]
+    fn an_unrecognised_request_is_refused_with_every_opinion_recorded() {
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let headers = http::HeaderMap::new();
+        let req = RequestInfo {
+            method: "GET",
+            url: "http://example.org:80/x.deb",
+            headers: &headers,
+        };
+        let inspection = chain.begin(&header(), &req);
+        assert!(!inspection.recognised());
+        assert!(
+            inspection
+                .refusal()
+                .unwrap()
+                .contains("no inspector recognises")
+        );
+        let ids: Vec<&str> = inspection
+            .request_opinions()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ids, ["apt.packages", "apt.release", "deb", "default"]);
+    }
+
+    #[test]
+    fn a_forgotten_session_starts_afresh() {
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let first = chain.session(&header());
+        assert!(Arc::ptr_eq(&first, &chain.session(&header())));
+        chain.forget(header().id);
+        assert!(!Arc::ptr_eq(&first, &chain.session(&header())));
     }
 }

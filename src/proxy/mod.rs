@@ -87,6 +87,13 @@ pub fn build(
         }
     }
     let acl = Arc::new(Acl::new(bind, own_ports, config.acl.clone()));
+    let inspectors = Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?));
+    let forget = Arc::downgrade(&inspectors);
+    sessions.on_finished(move |id| {
+        if let Some(inspectors) = forget.upgrade() {
+            inspectors.forget(id);
+        }
+    });
     let pipeline = Pipeline {
         sessions: Arc::clone(&sessions),
         acl: Arc::clone(&acl),
@@ -97,7 +104,7 @@ pub fn build(
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),
-        inspectors: Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?)),
+        inspectors: Arc::clone(&inspectors),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {

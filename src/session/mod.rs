@@ -124,6 +124,9 @@ pub enum SessionError {
     Storage(#[from] fetchgate_storage::Error),
 }
 
+/// Told the id of a session that will serve no more requests.
+type FinishedHook = Box<dyn Fn(SessionId) + Send + Sync>;
+
 /// The session service shared by the control API, the proxy and the background tasks.
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
@@ -132,6 +135,7 @@ pub struct Sessions {
     config: SessionConfig,
     permissive_mode: bool,
     created_since_start: AtomicU64,
+    finished: std::sync::RwLock<Vec<FinishedHook>>,
 }
 
 impl Sessions {
@@ -150,6 +154,27 @@ impl Sessions {
             config,
             permissive_mode,
             created_since_start: AtomicU64::new(0),
+            finished: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Calls `hook` with a session's id when this node revokes its token, ends it or
+    /// expires it: from then on it serves no new request (in-flight downloads finish).
+    pub fn on_finished(&self, hook: impl Fn(SessionId) + Send + Sync + 'static) {
+        self.finished
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
+    }
+
+    fn finished(&self, id: SessionId) {
+        for hook in self
+            .finished
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook(id);
         }
     }
 
@@ -266,6 +291,7 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound(id))?;
         tracing::info!(session = %id, "token revoked");
+        self.finished(id);
         Ok(h)
     }
 
@@ -282,6 +308,7 @@ impl Sessions {
             .ok_or(SessionError::NotFound(id))?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "ended").increment(1);
         tracing::info!(session = %id, "session ended");
+        self.finished(id);
         Ok(h)
     }
 
@@ -292,6 +319,7 @@ impl Sessions {
             .await?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "expired").increment(1);
         tracing::info!(session = %h.id, "session expired");
+        self.finished(h.id);
         Ok(())
     }
 
