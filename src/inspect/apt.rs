@@ -438,10 +438,12 @@ impl Inspector for PackagesInspector {
         let Some((repo, AptPath::Index { suite, path })) = classify(session, req) else {
             return RequestFinding::unknown();
         };
-        let spool = match tempfile::tempfile_in(self.spool.as_path()) {
-            Ok(f) => Ok(f),
-            Err(e) => Err(format!("cannot spool the index: {e}")),
-        };
+        // Only Packages indexes are read; a by-hash name may turn out to be one.
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let spool = (is_packages(name) || path.contains("/by-hash/")).then(|| {
+            tempfile::tempfile_in(self.spool.as_path())
+                .map_err(|e| format!("cannot spool the index: {e}"))
+        });
         RequestFinding::pending(Box::new(IndexObserver {
             session: Arc::clone(session),
             base: repo.base.clone(),
@@ -461,18 +463,26 @@ struct IndexObserver {
     suite: String,
     /// Relative to `dists/<suite>/`.
     path: String,
-    spool: Result<std::fs::File, String>,
+    /// Where a Packages index is kept until it is complete (`None`: another index).
+    spool: Option<Result<std::fs::File, String>>,
     spooled: u64,
+}
+
+/// Whether a file name under `dists/` is a Packages index.
+fn is_packages(name: &str) -> bool {
+    matches!(name, "Packages" | "Packages.gz" | "Packages.xz")
 }
 
 impl BodyObserver for IndexObserver {
     fn chunk(&mut self, bytes: &[u8]) {
-        let Ok(file) = &mut self.spool else { return };
+        let Some(Ok(file)) = &mut self.spool else {
+            return;
+        };
         self.spooled += bytes.len() as u64;
         if self.spooled > MAX_INDEX {
-            self.spool = Err(format!("larger than {MAX_INDEX} bytes"));
+            self.spool = Some(Err(format!("larger than {MAX_INDEX} bytes")));
         } else if let Err(e) = file.write_all(bytes) {
-            self.spool = Err(format!("cannot spool the index: {e}"));
+            self.spool = Some(Err(format!("cannot spool the index: {e}")));
         }
     }
 
@@ -497,12 +507,13 @@ impl BodyObserver for IndexObserver {
         };
         let finding = ResponseFinding::approved().note("release-path", listed.clone());
         let name = listed.rsplit('/').next().unwrap_or_default();
-        if !matches!(name, "Packages" | "Packages.gz" | "Packages.xz") {
+        if !is_packages(name) {
             return finding;
         }
         let mut file = match self.spool {
-            Ok(f) => f,
-            Err(reason) => return ResponseFinding::rejected(reason),
+            Some(Ok(f)) => f,
+            Some(Err(reason)) => return ResponseFinding::rejected(reason),
+            None => return ResponseFinding::rejected(format!("{listed} was not kept to be read")),
         };
         if let Err(e) = file.rewind() {
             return ResponseFinding::rejected(format!("cannot read the spooled index: {e}"));
