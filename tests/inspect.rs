@@ -228,15 +228,23 @@ impl Repo {
 struct Origin {
     child: Child,
     port: u16,
+    tls: bool,
 }
 
 impl Origin {
     fn start(files: &Path) -> Origin {
+        Self::start_tls(files, None)
+    }
+
+    /// An origin over HTTPS with this leaf certificate and key, when given.
+    fn start_tls(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--dir")
-            .arg(files)
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg("--dir").arg(files);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -250,11 +258,19 @@ impl Origin {
             .strip_prefix("ready ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("origin said {line:?}"));
-        Origin { child, port }
+        Origin {
+            child,
+            port,
+            tls: tls.is_some(),
+        }
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        if self.tls {
+            format!("https://localhost:{}/", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/", self.port)
+        }
     }
 }
 
@@ -275,10 +291,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_over(false).await
+}
+
+/// [`setup`], with the repository served over HTTPS when `tls` (its own test CA, which
+/// the daemon trusts upstream).
+async fn setup_over(tls: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate(dir.path(), "repo");
     let repo = Repo::build(dir.path(), &key);
-    let origin = Origin::start(&repo.root);
+    let (origin_ca, leaf, leaf_key) = common::origin_pki(dir.path(), "origin");
+    let origin = Origin::start_tls(&repo.root, tls.then_some((&*leaf, &*leaf_key)));
     let key_file = dir.path().join("repo-key.asc");
     std::fs::write(&key_file, key.armored()).unwrap();
     let yaml = format!(
@@ -287,6 +310,10 @@ async fn setup() -> Setup {
         key_file.display()
     );
     let d = DaemonOpts::new(dir.path())
+        .config_toml(&format!(
+            "[proxy]\nupstream-ca-file = \"{}\"\n",
+            origin_ca.display()
+        ))
         .config_file("inspectors.yaml", &yaml)
         .arg("--permissive-mode")
         .start()
@@ -353,6 +380,17 @@ impl Setup {
             .args([
                 "-o",
                 &format!("Acquire::http::Proxy={}", self.proxy(session.0, session.1)),
+            ])
+            .args([
+                "-o",
+                &format!("Acquire::https::Proxy={}", self.proxy(session.0, session.1)),
+            ])
+            .args([
+                "-o",
+                &opt(
+                    "Acquire::https::CaInfo",
+                    &self.d.opts.spool.join("ca/fetchgate-ca.pem"),
+                ),
             ])
             .args(["-o", "Acquire::Languages=none"])
             .args(["-o", "Acquire::Retries=0"])
@@ -888,4 +926,28 @@ async fn a_range_request_for_a_recognised_artifact_is_fetched_whole_and_verified
 
     let report = s.report(&id, &token).await;
     assert_eq!(artifact(&report, ".deb")["result"], "Approved");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_repository_is_verified_inside_the_connect_tunnel() {
+    let s = setup_over(true).await;
+    let (id, token) = s.d.create(json!({})).await;
+    let cwd = s.dir.path().join("downloads");
+    std::fs::create_dir_all(&cwd).unwrap();
+    assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+    assert_success(
+        &s.apt_get((&id, &token), &["download", PACKAGE], &cwd),
+        "apt-get download",
+    );
+    let report = s.report(&id, &token).await;
+    assert_eq!(report["denied"], json!([]), "{report:#}");
+    let deb = artifact(&report, ".deb");
+    assert_eq!(deb["result"], "Approved", "{deb:#}");
+    assert!(
+        deb["downloads"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("https://localhost:{}/pool/", s.origin.port)),
+        "{deb:#}"
+    );
 }

@@ -9,99 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Daemon, DaemonOpts, openssl};
+use common::{Daemon, DaemonOpts, origin_pki};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// A test CA and a leaf for 127.0.0.1/localhost signed by it; returns (ca, leaf, key).
-fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let leaf = format!("{name}.pem");
-    let ext = format!("{name}.ext");
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &ca_key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-key",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join(&ext),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &leaf,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-    (dir.join(ca), dir.join(leaf), dir.join(key))
-}
 
 /// A running origin server; killed when dropped.
 struct Origin {

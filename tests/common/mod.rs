@@ -27,6 +27,95 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A test CA and a leaf for 127.0.0.1/localhost signed by it; returns (ca, leaf, key).
+pub fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let leaf = format!("{name}.pem");
+    let ext = format!("{name}.ext");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &ca_key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &leaf,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    (dir.join(ca), dir.join(leaf), dir.join(key))
+}
+
 /// A loopback port nobody listens on right now, for a daemon to bind a moment later.
 ///
 /// Ports come from below the kernel's ephemeral range (32768 and up on Linux), so no
