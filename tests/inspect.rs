@@ -951,3 +951,29 @@ async fn an_https_repository_is_verified_inside_the_connect_tunnel() {
         "{deb:#}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_inspectors_yaml_stops_the_daemon_at_start_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, expected) in [
+        (
+            "apt:\n  repositories:\n    - url: ftp://x/\n      suites: [s]\n      keys: [k]\n",
+            "apt.repositories[0].url \"ftp://x/\": the scheme must be http or https",
+        ),
+        (
+            "apt:\n  repositories:\n    - url: http://x/\n      suites: [s]\n      keys: [/nonexistent/key.gpg]\n",
+            "apt.repositories[0].keys[0]: cannot read /nonexistent/key.gpg",
+        ),
+        ("apt:\n  repos: []\n", "repos"),
+    ] {
+        let opts = DaemonOpts::new(dir.path()).config_file("inspectors.yaml", yaml);
+        let out = opts.command().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{yaml:?}: {stderr}");
+        assert!(
+            stderr.contains("ERROR:") && stderr.contains("inspectors.yaml"),
+            "{yaml:?}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{yaml:?}: {stderr}");
+    }
+}

@@ -101,16 +101,16 @@ pub struct Trust {
 
 impl Trust {
     /// Loads `inspectors.yaml` from `dir`; no file means nothing is trusted.
+    /// (The error does not repeat the file's path: the caller names it.)
     pub fn load(dir: &Path) -> Result<Self, String> {
         let path = dir.join(INSPECTORS_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Trust::default()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => return Err(format!("cannot read it: {e}")),
         };
-        let file: File =
-            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_file(file, dir).map_err(|e| format!("{}: {e}", path.display()))
+        let file: File = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+        Self::from_file(file, dir).map_err(|e| e.to_string())
     }
 
     fn from_file(file: File, key_dir: &Path) -> Result<Self, ConfigError> {
