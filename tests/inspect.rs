@@ -977,3 +977,23 @@ async fn a_bad_inspectors_yaml_stops_the_daemon_at_start_naming_file_and_key() {
         assert!(stderr.contains(expected), "{yaml:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_requested_before_its_release_is_refused_at_once() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let url = s.url(&format!("dists/stable/{}/Packages.xz", s.repo.binary_dir()));
+    let (_, code, body) = s.curl((&id, &token), &url);
+    assert_eq!(code, 403);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("apt.packages: no verified Release file for suite stable"),
+        "{body}"
+    );
+    let report = s.report(&id, &token).await;
+    assert_eq!(report["denied"][0]["stage"], "policy");
+    assert_eq!(report["artifacts"], json!([]));
+}

@@ -438,6 +438,20 @@ impl Inspector for PackagesInspector {
         let Some((repo, AptPath::Index { suite, path })) = classify(session, req) else {
             return RequestFinding::unknown();
         };
+        let key = (repo.base.clone(), suite.clone());
+        let verified = session
+            .apt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .releases
+            .contains_key(&key);
+        if !verified {
+            // apt fetches the Release first; without it nothing here could verify.
+            return RequestFinding::rejected(format!(
+                "no verified Release file for suite {suite} of {} in this session yet",
+                repo.base
+            ));
+        }
         // Only Packages indexes are read; a by-hash name may turn out to be one.
         let name = path.rsplit('/').next().unwrap_or_default();
         let spool = (is_packages(name) || path.contains("/by-hash/")).then(|| {

@@ -200,23 +200,26 @@ impl Inspectors {
     /// The session's inspection state, created on its first request from the global
     /// trust plus its own `inspectors-configuration`.
     fn session(&self, header: &SessionHeader) -> Arc<SessionInspection> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let state = sessions.get_or_insert(header.id, || {
-            let mut trust = self.global.clone();
-            if let Some(text) = &header.inspectors_configuration {
-                match config::SessionConfig::from_json_text(text) {
-                    Ok(extra) => trust.extend(extra.into_trust()),
-                    Err(e) => {
-                        tracing::error!(session = %header.id, error = %e, "inspectors-configuration unusable; only the daemon's trusted origins apply");
-                    }
+        let lock = || self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = lock().get(&header.id) {
+            return Arc::clone(state);
+        }
+        // Keys are parsed (and key files read) outside the lock; should two first
+        // requests race, the first state stored wins.
+        let mut trust = self.global.clone();
+        if let Some(text) = &header.inspectors_configuration {
+            match config::SessionConfig::from_json_text(text) {
+                Ok(extra) => trust.extend(extra.into_trust()),
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "inspectors-configuration unusable; only the daemon's trusted origins apply");
                 }
             }
-            Arc::new(SessionInspection {
-                trust,
-                apt: Mutex::new(apt::AptMemory::default()),
-            })
+        }
+        let fresh = Arc::new(SessionInspection {
+            trust,
+            apt: Mutex::new(apt::AptMemory::default()),
         });
-        Arc::clone(state)
+        Arc::clone(lock().get_or_insert(header.id, || fresh))
     }
 
     /// Forgets a session that will serve no more requests (downloads in flight keep
