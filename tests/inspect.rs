@@ -609,6 +609,22 @@ async fn tampered_package_is_cut_off_and_recorded_as_rejected() {
         "{inspection:#}"
     );
     assert_eq!(deb["downloads"][0]["error"]["stage"], "policy", "{deb:#}");
+    let metrics =
+        s.d.anon(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fetchgate_inspected_downloads_total{")
+                && l.contains("result=\"rejected\"")
+                && l.contains("action=\"cut-off\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -398,6 +398,8 @@ impl Pipeline {
 /// download's failure); a permissive session only logs what strict would have done.
 fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
     if approved(d, Policy::Strict) {
+        metrics::counter!(metric::INSPECTED, "result" => "approved", "action" => "passed")
+            .increment(1);
         return None;
     }
     let mut reasons: Vec<String> = d
@@ -409,6 +411,11 @@ fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
         reasons.push("no inspector approved the response".into());
     }
     let reason = reasons.join("; ");
+    let action = match policy {
+        Policy::Strict => "cut-off",
+        Policy::Permissive => "passed",
+    };
+    metrics::counter!(metric::INSPECTED, "result" => "rejected", "action" => action).increment(1);
     match policy {
         Policy::Strict => {
             tracing::warn!(url = %d.url, reason = %reason, "artifact rejected; cutting the download off");
