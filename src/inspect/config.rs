@@ -136,10 +136,22 @@ pub struct SessionConfig(Trust);
 
 impl SessionConfig {
     /// Parses and checks the JSON object (keys that are file paths are read now).
+    ///
+    /// Keys other than `apt` are ignored, with a warning: clients written for the
+    /// reference may send sections of their own (the control API ignores unknown keys).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
-        let file: File = serde_json::from_value(value.clone())
-            .map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        Trust::from_file(file, Path::new("/")).map(SessionConfig)
+        let Some(object) = value.as_object() else {
+            return Err(ConfigError::Syntax("not a JSON object".into()));
+        };
+        for key in object.keys().filter(|k| *k != "apt") {
+            tracing::warn!(key = %key, "inspectors-configuration: ignoring a section fetchgate does not know");
+        }
+        let apt = match object.get("apt") {
+            Some(apt) => serde_json::from_value(apt.clone())
+                .map_err(|e| ConfigError::Syntax(format!("apt: {e}")))?,
+            None => AptSection::default(),
+        };
+        Trust::from_file(File { apt }, Path::new("/")).map(SessionConfig)
     }
 
     /// [`Self::from_json`] from stored JSON text.
@@ -269,9 +281,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_bad_key_material_are_refused() {
-        let v = serde_json::json!({"pip": {}});
-        assert!(SessionConfig::from_json(&v).is_err());
+    fn unknown_sections_are_ignored_but_the_apt_section_is_checked() {
+        let v = serde_json::json!({"pip": {"index": "x"}});
+        assert!(
+            SessionConfig::from_json(&v)
+                .unwrap()
+                .into_trust()
+                .apt
+                .is_empty()
+        );
+        let v = serde_json::json!({"apt": {"repos": []}});
+        let e = SessionConfig::from_json(&v).unwrap_err().to_string();
+        assert!(e.contains("apt: unknown field `repos`"), "{e}");
         let v = serde_json::json!({"apt": {"repositories": [{"url": "http://x/", "suites": ["s"],
             "keys": ["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n-----END PGP PUBLIC KEY BLOCK-----\n"]}]}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();
