@@ -282,10 +282,14 @@ fn classify<'t>(
                 "Release" => AptPath::Release { suite },
                 "Release.gpg" => AptPath::ReleaseSignature { suite },
                 _ => {
-                    let component = file.split('/').next().unwrap_or_default();
+                    // Components may have slashes (Debian security: `updates/main`).
+                    let in_component = |c: &String| {
+                        file.strip_prefix(c.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    };
                     if !repo.components.is_empty()
                         && file.contains('/')
-                        && !repo.components.iter().any(|c| c == component)
+                        && !repo.components.iter().any(in_component)
                     {
                         return None;
                     }
@@ -601,6 +605,69 @@ mod tests {
 
     fn now() -> OffsetDateTime {
         time::macros::datetime!(2026-06-01 12:00 UTC)
+    }
+
+    fn session(components: &[&str]) -> SessionInspection {
+        SessionInspection {
+            trust: crate::inspect::config::Trust {
+                apt: vec![AptRepository {
+                    base: "http://archive:80/debian".into(),
+                    suites: vec!["bookworm-security".into()],
+                    components: components.iter().map(|c| c.to_string()).collect(),
+                    keys: Default::default(),
+                }],
+            },
+            apt: Default::default(),
+        }
+    }
+
+    fn what(session: &SessionInspection, url: &str) -> Option<AptPath> {
+        let headers = http::HeaderMap::new();
+        let req = RequestInfo {
+            method: "GET",
+            url,
+            headers: &headers,
+        };
+        classify(session, &req).map(|(_, p)| p)
+    }
+
+    #[test]
+    fn urls_are_recognised_only_under_a_trusted_suite_and_component() {
+        let s = session(&["updates/main"]);
+        let base = "http://archive:80/debian";
+        assert_eq!(
+            what(&s, &format!("{base}/dists/bookworm-security/InRelease")),
+            Some(AptPath::InRelease {
+                suite: "bookworm-security".into()
+            })
+        );
+        assert_eq!(
+            what(
+                &s,
+                &format!("{base}/dists/bookworm-security/updates/main/binary-amd64/Packages.xz")
+            ),
+            Some(AptPath::Index {
+                suite: "bookworm-security".into(),
+                path: "updates/main/binary-amd64/Packages.xz".into()
+            })
+        );
+        assert_eq!(
+            what(
+                &s,
+                &format!("{base}/pool/updates/main/h/hello/hello_1_all.deb")
+            ),
+            Some(AptPath::Deb)
+        );
+        for other in [
+            format!("{base}/dists/bookworm-security/updates/contrib/binary-amd64/Packages.xz"),
+            format!("{base}/dists/sid/InRelease"),
+            format!("{base}/dists/bookworm-security/../sid/InRelease"),
+            format!("{base}x/dists/bookworm-security/InRelease"),
+            format!("{base}/dists/bookworm-security/InRelease?x=1"),
+            "http://elsewhere:80/debian/dists/bookworm-security/InRelease".into(),
+        ] {
+            assert_eq!(what(&s, &other), None, "{other}");
+        }
     }
 
     #[test]
