@@ -66,6 +66,12 @@ pub struct ReleaseIndex {
 }
 
 impl ReleaseIndex {
+    /// Whether the Release lists this path (under `dists/<suite>/`).
+    #[cfg(test)]
+    pub(crate) fn lists(&self, path: &str) -> bool {
+        self.files.contains_key(path)
+    }
+
     fn path_of(&self, sha: &[u8; 32]) -> Option<&str> {
         self.files
             .iter()

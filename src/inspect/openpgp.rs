@@ -276,6 +276,22 @@ mod tests {
     }
 
     #[test]
+    fn the_signed_text_of_a_real_inrelease_parses_as_its_suites_release() {
+        let ring = Keyring::from_file(&fixture("debian-archive-keyring.gpg")).unwrap();
+        let text = ring.verify_cleartext_at(&in_release(), SIGNED_AT).unwrap();
+        let at = time::OffsetDateTime::from_unix_timestamp(SIGNED_AT as i64).unwrap();
+        let index =
+            crate::inspect::apt::parse_release(text.as_bytes(), "bookworm-security", at).unwrap();
+        assert!(index.lists("main/binary-amd64/Packages.xz"));
+        // Valid for a week: a replay a month later is refused.
+        let later = at + time::Duration::days(30);
+        assert!(
+            crate::inspect::apt::parse_release(text.as_bytes(), "bookworm-security", later)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn another_debian_key_or_a_changed_text_does_not_verify() {
         let other = Keyring::from_file(&fixture("debian-archive-bookworm-automatic.gpg")).unwrap();
         assert!(matches!(
