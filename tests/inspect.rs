@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{Daemon, DaemonOpts};
+use common::{Daemon, DaemonOpts, Origin};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -224,63 +223,6 @@ impl Repo {
     }
 }
 
-/// The local origin serving the repository; killed when dropped.
-struct Origin {
-    child: Child,
-    port: u16,
-    tls: bool,
-}
-
-impl Origin {
-    fn start(files: &Path) -> Origin {
-        Self::start_tls(files, None)
-    }
-
-    /// An origin over HTTPS with this leaf certificate and key, when given.
-    fn start_tls(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script).arg("--dir").arg(files);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("origin said {line:?}"));
-        Origin {
-            child,
-            port,
-            tls: tls.is_some(),
-        }
-    }
-
-    fn base(&self) -> String {
-        if self.tls {
-            format!("https://localhost:{}/", self.port)
-        } else {
-            format!("http://127.0.0.1:{}/", self.port)
-        }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A repository, its origin, and a daemon trusting it through `inspectors.yaml`.
 struct Setup {
     dir: tempfile::TempDir,
@@ -301,7 +243,7 @@ async fn setup_over(tls: bool) -> Setup {
     let key = SigningKey::generate(dir.path(), "repo");
     let repo = Repo::build(dir.path(), &key);
     let (origin_ca, leaf, leaf_key) = common::origin_pki(dir.path(), "origin");
-    let origin = Origin::start_tls(&repo.root, tls.then_some((&*leaf, &*leaf_key)));
+    let origin = Origin::start(&repo.root, tls.then_some((&*leaf, &*leaf_key)));
     let key_file = dir.path().join("repo-key.asc");
     std::fs::write(&key_file, key.armored()).unwrap();
     let yaml = format!(
@@ -750,7 +692,7 @@ async fn inspectors_configuration_of_a_session_is_checked_and_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate(dir.path(), "session");
     let repo = Repo::build(dir.path(), &key);
-    let origin = Origin::start(&repo.root);
+    let origin = Origin::start(&repo.root, None);
     let d = DaemonOpts::new(dir.path()).start().await;
     let bad = d
         .authed(reqwest::Method::POST, "/session")
@@ -859,7 +801,7 @@ async fn session_trusting(
     key: SigningKey,
     repo: Repo,
 ) -> (Setup, String, String) {
-    let origin = Origin::start(&repo.root);
+    let origin = Origin::start(&repo.root, None);
     let d = DaemonOpts::new(dir.path()).start().await;
     let config = json!({"apt": {"repositories": [{
         "url": origin.base(), "suites": [SUITE], "keys": [key.armored()],

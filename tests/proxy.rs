@@ -5,63 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Daemon, DaemonOpts, origin_pki};
+use common::{Daemon, DaemonOpts, Origin, origin_pki};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// A running origin server; killed when dropped.
-struct Origin {
-    child: Child,
-    port: u16,
-}
-
-impl Origin {
-    fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
-        Origin::start_on("127.0.0.1", files, tls)
-    }
-
-    /// An origin listening on another loopback address (`127.0.0.x`).
-    fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script)
-            .args(["--bind", bind])
-            .arg("--dir")
-            .arg(files)
-            .arg("--git-root")
-            .arg(files);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("origin said {line:?}"));
-        Origin { child, port }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -2,6 +2,7 @@
 //! private spool, the way craft-application starts it, and talks to it over HTTP.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -139,6 +140,70 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
+}
+
+/// A local origin server (`tests/support/origin.py`); killed when dropped.
+pub struct Origin {
+    child: Child,
+    pub port: u16,
+    tls: bool,
+}
+
+impl Origin {
+    /// Serves `files` on 127.0.0.1, over HTTPS with this leaf and key when given.
+    pub fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        Origin::start_on("127.0.0.1", files, tls)
+    }
+
+    /// An origin listening on another loopback address (`127.0.0.x`).
+    pub fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .args(["--bind", bind])
+            .arg("--dir")
+            .arg(files)
+            .arg("--git-root")
+            .arg(files);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("origin said {line:?}"));
+        Origin {
+            child,
+            port,
+            tls: tls.is_some(),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/`, or `https://localhost:<port>/` (the leaf's name).
+    pub fn base(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}/", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/", self.port)
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// How to start a daemon.
