@@ -14,9 +14,11 @@ cd "$(dirname "$0")/.."
 # tests compress their Packages fixtures; redis-server and haproxy: the HA pair tests
 # start their own (the packaged services are not used); lintian, dpkg-dev, binutils,
 # adduser, systemd (for systemd-analyze only; it does not run), squashfs-tools and
-# python3-yaml: building and checking the .deb and the .snap (packaging/test.sh).
+# python3-yaml: building and checking the .deb and the .snap (packaging/test.sh);
+# dpkg-dev (dpkg-scanpackages), gnupg, gpgv and apt: the inspector tests build, sign and
+# fetch a local apt repository.
 packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip
-  redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml)
+  redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml gnupg gpgv apt)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

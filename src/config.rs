@@ -544,7 +544,14 @@ impl Config {
         let acl = acl_rules(&config_dir, &file.acl)?;
         let upstreams = UpstreamProxies::from_env(|name| std::env::var(name).ok())
             .map_err(|e| invalid(&e.var, e.message))?;
+        let trust = crate::inspect::config::Trust::load(&config_dir).map_err(|message| {
+            ConfigError::File {
+                path: config_dir.join(crate::inspect::config::INSPECTORS_FILE),
+                message,
+            }
+        })?;
         let proxy = ProxyConfig {
+            trust,
             head_timeout: Duration::from_secs(p.header_timeout),
             max_head_bytes: p.max_header_bytes,
             connect_timeout: Duration::from_secs(p.connect_timeout),

@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod debtags;
 pub mod idle;
+pub mod inspect;
 pub mod proxy;
 pub mod rfc3339;
 pub mod session;

@@ -39,6 +39,9 @@ pub mod metric {
     pub const PROXY_REQUESTS: &str = "fetchgate_proxy_requests_total";
     /// Proxy requests refused, by stage (`auth`, `acl`, `policy`).
     pub const PROXY_DENIED: &str = "fetchgate_proxy_denied_total";
+    /// Complete downloads the inspectors judged, by `result` (`approved`, `rejected`)
+    /// and `action` (`passed`, `cut-off`).
+    pub const INSPECTED: &str = "fetchgate_inspected_downloads_total";
     /// Response body bytes sent to builders.
     pub const PROXY_BYTES_DOWN: &str = "fetchgate_proxy_bytes_down_total";
     /// Leaf certificate lookups, by result (`hit`, `miss`).

@@ -5,152 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Daemon, DaemonOpts, openssl};
+use common::{Daemon, DaemonOpts, Origin, origin_pki};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// A test CA and a leaf for 127.0.0.1/localhost signed by it; returns (ca, leaf, key).
-fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let leaf = format!("{name}.pem");
-    let ext = format!("{name}.ext");
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &ca_key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-key",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join(&ext),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &leaf,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-    (dir.join(ca), dir.join(leaf), dir.join(key))
-}
-
-/// A running origin server; killed when dropped.
-struct Origin {
-    child: Child,
-    port: u16,
-}
-
-impl Origin {
-    fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
-        Origin::start_on("127.0.0.1", files, tls)
-    }
-
-    /// An origin listening on another loopback address (`127.0.0.x`).
-    fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script)
-            .args(["--bind", bind])
-            .arg("--dir")
-            .arg(files)
-            .arg("--git-root")
-            .arg(files);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("origin said {line:?}"));
-        Origin { child, port }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -191,7 +52,9 @@ async fn setup_custom(proxy_toml: &str, customise: impl FnOnce(DaemonOpts) -> Da
         "[proxy]\nupstream-ca-file = \"{}\"\nconnect-timeout = 2\nread-timeout = 5\n{proxy_toml}\n",
         origin_ca.display()
     ));
-    let d = customise(opts).start().await;
+    // Arbitrary files from local origins: no inspector can verify them, so the
+    // sessions here are permissive (strict refusal is pinned down in tests/inspect.rs).
+    let d = customise(opts.arg("--permissive-mode")).start().await;
     Setup {
         dir,
         d,
@@ -292,7 +155,7 @@ fn download_urls<'a>(report: &'a Value, sha: &str) -> Vec<&'a str> {
 #[tokio::test]
 async fn curl_downloads_over_http_and_https_are_in_the_report() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let a = std::fs::read(s.files.join("pool/a.deb")).unwrap();
     let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
 
@@ -336,7 +199,7 @@ async fn curl_downloads_over_http_and_https_are_in_the_report() {
 #[tokio::test]
 async fn credentials_are_checked_on_every_request_and_connect() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let plain = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
     let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
 
@@ -373,7 +236,7 @@ async fn credentials_are_checked_on_every_request_and_connect() {
 #[tokio::test]
 async fn the_control_port_and_denied_ranges_are_unreachable() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let control = s.d.opts.control_port;
     let (_, code, _) = s.curl(
         Some((&id, &token)),
@@ -425,7 +288,7 @@ async fn toml_host_globs_and_cidr_rules_refuse_with_403_and_allow_holes_pass() {
     .await;
     let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
     let hole_origin = Origin::start_on("127.0.0.3", &s.files, None);
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let creds = Some((id.as_str(), token.as_str()));
     let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
 
@@ -489,7 +352,7 @@ async fn acl_yaml_in_the_references_format_is_loaded_from_the_config_dir() {
     let acl_yaml = "http-proxy:\n  policy: allow\n  allow-hosts: [\"127.0.0.*\"]\n  rules:\n    - dst: [127.0.0.2]\n      access: deny\n    - dst: [\"127.0.0.0/8\"]\n      access: allow\n";
     let s = setup_custom("", |o| o.config_file("acl.yaml", acl_yaml)).await;
     let denied_origin = Origin::start_on("127.0.0.2", &s.files, None);
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let creds = Some((id.as_str(), token.as_str()));
 
     let (_, code, _) = s.curl(
@@ -580,7 +443,7 @@ async fn a_bad_acl_rule_stops_the_daemon_at_start_naming_file_and_key() {
 #[tokio::test]
 async fn upstream_failures_are_502_and_recorded() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     // An origin whose certificate fetchgate does not trust.
     let (_, leaf, key) = origin_pki(s.dir.path(), "rogue");
     let rogue = Origin::start(&s.files, Some((&leaf, &key)));
@@ -692,7 +555,7 @@ async fn plain_and_https_go_through_the_upstream_proxy_and_no_proxy_goes_direct(
     })
     .await;
     let direct = Origin::start_on("127.0.0.3", &s.files, None);
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let creds = Some((id.as_str(), token.as_str()));
     let a = std::fs::read(s.files.join("pool/a.deb")).unwrap();
     let b = std::fs::read(s.files.join("pool/b.whl")).unwrap();
@@ -775,7 +638,7 @@ async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded
             .env("HTTPS_PROXY", &with_auth)
     })
     .await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let creds = Some((id.as_str(), token.as_str()));
     let plain = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
     let tls = format!("https://localhost:{}/pool/b.whl", s.https.port);
@@ -826,7 +689,7 @@ async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded
             "cannot connect",
         ),
     ] {
-        let (id, token) = s.d.create(json!({})).await;
+        let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
         let (_, code, _) = s.curl(Some((&id, &token)), &url, &[]);
         assert_eq!(code, 502, "{url}");
         let report = s.report(&id, &token).await;
@@ -842,7 +705,7 @@ async fn upstream_proxy_credentials_work_and_proxy_failures_are_502_and_recorded
 #[tokio::test]
 async fn launchpads_connect_with_connection_close_still_tunnels() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/launchpad_connect.py");
     let out = Command::new("python3")
         .arg(script)
@@ -879,7 +742,7 @@ async fn launchpads_connect_with_connection_close_still_tunnels() {
 async fn session_secrets_are_injected_upstream_and_never_recorded() {
     let s = setup().await;
     let (id, token) =
-        s.d.create(json!({"secrets": [{
+        s.d.create(json!({"policy": "permissive", "secrets": [{
             "type": "basic-auth",
             "url": format!("https://localhost:{}/echo-*", s.https.port),
             "basic-credentials": "robot:s3cret-value",
@@ -911,7 +774,7 @@ async fn session_secrets_are_injected_upstream_and_never_recorded() {
 #[tokio::test]
 async fn plain_requests_reuse_one_connection_with_per_request_auth() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let a = format!("http://127.0.0.1:{}/pool/a.deb", s.http.port);
     let b = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
     // One curl, two URLs: the second request goes over the kept-alive connection.
@@ -951,7 +814,7 @@ fn peak_rss_kib(pid: i32) -> u64 {
 #[tokio::test]
 async fn a_slow_20_mib_download_streams_without_buffering() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     // Warm up the pipeline so the measurement sees steady state, not first-use growth.
     s.curl(
         Some((&id, &token)),
@@ -1017,7 +880,7 @@ async fn every_download_a_client_completed_survives_kill_9() {
         https: _https,
         files,
     } = setup().await;
-    let (id, token) = d.create(json!({})).await;
+    let (id, token) = d.create(json!({"policy": "permissive"})).await;
     let proxy = format!("http://{id}:{token}@127.0.0.1:{}", d.opts.proxy_port);
     let url = format!("http://127.0.0.1:{}/pool/a.deb", http.port);
     let a = std::fs::read(files.join("pool/a.deb")).unwrap();
@@ -1073,7 +936,7 @@ async fn every_download_a_client_completed_survives_kill_9() {
 #[tokio::test]
 async fn pip_downloads_from_a_simple_index_over_https() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/simple_index.py");
     let out = Command::new("python3")
         .arg(script)
@@ -1160,7 +1023,7 @@ async fn pip_downloads_from_a_simple_index_over_https() {
 #[tokio::test]
 async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     // An origin that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
@@ -1201,7 +1064,7 @@ async fn a_silent_origin_times_out_and_an_aborted_download_is_recorded() {
 #[tokio::test]
 async fn connection_and_per_session_limits_answer_503() {
     let s = setup_with("max-connections = 2\nmax-requests-per-session = 1").await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let small = format!("http://127.0.0.1:{}/pool/b.whl", s.http.port);
 
     // One slow download holds the session's only place.
@@ -1259,7 +1122,7 @@ fn git(dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn git_clone_over_smart_https_is_recorded() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let home = s.dir.path().join("git-home");
     let work = s.dir.path().join("git-work");
     std::fs::create_dir_all(&home).unwrap();
@@ -1387,7 +1250,7 @@ fn apt_repository(root: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn apt_get_download_through_the_proxy_is_recorded() {
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let deb = apt_repository(&s.files.join("debian"));
     // apt with private state, lists and sources: nothing of the machine's own apt is used.
     let apt = s.dir.path().join("apt");
@@ -1477,7 +1340,7 @@ async fn a_request_for_another_scheme_is_400_and_recorded() {
     use base64::Engine;
     use std::io::{Read, Write};
     let s = setup().await;
-    let (id, token) = s.d.create(json!({})).await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let creds = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.d.opts.proxy_port)).unwrap();
     write!(

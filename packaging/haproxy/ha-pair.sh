@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local trial of the fetchgate HA pair on loopback ports: redis-server (append-only
-# file on), two fetchgate nodes (a and b) and haproxy in front of them.
+# file on), two fetchgate nodes (a and b, with --permissive-mode so a trial can fetch
+# anything in a permissive session) and haproxy in front of them.
 #
 #   ha-pair.sh start [DIR]   start everything, state and logs under DIR
 #   ha-pair.sh stop  [DIR]   stop what start started
@@ -49,7 +50,7 @@ start_node() { # NAME PROXY_PORT CONTROL_PORT PEER_CONTROL_PORT
     --config "$dir/$name/config" --spool "$dir/$name/spool" \
     --log-file "$dir/$name/fetchgate.log" \
     --redis "redis://127.0.0.1:$redis_port/" --node-id "$name" \
-    --peer "http://127.0.0.1:$4" </dev/null >"$dir/$name/stderr.log" 2>&1 &
+    --peer "http://127.0.0.1:$4" --permissive-mode </dev/null >"$dir/$name/stderr.log" 2>&1 &
   echo $! >"$dir/$name.pid"
 }
 

@@ -89,17 +89,25 @@ fn opinion(o: Opinion) -> &'static str {
     }
 }
 
-/// `Approved` only if some inspector approved the response and none rejected the
-/// request or the response; in strict mode the request must also have been Pending.
-fn result(d: &Download, policy: Policy) -> &'static str {
+/// The result rule (`shared/spec/report.md`): approved only if some inspector approved
+/// the response and none rejected the request or the response; in strict mode the
+/// request must also have been Pending. The pipeline enforces the same rule.
+pub fn approved(d: &Download, policy: Policy) -> bool {
     let rejected =
         |m: &BTreeMap<String, Inspection>| m.values().any(|i| i.opinion == Opinion::Rejected);
     let any = |m: &BTreeMap<String, Inspection>, o| m.values().any(|i| i.opinion == o);
-    let approved = any(&d.response_inspection, Opinion::Approved)
+    any(&d.response_inspection, Opinion::Approved)
         && !rejected(&d.response_inspection)
         && !rejected(&d.request_inspection)
-        && (policy == Policy::Permissive || any(&d.request_inspection, Opinion::Pending));
-    if approved { "Approved" } else { "Rejected" }
+        && (policy == Policy::Permissive || any(&d.request_inspection, Opinion::Pending))
+}
+
+fn result(d: &Download, policy: Policy) -> &'static str {
+    if approved(d, policy) {
+        "Approved"
+    } else {
+        "Rejected"
+    }
 }
 
 impl Serialize for Report {

@@ -46,7 +46,11 @@ pub async fn create(
     let body: CreateBody = parse_body(body).await?;
     let inspectors_configuration = match body.inspectors_configuration {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.to_string()),
+        Some(v @ Value::Object(_)) => {
+            crate::inspect::config::SessionConfig::from_json(&v)
+                .map_err(|e| ApiError::bad_request(format!("inspectors-configuration: {e}")))?;
+            Some(v.to_string())
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
                 "inspectors-configuration must be a JSON object",
@@ -148,7 +152,13 @@ pub async fn node_records(
 async fn report_response(st: &ControlState, h: SessionHeader) -> Result<Response, ApiError> {
     let records = records(st, h.id).await?;
     let spool = st.sessions.spool_path(h.id);
-    let report = report::fold(&h, &spool, Vec::new(), records, Timestamp::now());
+    let report = report::fold(
+        &h,
+        &spool,
+        crate::inspect::INSPECTOR_IDS.map(String::from).to_vec(),
+        records,
+        Timestamp::now(),
+    );
     Ok(stream(report))
 }
 

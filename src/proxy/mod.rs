@@ -34,6 +34,8 @@ use self::pipeline::{Pipeline, UpstreamTimeouts};
 use self::upstream::UpstreamProxies;
 use crate::ca::CertificateAuthority;
 use crate::idle::Activity;
+use crate::inspect::Inspectors;
+use crate::inspect::config::Trust;
 use crate::session::Sessions;
 
 /// Where Debian keeps the system's trusted roots.
@@ -57,6 +59,8 @@ pub struct ProxyConfig {
     pub max_requests_per_session: usize,
     /// `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY`.
     pub upstreams: UpstreamProxies,
+    /// Origins every session's inspectors trust (`inspectors.yaml`).
+    pub trust: Trust,
 }
 
 /// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
@@ -84,6 +88,13 @@ pub fn build(
         }
     }
     let acl = Arc::new(Acl::new(bind, own_ports, config.acl.clone()));
+    let inspectors = Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?));
+    let forget = Arc::downgrade(&inspectors);
+    sessions.on_finished(move |id| {
+        if let Some(inspectors) = forget.upgrade() {
+            inspectors.forget(id);
+        }
+    });
     let pipeline = Pipeline {
         sessions: Arc::clone(&sessions),
         acl: Arc::clone(&acl),
@@ -94,6 +105,7 @@ pub fn build(
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),
+        inspectors: Arc::clone(&inspectors),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {
@@ -107,6 +119,13 @@ pub fn build(
         },
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     }))
+}
+
+/// Where index files are spooled while inspectors read them (unnamed temporary files).
+fn inspect_spool(spool: &Path) -> Result<PathBuf, String> {
+    let dir = spool.join("inspect");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Pingora's connector trusts exactly one bundle file: write the system roots plus the

@@ -9,10 +9,14 @@
 //!   host;
 //! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
 //!   credentials stripped, secrets injected;
+//! - after the ACL, in `request_filter`: the inspectors' request opinions; a strict
+//!   session refuses (403, recorded `policy`) what no inspector recognises;
 //! - `response_filter` / `response_body_filter`: status and headers captured, the body
-//!   hashed while it streams; the chunk that completes the body arms the connection's
-//!   durability gate, so it reaches the builder only once the download's audit record
-//!   is durable, and an audit failure resets the connection;
+//!   hashed and shown to the inspectors while it streams; the chunk that completes the
+//!   body arms the connection's durability gate once the verdict is in, so it reaches
+//!   the builder only once the download's audit record is durable. An audit failure,
+//!   or in a strict session an artifact that is not approved, resets the connection:
+//!   the builder never sees a clean end;
 //! - `fail_to_proxy` / `logging`: failures answered (502/504) and recorded.
 //!
 //! Nothing here may connect anywhere the ACL has not approved.
@@ -25,7 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fetchgate_storage::{
-    AuditRecord, Denied, DeniedStage, Download, Failure, SessionHeader, SessionId, Timestamp,
+    AuditRecord, Denied, DeniedStage, Download, Failure, Policy, SessionHeader, SessionId,
+    Timestamp,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -39,7 +44,9 @@ use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
+use crate::audit::report::approved;
 use crate::idle::Activity;
+use crate::inspect::{DownloadInspection, Inspectors, RequestInfo, Verdict};
 use crate::session::Sessions;
 use crate::telemetry::{self, SECURITY, metric};
 
@@ -74,6 +81,7 @@ pub struct Pipeline {
     pub timeouts: UpstreamTimeouts,
     pub limiter: Arc<SessionLimiter>,
     pub upstreams: UpstreamProxies,
+    pub inspectors: Arc<Inspectors>,
 }
 
 /// The response as the builder received it.
@@ -107,6 +115,10 @@ pub struct RequestCtx {
     recorded: bool,
     /// This request's place in its session's concurrency budget.
     inflight: Option<InFlight>,
+    /// The inspectors' opinions and body observers.
+    inspection: Option<DownloadInspection>,
+    /// The inspectors' verdict on the complete body.
+    verdict: Option<Verdict>,
 }
 
 impl RequestCtx {
@@ -128,9 +140,15 @@ impl RequestCtx {
             raw_target: String::new(),
             recorded: false,
             inflight: None,
+            inspection: None,
+            verdict: None,
         }
     }
 }
+
+/// The error a strict session's rejected download ends with: the connection is reset
+/// (or, if no byte of the response went out yet, answered 403).
+const CUT_OFF: &str = "policy";
 
 /// Header names never copied into the audit log.
 const SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "authorization"];
@@ -360,6 +378,12 @@ impl Pipeline {
         };
         let body = std::mem::take(&mut ctx.hasher);
         let body = (body.size() > 0 || status_code == 200).then(|| body.finish());
+        let request_inspection = ctx
+            .inspection
+            .as_ref()
+            .map(|i| i.request_opinions().clone())
+            .unwrap_or_default();
+        let verdict = ctx.verdict.take().unwrap_or_default();
         let record = AuditRecord::Download(Box::new(Download {
             start: ctx.start,
             end: Timestamp::now(),
@@ -374,11 +398,50 @@ impl Pipeline {
             response_headers,
             body,
             failure: ctx.failure.as_ref().map(|(_, f)| f.clone()),
-            request_inspection: Default::default(),
-            response_inspection: Default::default(),
-            metadata: Default::default(),
+            request_inspection,
+            response_inspection: verdict.response,
+            metadata: verdict.metadata,
         }));
         Some((header.id, record))
+    }
+}
+
+/// Applies the session's policy to a complete, inspected download: in a strict session
+/// an artifact that is not approved is cut off (the reason, also recorded as the
+/// download's failure); a permissive session only logs what strict would have done.
+fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
+    if approved(d, Policy::Strict) {
+        metrics::counter!(metric::INSPECTED, "result" => "approved", "action" => "passed")
+            .increment(1);
+        return None;
+    }
+    let mut reasons: Vec<String> = d
+        .response_inspection
+        .iter()
+        .filter_map(|(id, i)| i.reason.as_ref().map(|r| format!("{id}: {r}")))
+        .collect();
+    if reasons.is_empty() {
+        reasons.push("no inspector approved the response".into());
+    }
+    let reason = reasons.join("; ");
+    let action = match policy {
+        Policy::Strict => "cut-off",
+        Policy::Permissive => "passed",
+    };
+    metrics::counter!(metric::INSPECTED, "result" => "rejected", "action" => action).increment(1);
+    match policy {
+        Policy::Strict => {
+            tracing::warn!(url = %d.url, reason = %reason, "artifact rejected; cutting the download off");
+            d.failure = Some(Failure {
+                stage: "policy".into(),
+                reason: reason.clone(),
+            });
+            Some(reason)
+        }
+        Policy::Permissive => {
+            tracing::warn!(url = %d.url, reason = %reason, "permissive session: strict would cut this download off");
+            None
+        }
     }
 }
 
@@ -448,6 +511,7 @@ impl ProxyHttp for Pipeline {
             }
         };
         let id = header.id;
+        let policy = header.policy;
         ctx.session = Some(header);
 
         let req = session.req_header();
@@ -527,6 +591,29 @@ impl ProxyHttp for Pipeline {
                 return respond(session, 502, &body, &[]).await;
             }
         }
+
+        let url = target.url();
+        let req = session.req_header();
+        let method = req.method.to_string();
+        let info = RequestInfo {
+            method: &method,
+            url: &url,
+            headers: &req.headers,
+        };
+        let inspection = match ctx.session.as_ref() {
+            Some(h) => self.inspectors.begin(h, &info),
+            None => return Err(Error::explain(ErrorType::InternalError, "no session")),
+        };
+        if let Some(reason) = inspection.refusal() {
+            let reason = reason.to_owned();
+            if policy == Policy::Strict {
+                return self
+                    .deny(session, ctx, Some(id), DeniedStage::Policy, 403, reason)
+                    .await;
+            }
+            tracing::warn!(session = %id, url = %url, reason = %reason, "permissive session: strict would refuse this request");
+        }
+        ctx.inspection = Some(inspection);
         Ok(false)
     }
 
@@ -581,6 +668,12 @@ impl ProxyHttp for Pipeline {
         upstream.set_uri(path);
         upstream.remove_header("Proxy-Authorization");
         upstream.remove_header("Proxy-Connection");
+        if ctx.inspection.as_ref().is_some_and(|i| i.recognised()) {
+            // A part of an artifact cannot be verified: ask for all of it (a server may
+            // always answer a range request with the whole body).
+            upstream.remove_header("Range");
+            upstream.remove_header("If-Range");
+        }
         if let Some(proxy) = ctx.via.as_ref().filter(|_| target.scheme == Scheme::Http) {
             upstream.set_raw_path(target.absolute_form().as_bytes())?;
             if let Some(auth) = proxy.authorization() {
@@ -644,8 +737,17 @@ impl ProxyHttp for Pipeline {
         if ctx.recorded {
             return Ok(None);
         }
+        // Every successful body is inspected (a 206 cannot verify, so it is rejected;
+        // recognised requests are fetched whole, see `upstream_request_filter`).
+        let inspected = ctx
+            .response
+            .as_ref()
+            .is_some_and(|r| (200..300).contains(&r.status_code) && r.status_code != 204);
         if let Some(chunk) = body.as_ref() {
             ctx.hasher.update(chunk);
+            if inspected && let Some(inspection) = ctx.inspection.as_mut() {
+                inspection.chunk(chunk);
+            }
             metrics::counter!(metric::PROXY_BYTES_DOWN).increment(chunk.len() as u64);
         }
         let expected = ctx.response.as_ref().and_then(|r| r.content_length);
@@ -653,12 +755,39 @@ impl ProxyHttp for Pipeline {
         if !complete {
             return Ok(None);
         }
-        // This chunk completes the download: it goes out only once the record is durable.
+        // This chunk completes the download: it goes out only once the inspectors gave
+        // their verdict and the record is durable.
         let method = session.req_header().method.to_string();
-        let Some((id, record)) = self.download_record(ctx, &method) else {
+        if inspected && let Some(inspection) = ctx.inspection.as_mut() {
+            let digests = ctx.hasher.clone().finish();
+            ctx.verdict = Some(if inspection.recognised() {
+                // A recognised artifact's verdict may parse an index file spooled to
+                // disk: a blocking section, so this worker's other tasks move on.
+                tokio::task::block_in_place(|| inspection.finish(&digests))
+            } else {
+                inspection.finish(&digests)
+            });
+        }
+        let policy = ctx.session.as_ref().map_or(Policy::Strict, |h| h.policy);
+        let Some((id, mut record)) = self.download_record(ctx, &method) else {
             return Ok(None);
         };
         ctx.recorded = true;
+        let cut_off = match &mut record {
+            AuditRecord::Download(d) if inspected => enforce(d, policy),
+            _ => None,
+        };
+        if let Some(reason) = cut_off {
+            // A rejected artifact (rare): its record is durable before the connection is
+            // reset, so a report read once the builder saw the failure includes it.
+            let log = Arc::clone(self.sessions.log());
+            let handle = tokio::runtime::Handle::current();
+            if let Err(e) = tokio::task::block_in_place(|| handle.block_on(log.append(id, record)))
+            {
+                tracing::error!(session = %id, error = %e, "audit record of a rejected download not written");
+            }
+            return Err(Error::explain(ErrorType::Custom(CUT_OFF), reason));
+        }
         let Some(gate) = ctx.gate.as_ref() else {
             return Err(Error::explain(
                 ErrorType::InternalError,
@@ -677,6 +806,7 @@ impl ProxyHttp for Pipeline {
     ) -> FailToProxy {
         let (stage, code) = match e.etype() {
             ErrorType::HTTPStatus(code) => ("request", *code),
+            ErrorType::Custom(kind) if *kind == CUT_OFF => ("policy", 403),
             _ => failure_stage(e, ctx.via.is_some()),
         };
         tracing::info!(session = ?ctx.session.as_ref().map(|h| h.id), stage, error = %e, "proxy request failed");
@@ -692,7 +822,9 @@ impl ProxyHttp for Pipeline {
                 e.etype(),
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
             );
-        if !downstream_gone && ctx.response.is_none() {
+        // Once the response head is out, nothing more may be written: an error body would
+        // land inside the artifact's bytes. The connection is closed unfinished instead.
+        if !downstream_gone && session.response_written().is_none() {
             // Recorded before the builder sees the answer, like a refusal.
             self.record_unfinished(session, ctx).await;
             let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;

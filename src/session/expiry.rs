@@ -153,6 +153,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn revoking_ending_and_expiring_tell_the_finished_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        s.on_finished(move |id| sink.lock().unwrap().push(id));
+        let (revoked, token) = s.create(NewSession::default()).await.unwrap();
+        let (ended, _) = s.create(NewSession::default()).await.unwrap();
+        let (expiring, _) = s
+            .create(NewSession {
+                timeout_secs: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.revoke(revoked.id, token.expose()).await.unwrap();
+        s.end(ended.id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(reap_expired(&s).await.unwrap(), 1);
+        assert_eq!(
+            *told.lock().unwrap(),
+            vec![revoked.id, ended.id, expiring.id]
+        );
+    }
+
+    #[tokio::test]
     async fn sweeper_deletes_only_sessions_past_retention() {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());

@@ -126,6 +126,9 @@ pub enum SessionError {
     Storage(#[from] fetchgate_storage::Error),
 }
 
+/// Told the id of a session that will serve no more requests.
+type FinishedHook = Box<dyn Fn(SessionId) + Send + Sync>;
+
 /// The session service shared by the control API, the proxy and the background tasks.
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
@@ -136,6 +139,8 @@ pub struct Sessions {
     created_since_start: AtomicU64,
     /// In an HA pair: this node's place in the sessions' node sets.
     membership: Option<Membership>,
+    /// Called when this node stops serving a session (see `on_finished`).
+    finished: std::sync::RwLock<Vec<FinishedHook>>,
 }
 
 impl Sessions {
@@ -155,6 +160,27 @@ impl Sessions {
             permissive_mode,
             created_since_start: AtomicU64::new(0),
             membership: None,
+            finished: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Calls `hook` with a session's id when this node revokes its token, ends it or
+    /// expires it: from then on it serves no new request (in-flight downloads finish).
+    pub fn on_finished(&self, hook: impl Fn(SessionId) + Send + Sync + 'static) {
+        self.finished
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
+    }
+
+    fn finished(&self, id: SessionId) {
+        for hook in self
+            .finished
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook(id);
         }
     }
 
@@ -300,6 +326,7 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound(id))?;
         tracing::info!(session = %id, "token revoked");
+        self.finished(id);
         Ok(h)
     }
 
@@ -316,6 +343,7 @@ impl Sessions {
             .ok_or(SessionError::NotFound(id))?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "ended").increment(1);
         tracing::info!(session = %id, "session ended");
+        self.finished(id);
         Ok(h)
     }
 
@@ -326,6 +354,7 @@ impl Sessions {
             .await?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "expired").increment(1);
         tracing::info!(session = %h.id, "session expired");
+        self.finished(h.id);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! private spool, the way craft-application starts it, and talks to it over HTTP.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -27,6 +28,95 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A test CA and a leaf for 127.0.0.1/localhost signed by it; returns (ca, leaf, key).
+pub fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let leaf = format!("{name}.pem");
+    let ext = format!("{name}.ext");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &ca_key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &leaf,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    (dir.join(ca), dir.join(leaf), dir.join(key))
+}
+
 /// A loopback port nobody listens on right now, for a daemon to bind a moment later.
 ///
 /// Ports come from below the kernel's ephemeral range (32768 and up on Linux), so no
@@ -50,6 +140,70 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
+}
+
+/// A local origin server (`tests/support/origin.py`); killed when dropped.
+pub struct Origin {
+    child: Child,
+    pub port: u16,
+    tls: bool,
+}
+
+impl Origin {
+    /// Serves `files` on 127.0.0.1, over HTTPS with this leaf and key when given.
+    pub fn start(files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        Origin::start_on("127.0.0.1", files, tls)
+    }
+
+    /// An origin listening on another loopback address (`127.0.0.x`).
+    pub fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .args(["--bind", bind])
+            .arg("--dir")
+            .arg(files)
+            .arg("--git-root")
+            .arg(files);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("origin said {line:?}"));
+        Origin {
+            child,
+            port,
+            tls: tls.is_some(),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/`, or `https://localhost:<port>/` (the leaf's name).
+    pub fn base(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}/", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/", self.port)
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// How to start a daemon.

@@ -7,6 +7,7 @@ Serves files from --dir, plus:
   /slow/<bytes>?ms=<n>    <bytes> of deterministic data in 64 KiB chunks, n ms apart
   /echo-auth              the Authorization header it received, as the body
   /git/<repo>/...         git smart HTTP, served by `git http-backend` from --git-root
+  Range: bytes=N-         206 with the rest of a file
 Prints "ready <port>" once listening.
 """
 import argparse
@@ -100,8 +101,22 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 self.wfile.flush()
                 sent += n
                 time.sleep(delay)
+        elif self.headers.get("Range", "").startswith("bytes=") and os.path.isfile(self.translate_path(url.path)):
+            self.send_range(self.translate_path(url.path))
         else:
             super().do_GET()
+
+    def send_range(self, path):
+        """206 for `Range: bytes=N-` (the form apt sends to resume a download)."""
+        with open(path, "rb") as f:
+            data = f.read()
+        start = int(self.headers["Range"][len("bytes="):].split("-")[0] or 0)
+        part = data[start:]
+        self.send_response(206)
+        self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
 
 
 def main():

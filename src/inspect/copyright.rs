@@ -1,0 +1,339 @@
+//! The license of a Debian package, from the machine-readable (DEP-5)
+//! `usr/share/doc/<package>/copyright` inside its `data.tar`, found while the package
+//! streams: the data member's bytes go to a worker thread that decompresses the tar
+//! and stops at the first copyright file.
+//!
+//! Best effort by design: a package without a DEP-5 copyright file, one whose data
+//! arrives faster than it can be scanned (more than [`MAX_BACKLOG`] queued), or one
+//! whose license has no SPDX name here gets no `license`. Never an error.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use crate::debtags::deb822::{Item, Paragraphs};
+
+/// Bytes of the data member queued for the scanner at most.
+pub const MAX_BACKLOG: usize = 32 << 20;
+/// The most of the data tar decompressed while looking.
+const MAX_DATA_TAR: u64 = 16 << 30;
+/// The largest copyright file read.
+const MAX_COPYRIGHT: u64 = 1 << 20;
+
+/// What the copyright file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copyright {
+    /// SPDX expression.
+    pub license: String,
+    /// The `Copyright:` of the `Files: *` paragraph, first line.
+    pub holders: Option<String>,
+}
+
+/// Debian short license names → SPDX (DEP-5 uses Debian's names).
+fn spdx(debian: &str) -> Option<&'static str> {
+    const NAMES: [(&str, &str); 27] = [
+        ("GPL-1", "GPL-1.0-only"),
+        ("GPL-1+", "GPL-1.0-or-later"),
+        ("GPL-2", "GPL-2.0-only"),
+        ("GPL-2+", "GPL-2.0-or-later"),
+        ("GPL-3", "GPL-3.0-only"),
+        ("GPL-3+", "GPL-3.0-or-later"),
+        ("LGPL-2", "LGPL-2.0-only"),
+        ("LGPL-2+", "LGPL-2.0-or-later"),
+        ("LGPL-2.1", "LGPL-2.1-only"),
+        ("LGPL-2.1+", "LGPL-2.1-or-later"),
+        ("LGPL-3", "LGPL-3.0-only"),
+        ("LGPL-3+", "LGPL-3.0-or-later"),
+        ("AGPL-3", "AGPL-3.0-only"),
+        ("AGPL-3+", "AGPL-3.0-or-later"),
+        ("Apache-2.0", "Apache-2.0"),
+        ("Expat", "MIT"),
+        ("MIT", "MIT"),
+        ("BSD-2-clause", "BSD-2-Clause"),
+        ("BSD-3-clause", "BSD-3-Clause"),
+        ("ISC", "ISC"),
+        ("MPL-2.0", "MPL-2.0"),
+        ("Zlib", "Zlib"),
+        ("Artistic", "Artistic-1.0-Perl"),
+        ("CC0-1.0", "CC0-1.0"),
+        ("PSF-2", "PSF-2.0"),
+        ("OpenSSL", "OpenSSL"),
+        ("BSL-1.0", "BSL-1.0"),
+    ];
+    NAMES
+        .iter()
+        .find(|(d, _)| d.eq_ignore_ascii_case(debian))
+        .map(|(_, s)| *s)
+}
+
+/// An expression of Debian names (`GPL-2+ or Artistic`, `MIT and Zlib`) in SPDX, if
+/// every name is known.
+fn spdx_expression(debian: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for word in debian.split_ascii_whitespace() {
+        match word.to_ascii_lowercase().as_str() {
+            "or" => out.push("OR".to_owned()),
+            "and" => out.push("AND".to_owned()),
+            _ => out.push(spdx(word.trim_end_matches(','))?.to_owned()),
+        }
+    }
+    (!out.is_empty()).then(|| out.join(" "))
+}
+
+/// Reads a DEP-5 copyright file: the license of `Files: *` (or of the header).
+pub fn parse(text: &[u8]) -> Option<Copyright> {
+    let mut paragraphs = Paragraphs::new(text);
+    let mut header = None;
+    let mut first = true;
+    loop {
+        let stanza = match paragraphs.next_item() {
+            Ok(Some(Item::Stanza(s))) => s,
+            Ok(Some(Item::Malformed(_))) => {
+                first = false;
+                continue;
+            }
+            _ => break,
+        };
+        let license = stanza
+            .get("License")
+            .and_then(|l| l.lines().next())
+            .map(str::trim);
+        if first {
+            first = false;
+            stanza.get("Format")?;
+            header = license.and_then(spdx_expression);
+            continue;
+        }
+        if stanza.get("Files").map(str::trim) == Some("*") {
+            return license.and_then(spdx_expression).map(|license| Copyright {
+                license,
+                holders: stanza
+                    .get("Copyright")
+                    .and_then(|c| c.lines().next())
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty()),
+            });
+        }
+    }
+    header.map(|license| Copyright {
+        license,
+        holders: None,
+    })
+}
+
+/// The bytes of the data member, read by the scanner thread.
+struct Chunks {
+    rx: Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.backlog.fetch_sub(chunk.len(), Ordering::Relaxed);
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Looks for the copyright file in a data member as it streams.
+#[derive(Default)]
+pub struct CopyrightScan {
+    tx: Option<Sender<Vec<u8>>>,
+    worker: Option<JoinHandle<Option<Copyright>>>,
+    backlog: Arc<AtomicUsize>,
+    /// The scan was abandoned (backlog too long, or the thread could not start).
+    given_up: bool,
+}
+
+impl CopyrightScan {
+    /// The next bytes of the data member `member` (`data.tar.xz`, ...).
+    pub fn feed(&mut self, member: &str, bytes: &[u8]) {
+        if self.given_up {
+            return;
+        }
+        if self.tx.is_none() && self.worker.is_none() {
+            self.start(member);
+        }
+        let Some(tx) = &self.tx else { return };
+        if self.backlog.load(Ordering::Relaxed) + bytes.len() > MAX_BACKLOG {
+            self.give_up();
+            return;
+        }
+        self.backlog.fetch_add(bytes.len(), Ordering::Relaxed);
+        if tx.send(bytes.to_vec()).is_err() {
+            // The scanner is done (found it, or gave up on the data): stop sending.
+            self.tx = None;
+        }
+    }
+
+    fn start(&mut self, member: &str) {
+        let (tx, rx) = channel();
+        let chunks = Chunks {
+            rx,
+            current: Vec::new(),
+            at: 0,
+            backlog: Arc::clone(&self.backlog),
+        };
+        let member = member.to_owned();
+        match std::thread::Builder::new()
+            .name("deb-copyright".into())
+            .spawn(move || scan(&member, chunks))
+        {
+            Ok(worker) => {
+                self.tx = Some(tx);
+                self.worker = Some(worker);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the copyright scanner");
+                self.given_up = true;
+            }
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.given_up = true;
+        self.tx = None;
+        // The worker ends at the end of what it was sent; nobody waits for it.
+        self.worker = None;
+    }
+
+    /// The package is complete: what the copyright file says, if it was found.
+    pub fn finish(mut self) -> Option<Copyright> {
+        self.tx = None;
+        if self.given_up {
+            return None;
+        }
+        self.worker.take()?.join().ok().flatten()
+    }
+}
+
+/// The scanner thread: decompress, walk the tar, read the first DEP-5 copyright file.
+fn scan(member: &str, input: Chunks) -> Option<Copyright> {
+    let reader: Box<dyn Read> = match member {
+        "data.tar" => Box::new(input),
+        "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(input)),
+        "data.tar.xz" => Box::new(lzma_rust2::XzReader::new(input, true)),
+        "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(input).ok()?),
+        _ => return None,
+    };
+    let mut archive = tar::Archive::new(reader.take(MAX_DATA_TAR));
+    for entry in archive.entries().ok()? {
+        let entry = entry.ok()?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path_bytes();
+        let path = path.strip_prefix(b"./").unwrap_or(&path);
+        let is_copyright = path.starts_with(b"usr/share/doc/")
+            && path.ends_with(b"/copyright")
+            && path.iter().filter(|&&b| b == b'/').count() == 4;
+        if is_copyright {
+            let mut text = Vec::new();
+            entry.take(MAX_COPYRIGHT).read_to_end(&mut text).ok()?;
+            return parse(&text);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP5: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: x\n\nFiles: *\nCopyright: 2020 Jo Tester\nLicense: GPL-2+\n long text\n\nFiles: debian/*\nCopyright: 2021 Someone\nLicense: MIT\n";
+
+    #[test]
+    fn dep5_files_star_license_is_given_in_spdx() {
+        let c = parse(DEP5.as_bytes()).unwrap();
+        assert_eq!(c.license, "GPL-2.0-or-later");
+        assert_eq!(c.holders.as_deref(), Some("2020 Jo Tester"));
+        let dual = DEP5.replace("License: GPL-2+", "License: GPL-2+ or Artistic");
+        assert_eq!(
+            parse(dual.as_bytes()).unwrap().license,
+            "GPL-2.0-or-later OR Artistic-1.0-Perl"
+        );
+    }
+
+    #[test]
+    fn free_form_or_unknown_licenses_give_nothing() {
+        assert_eq!(parse(b"This package is Copyright 1999 by someone.\n"), None);
+        assert_eq!(parse(b""), None);
+        let unknown = DEP5.replace("License: GPL-2+", "License: my-own-license");
+        assert_eq!(parse(unknown.as_bytes()), None);
+        assert_eq!(parse(&[0xff, 0xfe, b':', b'\n']), None);
+    }
+
+    fn data_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_scanner_finds_the_copyright_file_whatever_the_chunking() {
+        let tar = data_tar(&[
+            ("./usr/bin/x", &[7u8; 5000]),
+            ("./usr/share/doc/x/copyright", DEP5.as_bytes()),
+        ]);
+        for size in [1, 511, 4096] {
+            let mut scan = CopyrightScan::default();
+            for chunk in tar.chunks(size) {
+                scan.feed("data.tar", chunk);
+            }
+            assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
+        }
+    }
+
+    #[test]
+    fn data_after_the_copyright_file_does_not_make_the_scan_give_up() {
+        let tar = data_tar(&[("./usr/share/doc/x/copyright", DEP5.as_bytes())]);
+        let mut scan = CopyrightScan::default();
+        scan.feed("data.tar", &tar);
+        // Once the scanner has found the file, more data must not count as backlog.
+        while !scan.worker.as_ref().is_some_and(|w| w.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let tail = vec![0u8; 1 << 20];
+        for _ in 0..(2 * MAX_BACKLOG) >> 20 {
+            scan.feed("data.tar", &tail);
+        }
+        assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
+    }
+
+    #[test]
+    fn garbage_data_gives_no_license_and_no_panic() {
+        for member in [
+            "data.tar",
+            "data.tar.gz",
+            "data.tar.xz",
+            "data.tar.zst",
+            "data.tar.bz2",
+        ] {
+            let mut scan = CopyrightScan::default();
+            scan.feed(member, b"\xfd7zXZ\x00 this is not what it claims");
+            assert_eq!(scan.finish(), None, "{member}");
+        }
+        assert_eq!(CopyrightScan::default().finish(), None);
+    }
+}

@@ -1,0 +1,405 @@
+//! Inspectors: what is this download, and may it pass?
+//!
+//! Each inspector has an id and gives, in [declared order](INSPECTOR_IDS), a request
+//! opinion from the method, URL and headers ([`RequestOpinion`]: `Pending` means "I
+//! recognise this and will verify it"); an inspector that wants the body returns a
+//! [`BodyObserver`], which sees the response body chunk by chunk while it streams to the
+//! builder and finally gives a response opinion ([`ResponseOpinion`]) with annotations
+//! and artifact metadata. `default` (type sniffing) always runs last.
+//!
+//! Inspectors may remember what they verified for the rest of the session (the digests
+//! of a signed Release file, the packages of a verified Packages index): that state is
+//! [`SessionInspection`], kept in memory keyed by session id and never persisted.
+//!
+//! The pipeline (`proxy::pipeline`) asks [`Inspectors::begin`] at request time, feeds
+//! the body, and calls [`DownloadInspection::finish`] before releasing the last chunk;
+//! the policy (refuse, cut off, or only warn) is the pipeline's business, and the
+//! result rule is `audit::report::approved`. Nothing here knows about sockets.
+
+pub mod apt;
+pub mod config;
+pub mod copyright;
+pub mod deb;
+pub mod openpgp;
+pub mod sniff;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use fetchgate_storage::{BodyDigest, Inspection, Opinion, SessionHeader, SessionId};
+use lru::LruCache;
+
+use self::config::Trust;
+
+/// The inspectors, in the order they run (the report's `inspectors` list).
+pub const INSPECTOR_IDS: [&str; 4] = [apt::RELEASE_ID, apt::PACKAGES_ID, deb::ID, sniff::ID];
+
+/// A request as inspectors see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    /// Normalised: `scheme://host:port/path?query`.
+    pub url: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// An inspector's opinion on a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOpinion {
+    /// Recognised; the response will be verified.
+    Pending,
+    Unknown,
+    Rejected(String),
+}
+
+/// An inspector's opinion on a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOpinion {
+    Approved,
+    Unknown,
+    Rejected(String),
+}
+
+/// What an inspector concluded about a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFinding {
+    pub opinion: ResponseOpinion,
+    pub annotations: BTreeMap<String, String>,
+    /// Artifact metadata (`name`, `version`, `type`, ...); keys it cannot fill are absent.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ResponseFinding {
+    pub fn approved() -> Self {
+        Self::with(ResponseOpinion::Approved)
+    }
+
+    pub fn unknown() -> Self {
+        Self::with(ResponseOpinion::Unknown)
+    }
+
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::with(ResponseOpinion::Rejected(reason.into()))
+    }
+
+    fn with(opinion: ResponseOpinion) -> Self {
+        ResponseFinding {
+            opinion,
+            annotations: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an annotation.
+    pub fn note(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// Watches one response body as it streams.
+pub trait BodyObserver: Send + Sync {
+    /// The next chunk of the body.
+    fn chunk(&mut self, bytes: &[u8]);
+    /// The body is complete (`body` is its digest); the verdict.
+    fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding;
+}
+
+/// An inspector's answer at request time.
+pub struct RequestFinding {
+    pub opinion: RequestOpinion,
+    pub annotations: BTreeMap<String, String>,
+    /// Set when the inspector wants to see the response body.
+    pub observer: Option<Box<dyn BodyObserver>>,
+}
+
+impl RequestFinding {
+    /// Not this inspector's business.
+    pub fn unknown() -> Self {
+        RequestFinding {
+            opinion: RequestOpinion::Unknown,
+            annotations: BTreeMap::new(),
+            observer: None,
+        }
+    }
+
+    /// Recognised; `observer` will verify the body.
+    pub fn pending(observer: Box<dyn BodyObserver>) -> Self {
+        RequestFinding {
+            opinion: RequestOpinion::Pending,
+            annotations: BTreeMap::new(),
+            observer: Some(observer),
+        }
+    }
+
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        RequestFinding {
+            opinion: RequestOpinion::Rejected(reason.into()),
+            annotations: BTreeMap::new(),
+            observer: None,
+        }
+    }
+
+    /// Adds an annotation.
+    pub fn note(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// One inspector.
+pub trait Inspector: Send + Sync {
+    /// The id shown in the report.
+    fn id(&self) -> &'static str;
+    /// The opinion on a request, and an observer when the body is of interest.
+    fn request(&self, req: &RequestInfo<'_>, session: &Arc<SessionInspection>) -> RequestFinding;
+}
+
+/// What a session's inspectors trust and remember. Lives in memory only: a daemon
+/// restart forgets it (later index files of the session are then rejected until the
+/// Release file is fetched again).
+pub struct SessionInspection {
+    pub trust: Trust,
+    pub apt: Mutex<apt::AptMemory>,
+}
+
+/// The inspector chain and every live session's inspection state.
+pub struct Inspectors {
+    chain: Vec<Box<dyn Inspector>>,
+    global: Trust,
+    /// Live sessions' state, forgotten when they finish ([`Self::forget`]); beyond
+    /// [`MAX_SESSIONS`] the least recently used goes (its later index files are then
+    /// refused until its Release is fetched again).
+    sessions: Mutex<LruCache<SessionId, Arc<SessionInspection>>>,
+}
+
+/// Sessions whose inspection state is kept.
+const MAX_SESSIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
+impl Inspectors {
+    /// The chain in [`INSPECTOR_IDS`] order, trusting `global` (from `inspectors.yaml`)
+    /// in every session; index files are spooled under `spool` while they stream.
+    pub fn new(global: Trust, spool: PathBuf) -> Self {
+        let spool = Arc::new(spool);
+        Inspectors {
+            chain: vec![
+                Box::new(apt::ReleaseInspector),
+                Box::new(apt::PackagesInspector {
+                    spool: Arc::clone(&spool),
+                }),
+                Box::new(deb::DebInspector),
+                Box::new(sniff::DefaultInspector),
+            ],
+            global,
+            sessions: Mutex::new(LruCache::new(MAX_SESSIONS)),
+        }
+    }
+
+    /// The session's inspection state, created on its first request from the global
+    /// trust plus its own `inspectors-configuration`.
+    fn session(&self, header: &SessionHeader) -> Arc<SessionInspection> {
+        let lock = || self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = lock().get(&header.id) {
+            return Arc::clone(state);
+        }
+        // Keys are parsed (and key files read) outside the lock; should two first
+        // requests race, the first state stored wins.
+        let mut trust = self.global.clone();
+        if let Some(text) = &header.inspectors_configuration {
+            match config::SessionConfig::from_json_text(text) {
+                Ok(extra) => trust.extend(extra.into_trust()),
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "inspectors-configuration unusable; only the daemon's trusted origins apply");
+                }
+            }
+        }
+        let fresh = Arc::new(SessionInspection {
+            trust,
+            apt: Mutex::new(apt::AptMemory::default()),
+        });
+        Arc::clone(lock().get_or_insert(header.id, || fresh))
+    }
+
+    /// Forgets a session that will serve no more requests (downloads in flight keep
+    /// their own reference).
+    pub fn forget(&self, id: SessionId) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(&id);
+    }
+
+    /// Every inspector's request opinion, in order.
+    pub fn begin(&self, header: &SessionHeader, req: &RequestInfo<'_>) -> DownloadInspection {
+        let session = self.session(header);
+        let mut request = BTreeMap::new();
+        let mut observers = Vec::new();
+        let mut pending = false;
+        let mut rejected = Vec::new();
+        for inspector in &self.chain {
+            let finding = inspector.request(req, &session);
+            let (opinion, reason) = match finding.opinion {
+                RequestOpinion::Pending => {
+                    pending = true;
+                    (Opinion::Pending, None)
+                }
+                RequestOpinion::Unknown => (Opinion::Unknown, None),
+                RequestOpinion::Rejected(r) => {
+                    rejected.push(format!("{}: {r}", inspector.id()));
+                    (Opinion::Rejected, Some(r))
+                }
+            };
+            request.insert(
+                inspector.id().to_owned(),
+                Inspection {
+                    opinion,
+                    reason,
+                    annotations: finding.annotations,
+                },
+            );
+            if let Some(o) = finding.observer {
+                observers.push((inspector.id(), o));
+            }
+        }
+        let refusal = if !rejected.is_empty() {
+            Some(rejected.join("; "))
+        } else if !pending {
+            Some(format!(
+                "no inspector recognises {} {}: the origin is not a trusted one in this session",
+                req.method, req.url
+            ))
+        } else {
+            None
+        };
+        DownloadInspection {
+            request,
+            observers,
+            recognised: pending,
+            refusal,
+        }
+    }
+}
+
+/// One download's inspection, from request to verdict.
+pub struct DownloadInspection {
+    request: BTreeMap<String, Inspection>,
+    observers: Vec<(&'static str, Box<dyn BodyObserver>)>,
+    /// Some inspector marked the request Pending.
+    recognised: bool,
+    refusal: Option<String>,
+}
+
+/// The inspectors' conclusions on a response.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub response: BTreeMap<String, Inspection>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl DownloadInspection {
+    /// Why a strict session refuses this request, if it does: an inspector rejected
+    /// it, or none recognised it.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// Whether an inspector will verify the response: it must then be fetched whole.
+    pub fn recognised(&self) -> bool {
+        self.recognised
+    }
+
+    /// The request opinions, for the audit record.
+    pub fn request_opinions(&self) -> &BTreeMap<String, Inspection> {
+        &self.request
+    }
+
+    /// Feeds a chunk of the response body to every observer.
+    pub fn chunk(&mut self, bytes: &[u8]) {
+        for (_, o) in &mut self.observers {
+            o.chunk(bytes);
+        }
+    }
+
+    /// The response opinions once the body is complete. Metadata keys go to the first
+    /// inspector (in chain order) that fills them, so `default`'s sniffing only fills
+    /// gaps.
+    pub fn finish(&mut self, body: &BodyDigest) -> Verdict {
+        let mut verdict = Verdict::default();
+        for (id, o) in std::mem::take(&mut self.observers) {
+            let finding = o.finish(body);
+            let (opinion, reason) = match finding.opinion {
+                ResponseOpinion::Approved => (Opinion::Approved, None),
+                ResponseOpinion::Unknown => (Opinion::Unknown, None),
+                ResponseOpinion::Rejected(r) => (Opinion::Rejected, Some(r)),
+            };
+            verdict.response.insert(
+                id.to_owned(),
+                Inspection {
+                    opinion,
+                    reason,
+                    annotations: finding.annotations,
+                },
+            );
+            for (k, v) in finding.metadata {
+                verdict.metadata.entry(k).or_insert(v);
+            }
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fetchgate_storage::{Policy, Timestamp};
+
+    fn header() -> SessionHeader {
+        SessionHeader {
+            id: SessionId::from_bytes([3; 16]),
+            token_hash: [0; 32],
+            policy: Policy::Strict,
+            created: Timestamp::now(),
+            timeout_secs: 60,
+            revoked: None,
+            ended: None,
+            secrets: Vec::new(),
+            inspectors_configuration: None,
+        }
+    }
+
+    #[test]
+    fn an_unrecognised_request_is_refused_with_every_opinion_recorded() {
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let headers = http::HeaderMap::new();
+        let req = RequestInfo {
+            method: "GET",
+            url: "http://example.org:80/x.deb",
+            headers: &headers,
+        };
+        let inspection = chain.begin(&header(), &req);
+        assert!(!inspection.recognised());
+        assert!(
+            inspection
+                .refusal()
+                .unwrap()
+                .contains("no inspector recognises")
+        );
+        let ids: Vec<&str> = inspection
+            .request_opinions()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ids, ["apt.packages", "apt.release", "deb", "default"]);
+    }
+
+    #[test]
+    fn a_forgotten_session_starts_afresh() {
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let first = chain.session(&header());
+        assert!(Arc::ptr_eq(&first, &chain.session(&header())));
+        chain.forget(header().id);
+        assert!(!Arc::ptr_eq(&first, &chain.session(&header())));
+    }
+}
