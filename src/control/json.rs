@@ -30,6 +30,12 @@ pub async fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> 
     } else {
         &bytes
     };
+    // serde reads a struct from an array too; the API's bodies are objects.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected an object",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

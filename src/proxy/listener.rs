@@ -152,12 +152,18 @@ impl ProxyListener {
                         return None;
                     }
                 };
-                match Acceptor::from_server_config(config)
-                    .tls_handshake(stream)
-                    .await
-                {
-                    Ok(tls) => Some((Box::new(tls), Some(tunnel))),
-                    Err(e) => {
+                // Bounded like a request head: a CONNECT followed by silence must not hold
+                // a connection for ever.
+                let acceptor = Acceptor::from_server_config(config);
+                let handshake =
+                    tokio::time::timeout(self.limits.timeout, acceptor.tls_handshake(stream));
+                match handshake.await {
+                    Ok(Ok(tls)) => Some((Box::new(tls), Some(tunnel))),
+                    Err(_) => {
+                        tracing::info!(%peer, dest = %tunnel.dest, "no TLS handshake from the builder in time");
+                        None
+                    }
+                    Ok(Err(e)) => {
                         tracing::info!(%peer, dest = %tunnel.dest, error = %e, "TLS handshake with the builder failed");
                         None
                     }

@@ -106,6 +106,7 @@ pub fn build(
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),
         inspectors: Arc::clone(&inspectors),
+        max_head_bytes: config.max_head_bytes,
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {

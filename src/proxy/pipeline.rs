@@ -82,6 +82,8 @@ pub struct Pipeline {
     pub limiter: Arc<SessionLimiter>,
     pub upstreams: UpstreamProxies,
     pub inspectors: Arc<Inspectors>,
+    /// Largest request head (`proxy.max-header-bytes`): beyond it, 431.
+    pub max_head_bytes: usize,
 }
 
 /// The response as the builder received it.
@@ -166,6 +168,64 @@ fn header_list(headers: &http::HeaderMap) -> Vec<(String, Vec<String>)> {
         }
     }
     out
+}
+
+/// Longest request target forwarded; beyond it, 414.
+const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// Refuses (status, reason) a request head before anything is forwarded: a head too
+/// large, or body framing that the origin could read differently from us (request
+/// smuggling): several `Content-Length`s, a `Transfer-Encoding` other than `chunked`.
+/// (`Content-Length` with `Transfer-Encoding` never gets here: Pingora frames the body
+/// by the latter, removes the former and closes the connection after, RFC 9112 6.3.)
+fn check_head(
+    req: &RequestHeader,
+    max_head_bytes: usize,
+) -> std::result::Result<(), (u16, String)> {
+    if req.raw_path().len() > MAX_TARGET_BYTES {
+        return Err((
+            414,
+            format!("request target longer than {MAX_TARGET_BYTES} bytes"),
+        ));
+    }
+    let head: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head > max_head_bytes {
+        return Err((
+            431,
+            format!("request header fields larger than {max_head_bytes} bytes"),
+        ));
+    }
+    let lengths = req
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .count();
+    let mut encodings = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    if encodings.peek().is_some() {
+        let chunked_only = encodings.count() == 1
+            && req
+                .headers
+                .get(http::header::TRANSFER_ENCODING)
+                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked_only {
+            return Err((
+                400,
+                "Transfer-Encoding other than chunked is refused".into(),
+            ));
+        }
+    }
+    if lengths > 1 {
+        return Err((400, "more than one Content-Length is refused".into()));
+    }
+    Ok(())
 }
 
 /// Writes a complete JSON error response; returns `Ok(true)` for `request_filter`.
@@ -542,6 +602,16 @@ impl ProxyHttp for Pipeline {
                 return respond(session, 400, &e.to_string(), &[]).await;
             }
         };
+        if let Err((status, reason)) = check_head(req, self.max_head_bytes) {
+            ctx.failure = Some((
+                status,
+                Failure {
+                    stage: "request".into(),
+                    reason: reason.clone(),
+                },
+            ));
+            return respond(session, status, &reason, &[]).await;
+        }
         ctx.user_agent = req
             .headers
             .get(http::header::USER_AGENT)

@@ -1,0 +1,184 @@
+//! Bad input on the proxy port.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{Origin, assert_healthy, daemon, exchange, proxy_auth, read_answer};
+
+const QUICK: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn ambiguous_body_framing_is_refused_or_made_unambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    let origin = Origin::start().await;
+    let (id, token) = d.create(json!({})).await;
+    let auth = proxy_auth(&id, &token);
+    let url = format!("http://127.0.0.1:{}/x", origin.port);
+    let host = format!("Host: 127.0.0.1:{}\r\n", origin.port);
+    let cases = [
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST {url} HTTP/1.1\r\n{host}{auth}Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
+            ),
+        ),
+        (
+            "an obs-folded header",
+            format!("GET {url} HTTP/1.1\r\n{host}{auth}X-Folded: a\r\n  b\r\n\r\n"),
+        ),
+        (
+            "a Transfer-Encoding other than chunked",
+            format!("POST {url} HTTP/1.1\r\n{host}{auth}Transfer-Encoding: gzip, identity\r\n\r\n"),
+        ),
+    ];
+    for (what, request) in cases {
+        let answer = exchange(d.opts.proxy_port, request.as_bytes(), QUICK).await;
+        assert_eq!(answer.status(), Some(400), "{what}: {answer:?}");
+        assert!(answer.closed, "{what}: the connection must not be reused");
+    }
+    assert_eq!(
+        origin.connections(),
+        0,
+        "a smuggling attempt reached the origin"
+    );
+    assert_healthy(&d, &origin).await;
+}
+
+#[tokio::test]
+async fn oversized_request_lines_are_414_and_oversized_heads_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    let origin = Origin::start().await;
+    let (id, token) = d.create(json!({})).await;
+    let auth = proxy_auth(&id, &token);
+    let long_path = "a".repeat(16 * 1024);
+    let request = format!(
+        "GET http://127.0.0.1:{}/{long_path} HTTP/1.1\r\n{auth}\r\n",
+        origin.port
+    );
+    let answer = exchange(d.opts.proxy_port, request.as_bytes(), QUICK).await;
+    assert_eq!(answer.status(), Some(414), "{answer:?}");
+    let filler = format!("X-Filler: {}\r\n", "b".repeat(1000)).repeat(100);
+    let request = format!(
+        "GET http://127.0.0.1:{}/ HTTP/1.1\r\n{auth}{filler}\r\n",
+        origin.port
+    );
+    let answer = exchange(d.opts.proxy_port, request.as_bytes(), QUICK).await;
+    assert_eq!(answer.status(), Some(431), "{answer:?}");
+    // The same inside an intercepted tunnel is refused by the same rule; a CONNECT
+    // head that is too large never becomes a tunnel.
+    let request = format!("CONNECT 127.0.0.1:443 HTTP/1.1\r\n{auth}{filler}\r\n");
+    let answer = exchange(d.opts.proxy_port, request.as_bytes(), QUICK).await;
+    assert_eq!(answer.status(), Some(431), "{answer:?}");
+    assert_eq!(origin.connections(), 0);
+    assert_healthy(&d, &origin).await;
+}
+
+#[tokio::test]
+async fn invalid_connect_targets_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    let origin = Origin::start().await;
+    let (id, token) = d.create(json!({})).await;
+    let auth = proxy_auth(&id, &token);
+    for target in [
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "user@127.0.0.1:443",
+        "user:pw@127.0.0.1:443",
+        "::1:443",
+        "[::1]",
+        "127.0.0.1:99999",
+        "",
+        "http://127.0.0.1:443",
+    ] {
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n");
+        let answer = exchange(d.opts.proxy_port, request.as_bytes(), QUICK).await;
+        assert_eq!(answer.status(), Some(400), "CONNECT {target:?}: {answer:?}");
+        assert!(answer.closed, "CONNECT {target:?}");
+    }
+    assert_healthy(&d, &origin).await;
+}
+
+#[tokio::test]
+async fn not_http_at_all_gets_400_or_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    let origin = Origin::start().await;
+    let (id, token) = d.create(json!({})).await;
+    let auth = proxy_auth(&id, &token);
+    // The start of a TLS 1.2 ClientHello, as a client that forgot the CONNECT sends it.
+    let client_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x00, 0x01, 0x02, 0x03,
+        0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    ];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec()),
+        ("garbage", (0..=255u8).cycle().take(4096).collect()),
+        ("a TLS ClientHello", client_hello.to_vec()),
+        ("NUL bytes", vec![0u8; 100]),
+        (
+            "a request line without a version",
+            format!("GET http://127.0.0.1:{}/\r\n{auth}\r\n", origin.port).into_bytes(),
+        ),
+        (
+            "another scheme",
+            format!(
+                "GET ftp://127.0.0.1:{}/f HTTP/1.1\r\n{auth}\r\n",
+                origin.port
+            )
+            .into_bytes(),
+        ),
+        (
+            "origin-form on a proxy",
+            format!(
+                "GET /f HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{auth}\r\n",
+                origin.port
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let answer = exchange(d.opts.proxy_port, &bytes, QUICK).await;
+        assert!(answer.closed, "{what}: left open: {answer:?}");
+        assert!(
+            answer.text.is_empty() || answer.status() == Some(400),
+            "{what}: {answer:?}"
+        );
+    }
+    assert_eq!(origin.connections(), 0);
+    assert_healthy(&d, &origin).await;
+}
+
+#[tokio::test]
+async fn a_connect_that_never_sends_a_client_hello_is_closed_at_the_head_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    let origin = Origin::start().await;
+    let (id, token) = d.create(json!({})).await;
+    let auth = proxy_auth(&id, &token);
+    let start = Instant::now();
+    let mut conn = TcpStream::connect(("127.0.0.1", d.opts.proxy_port))
+        .await
+        .unwrap();
+    let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n{auth}\r\n", origin.port);
+    conn.write_all(connect.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut conn, Duration::from_secs(8)).await;
+    assert!(
+        answer.text.starts_with("HTTP/1.1 200"),
+        "the CONNECT itself is fine: {answer:?}"
+    );
+    assert!(answer.closed, "a tunnel without a ClientHello stayed open");
+    // The head timeout is 2 s in this setup.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(origin.connections(), 0);
+    assert_healthy(&d, &origin).await;
+}
