@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Origin, assert_healthy, daemon, exchange};
+use super::{assert_healthy, exchange, setup};
 
 /// The JSON body of a raw HTTP answer.
 fn json_body(text: &str) -> Value {
@@ -16,9 +16,7 @@ fn json_body(text: &str) -> Value {
 
 #[tokio::test]
 async fn malformed_bodies_are_400_or_413_with_a_reason_and_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (kept, _) = d.create(json!({})).await;
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("truncated JSON", b"{\"policy\": ".to_vec(), 400),
@@ -63,9 +61,7 @@ async fn malformed_bodies_are_400_or_413_with_a_reason_and_lose_nothing() {
 
 #[tokio::test]
 async fn odd_ids_and_paths_are_refused_with_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, _) = d.create(json!({})).await;
     let auth = {
         use base64::Engine;
@@ -117,9 +113,7 @@ async fn odd_ids_and_paths_are_refused_with_json() {
 
 #[tokio::test]
 async fn control_credentials_must_match_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     for (user, password) in [
         ("craft", "craft:extra"),
         ("craft:craft", ""),

@@ -31,6 +31,13 @@ pub async fn daemon(dir: &Path) -> Daemon {
         .await
 }
 
+/// A daemon for hostile input and a local origin; the directory must outlive both.
+pub async fn setup() -> (tempfile::TempDir, Daemon, Origin) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path()).await;
+    (dir, d, Origin::start().await)
+}
+
 /// Fails if the daemon panicked, then checks it still answers on both ports: `/status`
 /// on the control port, and a real download through the proxy.
 pub async fn assert_healthy(d: &Daemon, origin: &Origin) {

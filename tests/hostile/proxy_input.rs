@@ -6,15 +6,13 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Origin, assert_healthy, daemon, exchange, proxy_auth, read_answer};
+use super::{assert_healthy, exchange, proxy_auth, read_answer, setup};
 
 const QUICK: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn ambiguous_body_framing_is_refused_or_made_unambiguous() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, token) = d.create(json!({})).await;
     let auth = proxy_auth(&id, &token);
     let url = format!("http://127.0.0.1:{}/x", origin.port);
@@ -50,9 +48,7 @@ async fn ambiguous_body_framing_is_refused_or_made_unambiguous() {
 
 #[tokio::test]
 async fn oversized_request_lines_are_414_and_oversized_heads_431() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, token) = d.create(json!({})).await;
     let auth = proxy_auth(&id, &token);
     let long_path = "a".repeat(16 * 1024);
@@ -80,9 +76,7 @@ async fn oversized_request_lines_are_414_and_oversized_heads_431() {
 
 #[tokio::test]
 async fn invalid_connect_targets_are_400() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, token) = d.create(json!({})).await;
     let auth = proxy_auth(&id, &token);
     for target in [
@@ -106,9 +100,7 @@ async fn invalid_connect_targets_are_400() {
 
 #[tokio::test]
 async fn not_http_at_all_gets_400_or_a_clean_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, token) = d.create(json!({})).await;
     let auth = proxy_auth(&id, &token);
     // The start of a TLS 1.2 ClientHello, as a client that forgot the CONNECT sends it.
@@ -156,9 +148,7 @@ async fn not_http_at_all_gets_400_or_a_clean_close() {
 
 #[tokio::test]
 async fn a_connect_that_never_sends_a_client_hello_is_closed_at_the_head_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(dir.path()).await;
-    let origin = Origin::start().await;
+    let (_dir, d, origin) = setup().await;
     let (id, token) = d.create(json!({})).await;
     let auth = proxy_auth(&id, &token);
     let start = Instant::now();
