@@ -14,10 +14,14 @@
 //! - **A cheap idle wait.** Between requests on a kept-alive connection the listener
 //!   waits in [`DownstreamStream::wait_for_data`], which holds one read-ahead byte,
 //!   instead of inside Pingora's request handling, whose state is far larger.
+//! - **A deadline for each request head** ([`HeadClock`]). Pingora's read timeout
+//!   applies to each read, so a head trickled one byte at a time (slowloris) would
+//!   never time out on its own.
 
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -125,6 +129,34 @@ impl DurabilityGate {
                 *state = GateState::Failed(reason.clone());
                 Poll::Ready(Err(io::Error::other(reason)))
             }
+        }
+    }
+}
+
+/// Whether the request head being read on a connection was completed in time.
+///
+/// The listener starts the clock when a request's first bytes arrive and races Pingora's
+/// request handling against [`HeadClock::expired`]; the pipeline marks the head read as
+/// soon as Pingora hands the request over. Shared by a connection and its requests.
+#[derive(Clone, Debug, Default)]
+pub struct HeadClock(Arc<AtomicBool>);
+
+impl HeadClock {
+    /// A new request head is being read.
+    pub fn start(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    /// The request head is complete.
+    pub fn head_read(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Resolves after `limit` if the head has not been read by then; otherwise never.
+    pub async fn expired(&self, limit: Duration) {
+        tokio::time::sleep(limit).await;
+        if self.0.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
         }
     }
 }

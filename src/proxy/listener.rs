@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::acl::Acl;
 use super::auth;
-use super::downstream::{DownstreamStream, DurabilityGate};
+use super::downstream::{DownstreamStream, DurabilityGate, HeadClock};
 use super::mitm::CertCache;
 use super::pipeline::{Connection, Pipeline, Tunnel};
 use super::target::{HostPort, Target};
@@ -262,11 +262,17 @@ impl ProxyListener {
     ///
     /// Each request is handed to Pingora only once its first bytes have arrived: an idle
     /// kept-alive connection waits here, in a small future, rather than inside Pingora's
-    /// request handling.
+    /// request handling. From then on its whole head must arrive within the head
+    /// timeout, however slowly it trickles in.
     async fn run_http(&self, stream: Stream, tunnel: Option<Tunnel>, stop: &watch::Receiver<bool>) {
         let gate = DurabilityGate::default();
+        let clock = HeadClock::default();
         let mut stream = Box::new(DownstreamStream::new(stream, gate.clone()));
-        let mut first = Some(Connection { tunnel, gate });
+        let mut first = Some(Connection {
+            tunnel,
+            gate,
+            head: clock.clone(),
+        });
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut idle = self.limits.timeout;
         loop {
@@ -290,7 +296,18 @@ impl ProxyListener {
             }
             session.set_keepalive(Some(KEEPALIVE_SECS));
             session.set_read_timeout(Some(self.limits.timeout));
-            let Some(reused) = self.proxy.process_new_http(session, stop).await else {
+            clock.start();
+            let served = tokio::select! {
+                served = self.proxy.process_new_http(session, stop) => served,
+                () = clock.expired(self.limits.timeout) => {
+                    tracing::info!(
+                        timeout = ?self.limits.timeout,
+                        "request head not complete within the header timeout; closing the connection"
+                    );
+                    return;
+                }
+            };
+            let Some(reused) = served else {
                 return;
             };
             let (next, next_settings) = reused.consume();

@@ -39,7 +39,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::acl::Acl;
 use super::auth::{self, Refusal};
-use super::downstream::DurabilityGate;
+use super::downstream::{DurabilityGate, HeadClock};
 use super::limits::{InFlight, SessionLimiter};
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
@@ -64,6 +64,8 @@ pub struct Connection {
     pub tunnel: Option<Tunnel>,
     /// Holds back the end of each download until its record is durable.
     pub gate: DurabilityGate,
+    /// Told when each request's head has been read (the listener's head deadline).
+    pub head: HeadClock,
 }
 
 /// Timeouts for upstream connections.
@@ -99,6 +101,7 @@ struct ResponseInfo {
 pub struct RequestCtx {
     tunnel: Option<Tunnel>,
     gate: Option<DurabilityGate>,
+    head: Option<HeadClock>,
     session: Option<SessionHeader>,
     target: Option<Target>,
     upstream: Option<SocketAddr>,
@@ -128,6 +131,7 @@ impl RequestCtx {
         RequestCtx {
             tunnel: None,
             gate: None,
+            head: None,
             session: None,
             target: None,
             upstream: None,
@@ -528,9 +532,12 @@ impl ProxyHttp for Pipeline {
         ctx: &mut Self::CTX,
         prev: Box<dyn Any + Send + Sync>,
     ) {
+        // Pingora calls this as soon as the request head has been read.
         if let Ok(c) = prev.downcast::<Connection>() {
+            c.head.head_read();
             ctx.tunnel = c.tunnel;
             ctx.gate = Some(c.gate);
+            ctx.head = Some(c.head);
         }
     }
 
@@ -539,10 +546,10 @@ impl ProxyHttp for Pipeline {
         _session: &Session,
         ctx: &Self::CTX,
     ) -> Option<Box<dyn Any + Send + Sync>> {
-        let gate = ctx.gate.clone()?;
         Some(Box::new(Connection {
             tunnel: ctx.tunnel.clone(),
-            gate,
+            gate: ctx.gate.clone()?,
+            head: ctx.head.clone()?,
         }))
     }
 

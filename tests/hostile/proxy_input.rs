@@ -172,3 +172,78 @@ async fn a_connect_that_never_sends_a_client_hello_is_closed_at_the_head_timeout
     assert_eq!(origin.connections(), 0);
     assert_healthy(&d, &origin).await;
 }
+
+/// Sends `head` one byte every 250 ms, never finishing it, and returns how long after
+/// the first byte the proxy closed the connection (`None`: still open after 8 s).
+async fn trickle(conn: &mut TcpStream, head: &[u8]) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    for byte in head.iter().cycle() {
+        if start.elapsed() > Duration::from_secs(8) {
+            return None;
+        }
+        if conn.write_all(&[*byte]).await.is_err() {
+            return Some(start.elapsed());
+        }
+        match tokio::time::timeout(Duration::from_millis(250), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_request_head_trickled_slowly_is_closed_at_the_head_timeout() {
+    let (_dir, d, origin) = setup().await;
+    let (id, token) = d.create(json!({ "policy": "permissive" })).await;
+    let auth = proxy_auth(&id, &token);
+    let url = format!("http://127.0.0.1:{}/slow", origin.port);
+    // Every byte arrives well within the per-read timeout; the head as a whole does not.
+    let slow = format!("GET {url} HTTP/1.1\r\n{auth}X-Padding: {}", "a".repeat(200));
+
+    // The first request on a connection.
+    let mut conn = TcpStream::connect(("127.0.0.1", d.opts.proxy_port))
+        .await
+        .unwrap();
+    let closed = trickle(&mut conn, slow.as_bytes()).await;
+    // The head timeout is 2 s in this setup.
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(4)),
+        "a trickled first head was not cut off: {closed:?}"
+    );
+
+    // A later request on a kept-alive connection gets the same deadline.
+    let mut conn = TcpStream::connect(("127.0.0.1", d.opts.proxy_port))
+        .await
+        .unwrap();
+    let quick = format!(
+        "GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{auth}\r\n",
+        origin.port
+    );
+    conn.write_all(quick.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok") {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(QUICK, conn.read(&mut buf))
+            .await
+            .expect("no answer to the first request")
+            .unwrap();
+        assert!(n > 0, "closed after the first request: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    let closed = trickle(&mut conn, slow.as_bytes()).await;
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(4)),
+        "a trickled second head was not cut off: {closed:?}"
+    );
+    assert_eq!(
+        origin.connections(),
+        1,
+        "only the complete request went upstream"
+    );
+    assert_healthy(&d, &origin).await;
+}
