@@ -1,5 +1,6 @@
 //! `GET /metrics` read with a Prometheus text-format parser: every line parses, and the
-//! counters, gauges and histograms follow what clients did to the real daemon.
+//! counters, gauges and histograms follow what clients did to the real daemon, whether
+//! a test's own requests or a load-test run whose counts the harness keeps itself.
 
 mod common;
 
@@ -10,8 +11,11 @@ use prometheus_parse::{Scrape, Value};
 use reqwest::Method;
 use serde_json::json;
 
-async fn scrape(d: &common::Daemon) -> Scrape {
-    let r = d.anon(Method::GET, "/metrics").send().await.unwrap();
+/// `GET /metrics` on the control port at `control`, parsed.
+async fn scrape_at(control: std::net::SocketAddr) -> Scrape {
+    let r = reqwest::get(format!("http://{control}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -37,7 +41,33 @@ async fn scrape(d: &common::Daemon) -> Scrape {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
     }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+    let scrape =
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format");
+    // ... and that it dropped none: every line but a histogram bucket is a sample of its
+    // own (buckets fold into their histogram's sample).
+    let lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            !l.split(['{', ' '])
+                .next()
+                .is_some_and(|n| n.ends_with("_bucket"))
+        })
+        .count();
+    let samples = scrape
+        .samples
+        .iter()
+        .filter(|x| !matches!(x.value, Value::Histogram(_)))
+        .count();
+    assert_eq!(
+        samples, lines,
+        "the parser dropped sample lines of:\n{text}"
+    );
+    scrape
+}
+
+async fn scrape(d: &common::Daemon) -> Scrape {
+    scrape_at(([127, 0, 0, 1], d.opts.control_port).into()).await
 }
 
 /// The value of a counter, gauge or untyped sample whose labels include `labels`.
@@ -178,5 +208,108 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
             "open connections stay at {open:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A short load-test run (complete sessions over plain HTTP and intercepted HTTPS,
+/// revoked, reported, verified and ended), then the daemon's counters against the
+/// harness's own counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
+    use fetchgate_loadtest::client::ConnMode;
+    use fetchgate_loadtest::harness::Harness;
+    use fetchgate_loadtest::origin::OriginBehaviour;
+    use fetchgate_loadtest::stats::Live;
+    use fetchgate_loadtest::target::TargetSpec;
+    use fetchgate_loadtest::workload::{ObjectSize, SchemeMix, Workload, run_and_summarise};
+    use std::sync::Arc;
+
+    let spec = TargetSpec::Spawn {
+        binary: env!("CARGO_BIN_EXE_fetchgate").into(),
+        extra_args: vec![],
+    };
+    let h = Arc::new(
+        Harness::start(&spec, OriginBehaviour::default(), None)
+            .await
+            .unwrap_or_else(|e| panic!("harness: {e}")),
+    );
+    let w = Arc::new(Workload {
+        builders: 3,
+        duration: Duration::from_secs(60),
+        max_sessions: Some(5),
+        requests_per_session: 7,
+        objects: vec![
+            ObjectSize {
+                size: 1024,
+                weight: 3,
+            },
+            ObjectSize {
+                size: 200_000,
+                weight: 1,
+            },
+        ],
+        distinct: 4,
+        scheme: SchemeMix::Mixed,
+        connection: ConnMode::KeepAlive,
+        hash_bodies: true,
+        policy: "permissive".into(),
+        request_timeout: Duration::from_secs(30),
+    });
+    let run = run_and_summarise(h.clone(), w, Arc::new(Live::default()), "metrics").await;
+    assert_eq!(run.error_total, 0, "{:?}", run.error_examples);
+    assert_eq!(run.report_verification_failures, 0);
+    assert_eq!((run.sessions, run.requests), (5, 35));
+
+    let control = h.target.control().expect("a spawned fetchgate").addr();
+    let s = scrape_at(control).await;
+    let v = |name, labels: &[(&str, &str)]| value(&s, name, labels).unwrap_or(0.0);
+    let requests = run.requests as f64;
+    let sessions = run.sessions as f64;
+    assert_eq!(
+        v(
+            "fetchgate_sessions_created_total",
+            &[("policy", "permissive")]
+        ),
+        sessions
+    );
+    assert_eq!(
+        v("fetchgate_sessions_ended_total", &[("reason", "ended")]),
+        sessions
+    );
+    assert_eq!(v("fetchgate_sessions", &[("state", "ended")]), sessions);
+    assert_eq!(v("fetchgate_proxy_requests_total", &[]), requests);
+    assert_eq!(v("fetchgate_audit_records_total", &[]), requests);
+    assert_eq!(v("fetchgate_proxy_bytes_down_total", &[]), run.bytes as f64);
+    assert_eq!(
+        observations(
+            &s,
+            "fetchgate_proxy_request_duration_seconds",
+            &[("status", "2xx")]
+        ),
+        Some(requests)
+    );
+    assert_eq!(v("fetchgate_proxy_denied_total", &[("stage", "auth")]), 0.0);
+    assert_eq!(v("fetchgate_control_auth_failures_total", &[]), 0.0);
+    for (route, method) in [
+        ("/session", "create"),
+        ("/session/:id/token", "revoke"),
+        ("/resources/:id", "delete resources"),
+    ] {
+        assert_eq!(
+            v(
+                "fetchgate_control_requests_total",
+                &[("route", route), ("status", "200")]
+            ),
+            sessions,
+            "{method}: {:?}",
+            s.samples
+                .iter()
+                .filter(|x| x.metric == "fetchgate_control_requests_total")
+                .map(|x| (&x.labels, &x.value))
+                .collect::<Vec<_>>()
+        );
+    }
+    if let Ok(h) = Arc::try_unwrap(h) {
+        h.stop();
     }
 }

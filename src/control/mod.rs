@@ -52,10 +52,12 @@ pub struct ControlState {
 const PROBES: [&str; 2] = ["/status", "/metrics"];
 
 async fn track(State(st): State<Arc<ControlState>>, request: Request, next: Next) -> Response {
+    // Route templates as `/session/:id`: braces inside a label value trip up some
+    // Prometheus text parsers.
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
+        .map(|p| p.as_str().replace('{', ":").replace('}', ""))
         .unwrap_or_else(|| "unmatched".to_owned());
     if !PROBES.contains(&route.as_str()) {
         st.activity.touch();
