@@ -44,6 +44,14 @@ pub mod metric {
     pub const INSPECTED: &str = "fetchgate_inspected_downloads_total";
     /// Response body bytes sent to builders.
     pub const PROXY_BYTES_DOWN: &str = "fetchgate_proxy_bytes_down_total";
+    /// Request body bytes received from builders and sent upstream.
+    pub const PROXY_BYTES_UP: &str = "fetchgate_proxy_bytes_up_total";
+    /// Time from picking the upstream (connect, TLS, request) to its response head, in
+    /// seconds.
+    pub const UPSTREAM_RESPONSE_SECONDS: &str = "fetchgate_upstream_response_seconds";
+    /// Time the inspectors took to give their verdict on a complete download (the
+    /// download's last bytes wait for it), in seconds.
+    pub const INSPECTION_SECONDS: &str = "fetchgate_inspection_seconds";
     /// Leaf certificate lookups, by result (`hit`, `miss`).
     pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
     /// Debtags lookups answered, by source (`upstream`, `packages-cache`, `overrides-only`).

@@ -216,7 +216,7 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
 /// harness's own counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
-    use fetchgate_loadtest::client::ConnMode;
+    use fetchgate_loadtest::client::{ConnMode, Route};
     use fetchgate_loadtest::harness::Harness;
     use fetchgate_loadtest::origin::OriginBehaviour;
     use fetchgate_loadtest::stats::Live;
@@ -260,8 +260,27 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
     assert_eq!(run.report_verification_failures, 0);
     assert_eq!((run.sessions, run.requests), (5, 35));
 
-    let control = h.target.control().expect("a spawned fetchgate").addr();
-    let s = scrape_at(control).await;
+    // One more request, with a body: the harness only sends GETs. The origin refuses it
+    // without a 2xx, so it is neither a 2xx nor a download the inspectors judge.
+    let control = h.target.control().expect("a spawned fetchgate");
+    let extra = control.create_session("permissive").await.unwrap();
+    let Route::Proxy { addr, .. } = h.target.route(None) else {
+        panic!("a spawned fetchgate is a proxy");
+    };
+    let proxy = reqwest::Proxy::http(format!("http://{addr}"))
+        .unwrap()
+        .basic_auth(&extra.id, &extra.token);
+    let client = reqwest::Client::builder().proxy(proxy).build().unwrap();
+    let posted = client
+        .post(format!("http://{}/upload", h.origin.http_addr()))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert!(!posted.status().is_success(), "{}", posted.status());
+    let answer_bytes = posted.bytes().await.unwrap().len() as f64;
+
+    let s = scrape_at(control.addr()).await;
     let v = |name, labels: &[(&str, &str)]| value(&s, name, labels).unwrap_or(0.0);
     let requests = run.requests as f64;
     let sessions = run.sessions as f64;
@@ -270,16 +289,21 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
             "fetchgate_sessions_created_total",
             &[("policy", "permissive")]
         ),
-        sessions
+        sessions + 1.0
     );
     assert_eq!(
         v("fetchgate_sessions_ended_total", &[("reason", "ended")]),
         sessions
     );
     assert_eq!(v("fetchgate_sessions", &[("state", "ended")]), sessions);
-    assert_eq!(v("fetchgate_proxy_requests_total", &[]), requests);
-    assert_eq!(v("fetchgate_audit_records_total", &[]), requests);
-    assert_eq!(v("fetchgate_proxy_bytes_down_total", &[]), run.bytes as f64);
+    assert_eq!(v("fetchgate_sessions", &[("state", "active")]), 1.0);
+    assert_eq!(v("fetchgate_proxy_requests_total", &[]), requests + 1.0);
+    assert_eq!(v("fetchgate_audit_records_total", &[]), requests + 1.0);
+    assert_eq!(
+        v("fetchgate_proxy_bytes_down_total", &[]),
+        run.bytes as f64 + answer_bytes
+    );
+    assert_eq!(v("fetchgate_proxy_bytes_up_total", &[]), 4096.0);
     assert_eq!(
         observations(
             &s,
@@ -288,25 +312,36 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
         ),
         Some(requests)
     );
+    assert_eq!(
+        observations(&s, "fetchgate_upstream_response_seconds", &[]),
+        Some(requests + 1.0)
+    );
+    // Every download was judged (permissive: passed whatever the verdict).
+    assert_eq!(
+        observations(&s, "fetchgate_inspection_seconds", &[]),
+        Some(requests)
+    );
+    let judged = |result| {
+        v(
+            "fetchgate_inspected_downloads_total",
+            &[("result", result), ("action", "passed")],
+        )
+    };
+    assert_eq!(judged("approved") + judged("rejected"), requests);
     assert_eq!(v("fetchgate_proxy_denied_total", &[("stage", "auth")]), 0.0);
     assert_eq!(v("fetchgate_control_auth_failures_total", &[]), 0.0);
-    for (route, method) in [
-        ("/session", "create"),
-        ("/session/:id/token", "revoke"),
-        ("/resources/:id", "delete resources"),
+    for (route, method, count) in [
+        ("/session", "create", sessions + 1.0),
+        ("/session/:id/token", "revoke", sessions),
+        ("/resources/:id", "delete resources", sessions),
     ] {
         assert_eq!(
             v(
                 "fetchgate_control_requests_total",
                 &[("route", route), ("status", "200")]
             ),
-            sessions,
-            "{method}: {:?}",
-            s.samples
-                .iter()
-                .filter(|x| x.metric == "fetchgate_control_requests_total")
-                .map(|x| (&x.labels, &x.value))
-                .collect::<Vec<_>>()
+            count,
+            "{method}"
         );
     }
     if let Ok(h) = Arc::try_unwrap(h) {

@@ -105,6 +105,8 @@ pub struct RequestCtx {
     session: Option<SessionHeader>,
     target: Option<Target>,
     upstream: Option<SocketAddr>,
+    /// When the upstream was picked, for the upstream latency histogram.
+    upstream_start: Option<std::time::Instant>,
     /// The upstream proxy the request goes through (`upstream` is then its address).
     via: Option<Arc<ProxyEndpoint>>,
     start: Timestamp,
@@ -135,6 +137,7 @@ impl RequestCtx {
             session: None,
             target: None,
             upstream: None,
+            upstream_start: None,
             via: None,
             start: Timestamp::now(),
             client: String::new(),
@@ -705,6 +708,7 @@ impl ProxyHttp for Pipeline {
                 "no ACL-approved upstream address",
             ));
         };
+        ctx.upstream_start = Some(std::time::Instant::now());
         let tls = target.scheme == Scheme::Https;
         // Never an empty SNI: pingora skips certificate verification without one.
         let mut peer = HttpPeer::new(addr, tls, target.dest.host.clone());
@@ -764,6 +768,32 @@ impl ProxyHttp for Pipeline {
             .and_then(|h| super::secrets::matching(&h.secrets, &target.url()))
         {
             upstream.insert_header("Authorization", secret)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(chunk) = body.as_ref() {
+            metrics::counter!(metric::PROXY_BYTES_UP).increment(chunk.len() as u64);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start {
+            metrics::histogram!(metric::UPSTREAM_RESPONSE_SECONDS)
+                .record(start.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -837,6 +867,7 @@ impl ProxyHttp for Pipeline {
         let method = session.req_header().method.to_string();
         if inspected && let Some(inspection) = ctx.inspection.as_mut() {
             let digests = ctx.hasher.clone().finish();
+            let start = std::time::Instant::now();
             ctx.verdict = Some(if inspection.recognised() {
                 // A recognised artifact's verdict may parse an index file spooled to
                 // disk: a blocking section, so this worker's other tasks move on.
@@ -844,6 +875,7 @@ impl ProxyHttp for Pipeline {
             } else {
                 inspection.finish(&digests)
             });
+            metrics::histogram!(metric::INSPECTION_SECONDS).record(start.elapsed().as_secs_f64());
         }
         let policy = ctx.session.as_ref().map_or(Policy::Strict, |h| h.policy);
         let Some((id, mut record)) = self.download_record(ctx, &method) else {
