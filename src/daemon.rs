@@ -212,11 +212,15 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
             upkeep.run_upkeep();
         }
     });
+    let debtags = Arc::new(Debtags::new(config.debtags.clone()));
     let proxy = proxy::build(
         &config.proxy,
         ca,
-        Arc::clone(&sessions),
-        Arc::clone(&activity),
+        proxy::Shared {
+            sessions: Arc::clone(&sessions),
+            activity: Arc::clone(&activity),
+            debtags: Arc::clone(debtags.packages()),
+        },
         config.bind,
         vec![config.control_port, config.proxy_port],
         &config.spool,
@@ -240,7 +244,7 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         started,
         started_at,
         activity: Arc::clone(&activity),
-        debtags: Arc::new(Debtags::new(config.debtags.clone())),
+        debtags,
         cluster,
     });
     let mut control_stop = stop_rx.clone();

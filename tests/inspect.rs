@@ -251,10 +251,15 @@ async fn setup_over(tls: bool) -> Setup {
         origin.base(),
         key_file.display()
     );
+    // A debtags archive without Packages files of its own: only the indexes builders
+    // fetch through the proxy can answer for it.
+    let archive = dir.path().join("debtags-archive");
+    std::fs::create_dir_all(&archive).unwrap();
     let d = DaemonOpts::new(dir.path())
         .config_toml(&format!(
-            "[proxy]\nupstream-ca-file = \"{}\"\n",
-            origin_ca.display()
+            "[proxy]\nupstream-ca-file = \"{}\"\n\n[[debtags.archive]]\nname = \"local\"\nroot = \"{}\"\n",
+            origin_ca.display(),
+            archive.display()
         ))
         .config_file("inspectors.yaml", &yaml)
         .arg("--permissive-mode")
@@ -383,6 +388,20 @@ impl Setup {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin.base())
     }
+}
+
+/// `GET /debtags/{SUITE}/main` on the control port: (status, source header, body).
+async fn debtags(d: &Daemon) -> (u16, Option<String>, Value) {
+    let r = d
+        .authed(reqwest::Method::GET, &format!("/debtags/{SUITE}/main"))
+        .send()
+        .await
+        .unwrap();
+    let source = r
+        .headers()
+        .get("x-debtags-source")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), source, r.json().await.unwrap())
 }
 
 /// The artifact downloaded from `url` (its first download's URL ends with it).
@@ -954,4 +973,53 @@ async fn an_index_requested_before_its_release_is_refused_at_once() {
     let report = s.report(&id, &token).await;
     assert_eq!(report["denied"][0]["stage"], "policy");
     assert_eq!(report["artifacts"], json!([]));
+}
+
+#[tokio::test]
+async fn verified_packages_indexes_feed_the_debtags_lookup_and_unverified_ones_do_not() {
+    let s = setup().await;
+    // dpkg-scanpackages writes no Tag field: add one and sign the index again.
+    let index = s.repo.dists().join(s.repo.binary_dir()).join("Packages");
+    let scanned = std::fs::read_to_string(&index).unwrap();
+    let with_tags =
+        |tags: &str| scanned.replacen("\nVersion:", &format!("\nTag: {tags}\nVersion:"), 1);
+    s.repo
+        .write_packages(with_tags("works-with::{text,image}, role::program").as_bytes());
+    s.repo.sign(&s.key);
+    let (status, _, body) = debtags(&s.d).await;
+    assert_eq!(
+        status, 404,
+        "nothing known before a builder fetched the index: {body}"
+    );
+
+    let (id, token) = s.d.create(json!({})).await;
+    let cwd = s.dir.path();
+    assert_success(&s.apt_get((&id, &token), UPDATE, cwd), "apt-get update");
+    let (status, source, body) = debtags(&s.d).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(source.as_deref(), Some("packages-cache"));
+    assert_eq!(
+        body,
+        json!({ PACKAGE: "role::program, works-with::image, works-with::text" })
+    );
+
+    // An index that does not match the signed Release is passed by a permissive session
+    // but never feeds the cache.
+    s.repo.write_packages(with_tags("role::hacked").as_bytes());
+    // apt would skip indexes it already has.
+    std::fs::remove_dir_all(s.dir.path().join("apt/state/lists")).unwrap();
+    let (id, token) = s.d.create(json!({ "policy": "permissive" })).await;
+    let out = s.apt_get((&id, &token), UPDATE, cwd);
+    assert!(
+        !out.status.success(),
+        "apt itself refuses the tampered index"
+    );
+    let report = s.report(&id, &token).await;
+    let packages = artifact(&report, &format!("/{}/Packages.xz", s.repo.binary_dir()));
+    assert_eq!(packages["result"], "Rejected", "{packages:#}");
+    let (_, _, body) = debtags(&s.d).await;
+    assert_eq!(
+        body,
+        json!({ PACKAGE: "role::program, works-with::image, works-with::text" })
+    );
 }

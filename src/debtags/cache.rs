@@ -62,8 +62,8 @@ struct Maps {
     files: HashMap<PathBuf, Parsed<TagMap>>,
     overrides: HashMap<PathBuf, Parsed<Overrides>>,
     merged: HashMap<ComponentKey, (Inputs, Snapshot)>,
-    /// Indexes fed from the proxy, by (suite, component, arch).
-    fed: HashMap<(String, String, String), Snapshot>,
+    /// Indexes fed from the proxy.
+    fed: HashMap<FedIndex, Snapshot>,
     fed_generation: u64,
 }
 
@@ -108,12 +108,12 @@ impl PackagesCache {
         let fed: Vec<(String, Snapshot)> = maps
             .fed
             .iter()
-            .filter(|((s, c, a), _)| {
-                s == suite && c == component && arch.is_none_or(|want| want == a)
+            .filter(|(i, _)| {
+                i.suite == suite && i.component == component && arch.is_none_or(|a| a == i.arch)
             })
-            .map(|((_, _, a), snap)| {
+            .map(|(i, snap)| {
                 (
-                    format!("an index fetched through the proxy ({a})"),
+                    format!("an index fetched through the proxy ({})", i.dir),
                     snap.clone(),
                 )
             })
@@ -180,31 +180,20 @@ impl PackagesCache {
         Ok(Some(snap))
     }
 
-    /// Feeds a Packages index that reached fetchgate some other way (a builder fetched it
-    /// through the proxy) for `suite`/`component`/`arch`; it replaces the previous one fed
-    /// for that key and joins every archive's Packages-cache answer for the component.
-    /// Returns how many tagged packages it held.
-    pub fn feed_index(
-        &self,
-        suite: &str,
-        component: &str,
-        arch: &str,
-        input: impl BufRead,
-    ) -> io::Result<usize> {
-        let name = format!("fetched index {suite}/{component}/binary-{arch}");
-        let tags = parse_stream(Paragraphs::new(input), &name)?;
-        self.parses.fetch_add(1, Ordering::Relaxed);
-        let n = tags.len();
+    /// Feeds the tags of a Packages index that reached fetchgate some other way (a
+    /// builder fetched it through the proxy and the apt inspector verified and parsed
+    /// it). It replaces the previous index fed for the same place and joins every
+    /// archive's Packages-cache answer for its component.
+    pub fn feed(&self, index: &FedIndex, tags: TagMap) {
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         maps.fed.insert(
-            (suite.to_owned(), component.to_owned(), arch.to_owned()),
+            index.clone(),
             Snapshot {
                 tags: Arc::new(tags),
                 read_at: SystemTime::now(),
             },
         );
         maps.fed_generation += 1;
-        Ok(n)
     }
 
     fn file(
@@ -306,6 +295,47 @@ pub fn parse_packages(path: &Path) -> io::Result<TagMap> {
     parse_stream(deb822::open(path)?, &path.display().to_string())
 }
 
+/// Where a Packages index fetched through the proxy sits in its archive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FedIndex {
+    pub suite: String,
+    pub component: String,
+    pub arch: String,
+    /// Its directory under `dists/<suite>/` (`main/binary-amd64`,
+    /// `main/debian-installer/binary-amd64`): indexes of one component and architecture
+    /// in different directories are kept side by side.
+    pub dir: String,
+}
+
+impl FedIndex {
+    /// The index at `path` under `dists/<suite>/` (`main/binary-amd64/Packages.xz`), if
+    /// that is where a Packages index of a component and architecture sits.
+    pub fn at(suite: &str, path: &str) -> Option<FedIndex> {
+        let (dir, _file) = path.rsplit_once('/')?;
+        let (component, arch_dir) = dir.rsplit_once('/')?;
+        let arch = arch_dir.strip_prefix("binary-")?;
+        let component = component
+            .strip_suffix("/debian-installer")
+            .unwrap_or(component);
+        if arch.is_empty() || component.is_empty() {
+            return None;
+        }
+        Some(FedIndex {
+            suite: suite.to_owned(),
+            component: component.to_owned(),
+            arch: arch.to_owned(),
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+/// The normalised tags of one stanza, if it has any.
+pub fn stanza_tags(stanza: &deb822::Stanza) -> Option<(String, String)> {
+    let (pkg, raw) = (stanza.get("Package")?, stanza.get("Tag")?);
+    let t = tags::normalise(raw);
+    (!t.is_empty()).then(|| (pkg.to_owned(), t))
+}
+
 /// Package → normalised tags from a stream of stanzas; `name` is used in warnings.
 fn parse_stream<R: BufRead>(mut paragraphs: Paragraphs<R>, name: &str) -> io::Result<TagMap> {
     let mut out = TagMap::new();
@@ -314,15 +344,7 @@ fn parse_stream<R: BufRead>(mut paragraphs: Paragraphs<R>, name: &str) -> io::Re
         .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?
     {
         match item {
-            Item::Stanza(s) => {
-                let (Some(pkg), Some(raw)) = (s.get("Package"), s.get("Tag")) else {
-                    continue;
-                };
-                let t = tags::normalise(raw);
-                if !t.is_empty() {
-                    out.insert(pkg.to_owned(), t);
-                }
-            }
+            Item::Stanza(s) => out.extend(stanza_tags(s)),
             Item::Malformed(m) => {
                 tracing::warn!(file = %name, line = m.line, reason = m.reason, "malformed Packages stanza skipped");
             }
@@ -449,15 +471,15 @@ mod tests {
             "dists/s/main/binary-amd64/Packages",
             "Package: a\nTag: x\n",
         );
-        let n = cache
-            .feed_index(
-                "s",
-                "main",
-                "arm64",
-                &b"Package: b\nTag: y::{1,2}\n\nPackage: a\nTag: x\n"[..],
-            )
-            .unwrap();
-        assert_eq!(n, 2);
+        let fed = |path: &str, text: &str| {
+            let index = FedIndex::at("s", path).unwrap();
+            let tags = parse_stream(Paragraphs::new(text.as_bytes()), "fed").unwrap();
+            cache.feed(&index, tags);
+        };
+        fed(
+            "main/binary-arm64/Packages.xz",
+            "Package: b\nTag: y::{1,2}\n\nPackage: a\nTag: x\n",
+        );
         let snap = cache.lookup(root, "s", "main", None).unwrap().unwrap();
         assert_eq!(tags::to_text(&snap.tags), "a: x\nb: y::1, y::2\n");
         let amd64 = cache
@@ -465,20 +487,60 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(amd64.tags.len(), 1);
-        cache
-            .feed_index("s", "main", "arm64", &b"Package: b\nTag: z\n"[..])
-            .unwrap();
+        fed("main/binary-arm64/Packages.gz", "Package: b\nTag: z\n");
         let snap = cache.lookup(root, "s", "main", None).unwrap().unwrap();
         assert_eq!(
             snap.tags["b"], "z",
             "a newer feed replaces the cached answer"
         );
+        // The installer's index of the same component and architecture joins it.
+        fed(
+            "main/debian-installer/binary-arm64/Packages",
+            "Package: c-udeb\nTag: role::program\n",
+        );
         let only_fed = cache
             .lookup(root, "s", "main", Some("arm64"))
             .unwrap()
             .unwrap();
-        assert_eq!(tags::to_text(&only_fed.tags), "b: z\n");
-        assert_eq!(cache.parse_count(), 3);
+        assert_eq!(
+            tags::to_text(&only_fed.tags),
+            "b: z\nc-udeb: role::program\n"
+        );
+        assert!(cache.lookup(root, "s", "contrib", None).unwrap().is_none());
+        assert_eq!(
+            cache.parse_count(),
+            1,
+            "fed indexes are parsed by the feeder"
+        );
+    }
+
+    #[test]
+    fn fed_index_places_come_from_the_path_under_dists() {
+        let at = |p| FedIndex::at("bookworm", p).map(|i| (i.component, i.arch, i.dir));
+        assert_eq!(
+            at("main/binary-amd64/Packages.xz"),
+            Some(("main".into(), "amd64".into(), "main/binary-amd64".into()))
+        );
+        assert_eq!(
+            at("non-free/debian-installer/binary-arm64/Packages"),
+            Some((
+                "non-free".into(),
+                "arm64".into(),
+                "non-free/debian-installer/binary-arm64".into()
+            ))
+        );
+        assert_eq!(
+            at("updates/main/binary-i386/Packages.gz").map(|i| i.0),
+            Some("updates/main".into())
+        );
+        for bad in [
+            "Packages",
+            "binary-amd64/Packages",
+            "main/source/Sources",
+            "main/binary-/Packages",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -117,8 +117,9 @@ impl Debtags {
         }
     }
 
-    /// The Packages cache (its parse counter is exposed for tests and metrics).
-    pub fn packages(&self) -> &PackagesCache {
+    /// The Packages cache (its parse counter is exposed for tests and metrics; the
+    /// proxy's apt inspector feeds it the indexes builders fetch).
+    pub fn packages(&self) -> &Arc<PackagesCache> {
         &self.packages
     }
 

@@ -21,7 +21,9 @@ use super::config::AptRepository;
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
+use crate::debtags::cache::{FedIndex, PackagesCache, stanza_tags};
 use crate::debtags::deb822::{Compression, Item, Paragraphs};
+use crate::debtags::tags::TagMap;
 
 pub const RELEASE_ID: &str = "apt.release";
 pub const PACKAGES_ID: &str = "apt.packages";
@@ -195,17 +197,27 @@ pub fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// What one Packages index holds.
+#[derive(Debug, Default)]
+pub struct PackagesIndex {
+    pub entries: Vec<PackageEntry>,
+    /// Stanzas skipped as malformed or incomplete.
+    pub skipped: usize,
+    /// Package → normalised debtags, for the debtags Packages cache.
+    pub tags: TagMap,
+}
+
 /// Reads a Packages index (already decompressed by `reader`), at most
-/// `MAX_PACKAGES_TEXT` bytes. Returns the packages and how many stanzas were
-/// skipped as malformed or incomplete.
+/// `MAX_PACKAGES_TEXT` bytes.
 pub fn parse_packages(
     reader: impl std::io::BufRead,
     listing: &Arc<Listing>,
-) -> Result<(Vec<PackageEntry>, usize), IndexError> {
+) -> Result<PackagesIndex, IndexError> {
     let err = |m: String| IndexError::Packages(m);
     let mut limited = reader.take(MAX_PACKAGES_TEXT);
     let mut paragraphs = Paragraphs::new(&mut limited);
     let mut out = Vec::new();
+    let mut tags = TagMap::new();
     let mut skipped = 0usize;
     loop {
         let stanza = match paragraphs.next_item() {
@@ -217,6 +229,7 @@ pub fn parse_packages(
             Ok(None) => break,
             Err(e) => return Err(err(e.to_string())),
         };
+        tags.extend(stanza_tags(stanza));
         let entry = (|| {
             Some(PackageEntry {
                 sha256: parse_sha256(stanza.get("SHA256")?)?,
@@ -239,7 +252,11 @@ pub fn parse_packages(
             "expands to more than {MAX_PACKAGES_TEXT} bytes"
         )));
     }
-    Ok((out, skipped))
+    Ok(PackagesIndex {
+        entries: out,
+        skipped,
+        tags,
+    })
 }
 
 /// What a URL is within a trusted repository.
@@ -437,6 +454,8 @@ impl BodyObserver for ReleaseObserver {
 /// `apt.packages`.
 pub struct PackagesInspector {
     pub spool: Arc<PathBuf>,
+    /// Where the debtags of verified Packages indexes go.
+    pub debtags: Option<Arc<PackagesCache>>,
 }
 
 impl Inspector for PackagesInspector {
@@ -475,6 +494,7 @@ impl Inspector for PackagesInspector {
             path: path.clone(),
             spool,
             spooled: 0,
+            debtags: self.debtags.clone(),
         }))
         .note("suite", suite)
         .note("path", path)
@@ -490,6 +510,7 @@ struct IndexObserver {
     /// Where a Packages index is kept until it is complete (`None`: another index).
     spool: Option<Result<std::fs::File, String>>,
     spooled: u64,
+    debtags: Option<Arc<PackagesCache>>,
 }
 
 /// Whether a file name under `dists/` is a Packages index.
@@ -544,7 +565,11 @@ impl BodyObserver for IndexObserver {
         }
         let reader = Compression::from_path(Path::new(name)).reader(file);
         match parse_packages(reader, &listing) {
-            Ok((entries, skipped)) => {
+            Ok(PackagesIndex {
+                entries,
+                skipped,
+                tags,
+            }) => {
                 let n = entries.len();
                 let mut memory = self.session.apt.lock().unwrap_or_else(|p| p.into_inner());
                 if memory.packages.len() + n > MAX_PACKAGES {
@@ -555,6 +580,13 @@ impl BodyObserver for IndexObserver {
                 memory
                     .packages
                     .extend(entries.into_iter().map(|e| (e.sha256, e)));
+                drop(memory);
+                // Verified against a signed Release: its debtags can answer lookups.
+                if let (Some(cache), Some(index)) =
+                    (&self.debtags, FedIndex::at(&self.suite, &listed))
+                {
+                    cache.feed(&index, tags);
+                }
                 let mut finding = finding.note("packages", n.to_string());
                 if skipped > 0 {
                     finding = finding.note("skipped-stanzas", skipped.to_string());
@@ -729,10 +761,10 @@ mod tests {
         let text = format!(
             "Package: a\nVersion: 1\nArchitecture: all\nSize: 3\nSHA256: {SHA}\n\nPackage: b\nVersion: 1\n\nnot a field\n"
         );
-        let (entries, skipped) = parse_packages(text.as_bytes(), &listing()).unwrap();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].name, "a");
-        assert_eq!(skipped, 2);
+        let index = parse_packages(text.as_bytes(), &listing()).unwrap();
+        assert_eq!(index.entries.len(), 1);
+        assert_eq!(index.entries[0].name, "a");
+        assert_eq!(index.skipped, 2);
     }
 
     #[test]

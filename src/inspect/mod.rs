@@ -32,6 +32,7 @@ use fetchgate_storage::{BodyDigest, Inspection, Opinion, SessionHeader, SessionI
 use lru::LruCache;
 
 use self::config::Trust;
+use crate::debtags::cache::PackagesCache;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
 pub const INSPECTOR_IDS: [&str; 4] = [apt::RELEASE_ID, apt::PACKAGES_ID, deb::ID, sniff::ID];
@@ -180,14 +181,16 @@ const MAX_SESSIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
 
 impl Inspectors {
     /// The chain in [`INSPECTOR_IDS`] order, trusting `global` (from `inspectors.yaml`)
-    /// in every session; index files are spooled under `spool` while they stream.
-    pub fn new(global: Trust, spool: PathBuf) -> Self {
+    /// in every session; index files are spooled under `spool` while they stream, and
+    /// the debtags of verified Packages indexes are fed to `debtags`.
+    pub fn new(global: Trust, spool: PathBuf, debtags: Option<Arc<PackagesCache>>) -> Self {
         let spool = Arc::new(spool);
         Inspectors {
             chain: vec![
                 Box::new(apt::ReleaseInspector),
                 Box::new(apt::PackagesInspector {
                     spool: Arc::clone(&spool),
+                    debtags,
                 }),
                 Box::new(deb::DebInspector),
                 Box::new(sniff::DefaultInspector),
@@ -371,7 +374,7 @@ mod tests {
 
     #[test]
     fn an_unrecognised_request_is_refused_with_every_opinion_recorded() {
-        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None);
         let headers = http::HeaderMap::new();
         let req = RequestInfo {
             method: "GET",
@@ -396,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_session_starts_afresh() {
-        let chain = Inspectors::new(Trust::default(), std::env::temp_dir());
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None);
         let first = chain.session(&header());
         assert!(Arc::ptr_eq(&first, &chain.session(&header())));
         chain.forget(header().id);

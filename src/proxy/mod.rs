@@ -33,6 +33,7 @@ use self::mitm::CertCache;
 use self::pipeline::{Pipeline, UpstreamTimeouts};
 use self::upstream::UpstreamProxies;
 use crate::ca::CertificateAuthority;
+use crate::debtags::cache::PackagesCache;
 use crate::idle::Activity;
 use crate::inspect::Inspectors;
 use crate::inspect::config::Trust;
@@ -63,16 +64,29 @@ pub struct ProxyConfig {
     pub trust: Trust,
 }
 
+/// What the proxy shares with the rest of the daemon.
+pub struct Shared {
+    pub sessions: Arc<Sessions>,
+    /// Touched by every request (idle shutdown).
+    pub activity: Arc<Activity>,
+    /// Given the debtags of the Packages indexes builders fetch.
+    pub debtags: Arc<PackagesCache>,
+}
+
 /// Builds the proxy: the pipeline inside Pingora's `HttpProxy`, and our listener in front.
 pub fn build(
     config: &ProxyConfig,
     ca: CertificateAuthority,
-    sessions: Arc<Sessions>,
-    activity: Arc<Activity>,
+    shared: Shared,
     bind: IpAddr,
     own_ports: Vec<u16>,
     spool: &Path,
 ) -> Result<Arc<ProxyListener>, String> {
+    let Shared {
+        sessions,
+        activity,
+        debtags,
+    } = shared;
     // Pingora's rustls connector expects a process-wide provider; ring, as ours.
     pingora::tls::install_default_crypto_provider();
     let mut conf = ServerConf::default();
@@ -88,7 +102,11 @@ pub fn build(
         }
     }
     let acl = Arc::new(Acl::new(bind, own_ports, config.acl.clone()));
-    let inspectors = Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?));
+    let inspectors = Arc::new(Inspectors::new(
+        config.trust.clone(),
+        inspect_spool(spool)?,
+        Some(debtags),
+    ));
     let forget = Arc::downgrade(&inspectors);
     sessions.on_finished(move |id| {
         if let Some(inspectors) = forget.upgrade() {
