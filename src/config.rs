@@ -341,6 +341,7 @@ fn debtags_archives(section: &DebtagsSection) -> Result<Vec<Archive>, ConfigErro
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 struct ProxySection {
     header_timeout: u64,
+    idle_timeout: u64,
     max_header_bytes: usize,
     connect_timeout: u64,
     read_timeout: u64,
@@ -354,6 +355,7 @@ impl Default for ProxySection {
     fn default() -> Self {
         ProxySection {
             header_timeout: 30,
+            idle_timeout: 60,
             max_header_bytes: 64 * 1024,
             connect_timeout: 10,
             read_timeout: 60,
@@ -521,6 +523,7 @@ impl Config {
         let p = &file.proxy;
         for (key, secs) in [
             ("proxy.header-timeout", p.header_timeout),
+            ("proxy.idle-timeout", p.idle_timeout),
             ("proxy.connect-timeout", p.connect_timeout),
             ("proxy.read-timeout", p.read_timeout),
         ] {
@@ -553,6 +556,7 @@ impl Config {
         let proxy = ProxyConfig {
             trust,
             head_timeout: Duration::from_secs(p.header_timeout),
+            idle_timeout: Duration::from_secs(p.idle_timeout),
             max_head_bytes: p.max_header_bytes,
             connect_timeout: Duration::from_secs(p.connect_timeout),
             read_timeout: Duration::from_secs(p.read_timeout),

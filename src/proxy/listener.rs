@@ -35,13 +35,15 @@ use super::target::{HostPort, Target};
 use crate::session::Sessions;
 use crate::telemetry::{OpenConnection, SECURITY, metric};
 
-/// Limits on what a client may send before it is a request.
+/// How long a client may take, and how much it may send, before it is a request.
 #[derive(Debug, Clone, Copy)]
-pub struct HeadLimits {
-    /// Time allowed for a request head (slowloris defence).
-    pub timeout: Duration,
+pub struct ConnectionLimits {
+    /// Time allowed for a request head, counted from its first byte (slowloris defence).
+    pub head_timeout: Duration,
     /// Largest CONNECT request head.
-    pub max_bytes: usize,
+    pub max_head_bytes: usize,
+    /// Time a kept-alive connection or tunnel may sit idle between requests.
+    pub idle_timeout: Duration,
 }
 
 /// Everything a connection needs.
@@ -50,13 +52,10 @@ pub struct ProxyListener {
     pub certs: Arc<CertCache>,
     pub sessions: Arc<Sessions>,
     pub acl: Arc<Acl>,
-    pub limits: HeadLimits,
+    pub limits: ConnectionLimits,
     /// One permit per open connection.
     pub connections: Arc<tokio::sync::Semaphore>,
 }
-
-/// Idle time allowed between requests on a kept-alive connection, in seconds.
-const KEEPALIVE_SECS: u64 = 60;
 
 impl ProxyListener {
     /// Accepts connections until `stop` fires.
@@ -117,8 +116,8 @@ impl ProxyListener {
         let mut stream = L4Stream::from(tcp);
         stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
         let head = match tokio::time::timeout(
-            self.limits.timeout,
-            read_head(&mut stream, self.limits.max_bytes),
+            self.limits.head_timeout,
+            read_head(&mut stream, self.limits.max_head_bytes),
         )
         .await
         {
@@ -156,7 +155,7 @@ impl ProxyListener {
                 // a connection for ever.
                 let acceptor = Acceptor::from_server_config(config);
                 let handshake =
-                    tokio::time::timeout(self.limits.timeout, acceptor.tls_handshake(stream));
+                    tokio::time::timeout(self.limits.head_timeout, acceptor.tls_handshake(stream));
                 match handshake.await {
                     Ok(Ok(tls)) => Some((Box::new(tls), Some(tunnel))),
                     Err(_) => {
@@ -274,7 +273,7 @@ impl ProxyListener {
             head: clock.clone(),
         });
         let mut settings: Option<HttpPersistentSettings> = None;
-        let mut idle = self.limits.timeout;
+        let mut idle = self.limits.head_timeout;
         loop {
             let mut stop_waiting = stop.clone();
             let arrived = tokio::select! {
@@ -294,14 +293,14 @@ impl ProxyListener {
                 }
                 (None, None) => return,
             }
-            session.set_keepalive(Some(KEEPALIVE_SECS));
-            session.set_read_timeout(Some(self.limits.timeout));
+            session.set_keepalive(Some(self.limits.idle_timeout.as_secs()));
+            session.set_read_timeout(Some(self.limits.head_timeout));
             clock.start();
             let served = tokio::select! {
                 served = self.proxy.process_new_http(session, stop) => served,
-                () = clock.expired(self.limits.timeout) => {
+                () = clock.expired(self.limits.head_timeout) => {
                     tracing::info!(
-                        timeout = ?self.limits.timeout,
+                        timeout = ?self.limits.head_timeout,
                         "request head not complete within the header timeout; closing the connection"
                     );
                     return;
@@ -317,7 +316,7 @@ impl ProxyListener {
             };
             stream = next;
             settings = next_settings;
-            idle = Duration::from_secs(KEEPALIVE_SECS);
+            idle = self.limits.idle_timeout;
         }
     }
 }

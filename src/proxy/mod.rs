@@ -28,7 +28,7 @@ use pingora::server::configuration::ServerConf;
 
 use self::acl::{Acl, AclRules};
 use self::limits::SessionLimiter;
-use self::listener::{HeadLimits, ProxyListener};
+use self::listener::{ConnectionLimits, ProxyListener};
 use self::mitm::CertCache;
 use self::pipeline::{Pipeline, UpstreamTimeouts};
 use self::upstream::UpstreamProxies;
@@ -47,6 +47,8 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub struct ProxyConfig {
     pub head_timeout: Duration,
     pub max_head_bytes: usize,
+    /// Idle time allowed between requests on a kept-alive connection or tunnel.
+    pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// Extra roots trusted for upstream TLS, on top of the system's.
@@ -132,9 +134,10 @@ pub fn build(
         certs: Arc::new(CertCache::new(ca, config.cert_cache_size)),
         sessions,
         acl,
-        limits: HeadLimits {
-            timeout: config.head_timeout,
-            max_bytes: config.max_head_bytes,
+        limits: ConnectionLimits {
+            head_timeout: config.head_timeout,
+            max_head_bytes: config.max_head_bytes,
+            idle_timeout: config.idle_timeout,
         },
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     }))

@@ -20,13 +20,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A daemon started for hostile input, with a short head timeout so slow-client tests
-/// finish quickly, and permissive sessions allowed (for the health probe).
+/// A daemon started for hostile input, with short head and idle timeouts so slow-client
+/// tests finish quickly, and permissive sessions allowed (for the health probe).
 pub async fn daemon(dir: &Path) -> Daemon {
     DaemonOpts::new(dir)
         .env("RUST_BACKTRACE", "1")
         .arg("--permissive-mode")
-        .config_toml("[proxy]\nheader-timeout = 2\n")
+        .config_toml("[proxy]\nheader-timeout = 2\nidle-timeout = 3\n")
         .start()
         .await
 }

@@ -223,18 +223,7 @@ async fn a_request_head_trickled_slowly_is_closed_at_the_head_timeout() {
         origin.port
     );
     conn.write_all(quick.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok") {
-        use tokio::io::AsyncReadExt;
-        let n = tokio::time::timeout(QUICK, conn.read(&mut buf))
-            .await
-            .expect("no answer to the first request")
-            .unwrap();
-        assert!(n > 0, "closed after the first request: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    read_ok(&mut conn).await;
     let closed = trickle(&mut conn, slow.as_bytes()).await;
     assert!(
         closed.is_some_and(|t| t < Duration::from_secs(4)),
@@ -244,6 +233,52 @@ async fn a_request_head_trickled_slowly_is_closed_at_the_head_timeout() {
         origin.connections(),
         1,
         "only the complete request went upstream"
+    );
+    assert_healthy(&d, &origin).await;
+}
+
+/// Reads one complete `200 ok` answer from the local origin, the connection left open.
+async fn read_ok(conn: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok") {
+        let n = tokio::time::timeout(QUICK, conn.read(&mut buf))
+            .await
+            .expect("no answer to the request")
+            .unwrap();
+        assert!(n > 0, "closed after the request: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
+    let (_dir, d, origin) = setup().await;
+    let (id, token) = d.create(json!({ "policy": "permissive" })).await;
+    let auth = proxy_auth(&id, &token);
+    let mut conn = TcpStream::connect(("127.0.0.1", d.opts.proxy_port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{0}/idle HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n{auth}\r\n",
+        origin.port
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    read_ok(&mut conn).await;
+    // Still usable within the idle timeout (3 s in this setup)...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    conn.write_all(request.as_bytes()).await.unwrap();
+    read_ok(&mut conn).await;
+    // ... and closed once it has idled past it.
+    let idle = Instant::now();
+    let answer = read_answer(&mut conn, Duration::from_secs(8)).await;
+    assert!(answer.closed && answer.text.is_empty(), "{answer:?}");
+    let waited = idle.elapsed();
+    assert!(
+        waited > Duration::from_millis(2500) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
     );
     assert_healthy(&d, &origin).await;
 }
