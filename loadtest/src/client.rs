@@ -124,6 +124,8 @@ pub enum ErrorKind {
     Control,
     /// The session report does not list exactly what was fetched.
     Report,
+    /// A revoked token was still accepted after the revocation scenario gave up waiting.
+    RevokedAccepted,
 }
 
 impl ErrorKind {

@@ -1,7 +1,8 @@
 //! fetchgate's load-test harness: a built-in origin serving deterministic synthetic
 //! artifacts over HTTP and HTTPS, simulated builders that run complete sessions through
 //! a proxy and verify each session's report, and the measurements (throughput,
-//! latency, errors by kind, the proxy's memory and CPU).
+//! latency, errors by kind, the proxy's memory and CPU), and how fast a revocation
+//! reaches the other node of an HA pair.
 //!
 //! It does not link fetchgate itself: it drives a fetchgate binary (or any forward
 //! proxy, or none) over the network, so the same work can be measured through squid.
@@ -16,6 +17,7 @@ pub mod idle;
 pub mod origin;
 pub mod procstat;
 pub mod progress;
+pub mod revocation;
 pub mod stats;
 pub mod target;
 pub mod tls;

@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fetchgate_loadtest::client::ConnMode;
 use fetchgate_loadtest::harness::Harness;
-use fetchgate_loadtest::idle;
 use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::progress::Progress;
 use fetchgate_loadtest::stats::Live;
@@ -19,6 +18,7 @@ use fetchgate_loadtest::target::TargetSpec;
 use fetchgate_loadtest::tls::OriginPki;
 use fetchgate_loadtest::units::parse_size;
 use fetchgate_loadtest::workload::{self, ObjectSize, SchemeMix, Workload};
+use fetchgate_loadtest::{idle, revocation};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,9 @@ enum Command {
     Run(RunArgs),
     /// N idle keep-alive connections through the proxy: memory per connection.
     Idle(IdleArgs),
+    /// HA pair: revoke tokens through one node's control API (--control) and time how
+    /// long another node's proxy (--proxy) keeps accepting them.
+    Revocation(RevocationArgs),
     /// Create (or keep) the origin's test CA in DIR and print its certificate's path,
     /// for configuring a proxy to trust the origin before a run.
     OriginCa {
@@ -172,6 +175,17 @@ struct IdleArgs {
     /// Intercepted TLS (CONNECT + TLS) instead of plain HTTP.
     #[arg(long)]
     tls: bool,
+}
+
+#[derive(Args)]
+struct RevocationArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Sessions to create, use and revoke, one after another.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
 }
 
 fn parse_object(s: &str) -> Result<ObjectSize, String> {
@@ -364,6 +378,38 @@ async fn idle(args: IdleArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn revocation(args: RevocationArgs) -> Result<ExitCode, String> {
+    let spec = args.target.spec()?;
+    if matches!(spec, TargetSpec::Direct | TargetSpec::Proxy { .. }) {
+        return Err("revocation needs sessions: use --target fetchgate (or spawn)".into());
+    }
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let harness = Harness::start(
+        &spec,
+        OriginBehaviour::default(),
+        args.target.origin_ca_dir.as_deref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let summary = revocation::run(
+        &harness,
+        args.rounds,
+        &args.target.policy,
+        &args.output.label,
+    )
+    .await;
+    harness.stop();
+    print!("{}", summary.table());
+    write_json(&args.output.json, &summary)?;
+    Ok(if summary.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_open_files_limit();
@@ -381,6 +427,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Idle(args) => idle(args).await,
+            Command::Revocation(args) => revocation(args).await,
             Command::OriginCa { dir } => OriginPki::load_or_generate(&dir)
                 .map(|pki| {
                     println!("{}", pki.ca_cert_path().display());

@@ -37,7 +37,7 @@ pub struct Recorder {
 }
 
 /// Latencies are recorded in microseconds, up to an hour, 3 significant digits.
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
 }
 
@@ -101,7 +101,6 @@ impl Recorder {
     /// The results of a run that lasted `elapsed`.
     pub fn summary(&self, label: &str, elapsed: Duration, proxy: Option<Usage>) -> Summary {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         Summary {
             label: label.to_owned(),
             duration_s: secs,
@@ -109,12 +108,7 @@ impl Recorder {
             requests_per_s: self.requests as f64 / secs,
             bytes: self.bytes,
             mb_per_s: self.bytes as f64 / 1e6 / secs,
-            latency_ms: Latency {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                max: self.latency_us.max() as f64 / 1000.0,
-            },
+            latency_ms: Latency::of(&self.latency_us),
             errors: self.errors.clone(),
             error_examples: self.examples.clone(),
             error_total: self.errors.values().sum(),
@@ -133,6 +127,19 @@ pub struct Latency {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+impl Latency {
+    /// The quantiles of a histogram of microseconds.
+    pub fn of(us: &Histogram<u64>) -> Latency {
+        let ms = |q: f64| us.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            max: us.max() as f64 / 1000.0,
+        }
+    }
 }
 
 /// The results of one traffic scenario.
@@ -228,6 +235,69 @@ impl IdleSummary {
         ];
         for (kind, n) in &self.errors {
             rows.push((format!("error {kind:?}"), n.to_string()));
+        }
+        render(&self.label, &rows)
+    }
+}
+
+/// The results of the revocation scenario ([`crate::revocation`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationSummary {
+    pub label: String,
+    pub rounds: usize,
+    /// Rounds in which the other node refused the revoked token.
+    pub measured: u64,
+    /// From the revocation's acknowledgement to the other node's first 407.
+    pub propagation_ms: Latency,
+    /// Requests made after revocations (the refused one included).
+    pub attempts: u64,
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// The first error of each kind.
+    pub error_examples: BTreeMap<ErrorKind, String>,
+}
+
+impl RevocationSummary {
+    pub fn new(
+        label: &str,
+        rounds: usize,
+        latency_us: &Histogram<u64>,
+        attempts: u64,
+        errors: BTreeMap<ErrorKind, u64>,
+        error_examples: BTreeMap<ErrorKind, String>,
+    ) -> RevocationSummary {
+        RevocationSummary {
+            label: label.to_owned(),
+            rounds,
+            measured: latency_us.len(),
+            propagation_ms: Latency::of(latency_us),
+            attempts,
+            errors,
+            error_examples,
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let l = &self.propagation_ms;
+        let mut rows = vec![
+            ("rounds".into(), self.rounds.to_string()),
+            ("refused after revocation".into(), self.measured.to_string()),
+            (
+                "propagation p50/p90/p99/max".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} / {:.2} ms",
+                    l.p50, l.p90, l.p99, l.max
+                ),
+            ),
+            (
+                "requests after revocations".into(),
+                self.attempts.to_string(),
+            ),
+        ];
+        for (kind, n) in &self.errors {
+            rows.push((format!("error {kind:?}"), n.to_string()));
+        }
+        for (kind, e) in &self.error_examples {
+            rows.push((format!("first {kind:?}"), e.clone()));
         }
         render(&self.label, &rows)
     }
