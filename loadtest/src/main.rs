@@ -265,6 +265,21 @@ impl TargetArgs {
     }
 }
 
+impl TargetArgs {
+    /// The origin and `spec`'s target, with the origin named as `--origin-host` says.
+    async fn harness(
+        &self,
+        spec: &TargetSpec,
+        behaviour: OriginBehaviour,
+    ) -> Result<Harness, String> {
+        let mut harness = Harness::start(spec, behaviour, self.origin_ca_dir.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        harness.origin_host = self.origin_host.clone();
+        Ok(harness)
+    }
+}
+
 /// Lets the harness (and the fetchgate it starts) open as many sockets as allowed.
 fn raise_open_files_limit() {
     let mut lim = libc::rlimit {
@@ -313,11 +328,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         bandwidth: args.bandwidth,
         error_rate: args.error_rate,
     };
-    let mut harness = Harness::start(&spec, behaviour, args.target.origin_ca_dir.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
-    harness.origin_host = args.target.origin_host.clone();
-    let harness = Arc::new(harness);
+    let harness = Arc::new(args.target.harness(&spec, behaviour).await?);
     let workload = Arc::new(Workload {
         builders: args.builders,
         duration,
@@ -356,14 +367,10 @@ async fn idle(args: IdleArgs) -> Result<ExitCode, String> {
             "idle measures a proxy's memory: use --target spawn, fetchgate or proxy".into(),
         );
     }
-    let mut harness = Harness::start(
-        &spec,
-        OriginBehaviour::default(),
-        args.target.origin_ca_dir.as_deref(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    harness.origin_host = args.target.origin_host.clone();
+    let harness = args
+        .target
+        .harness(&spec, OriginBehaviour::default())
+        .await?;
     let summary = idle::run(
         &harness,
         args.connections,
@@ -386,13 +393,10 @@ async fn revocation(args: RevocationArgs) -> Result<ExitCode, String> {
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
-    let harness = Harness::start(
-        &spec,
-        OriginBehaviour::default(),
-        args.target.origin_ca_dir.as_deref(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let harness = args
+        .target
+        .harness(&spec, OriginBehaviour::default())
+        .await?;
     let summary = revocation::run(
         &harness,
         args.rounds,
