@@ -263,6 +263,38 @@ async fn the_control_port_and_denied_ranges_are_unreachable() {
     assert!(report["artifacts"].as_array().unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn a_redirect_to_the_control_port_is_refused_when_the_builder_follows_it() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
+    let control = s.d.opts.control_port;
+    // fetchgate never follows redirects itself: the builder's next request is checked
+    // like any other, whatever sent it there.
+    for target in [
+        format!("http://127.0.0.1:{control}/metrics"),
+        format!("http://localhost:{control}/sessions"),
+    ] {
+        let url = format!("http://127.0.0.1:{}/redirect?to={target}", s.http.port);
+        let (_, code, body) = s.curl(Some((&id, &token)), &url, &["-L"]);
+        assert_eq!(code, 403, "{target}");
+        assert!(body.starts_with(b"{\"error\""), "{target}");
+    }
+    let report = s.report(&id, &token).await;
+    let denied = denials(&report);
+    assert_eq!(denied.len(), 2, "{report:#}");
+    assert!(denied.iter().all(|(stage, _, _)| stage == "acl"));
+    assert!(denied[0].2.ends_with("/metrics"), "{denied:?}");
+    // The redirects themselves were fetched and recorded.
+    let redirects = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["downloads"].as_array().unwrap())
+        .filter(|d| d["url"].as_str().unwrap().contains("/redirect?"))
+        .count();
+    assert_eq!(redirects, 2, "{report:#}");
+}
+
 /// The `denied` entries of a report as (stage, reason, url).
 fn denials(report: &Value) -> Vec<(String, String, String)> {
     report["denied"]
