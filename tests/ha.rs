@@ -567,17 +567,6 @@ async fn retention_deletes_every_nodes_records_before_the_shared_session() {
 }
 
 /// A base port with the seven ports `ha-pair.sh` uses after it all free.
-fn free_port_block() -> u16 {
-    loop {
-        let base = free_port();
-        let all_free =
-            (base..base + 7).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if base < u16::MAX - 7 && all_free {
-            return base;
-        }
-    }
-}
-
 fn ha_pair_script(action: &str, dir: &Path, base: u16) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/haproxy/ha-pair.sh");
     Command::new("bash")
@@ -608,7 +597,7 @@ async fn the_local_trial_script_starts_a_working_pair_and_stops_it() {
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("f.bin"), "trial").unwrap();
     let origin = Origin::start(&files);
-    let base = free_port_block();
+    let base = common::free_ports(7);
     let trial = dir.path().join("trial");
     let out = ha_pair_script("start", &trial, base);
     let _stop = Trial(&trial, base);

@@ -15,7 +15,8 @@ use crate::rfc3339;
 use crate::session::{State as SessionState, state};
 use crate::telemetry::metric;
 
-/// `GET /status`: 200 with uptime and active sessions, 503 when sessions cannot be served.
+/// `GET /status`: 200 with uptime and active sessions, 503 when sessions cannot be served
+/// or downloads cannot be recorded.
 pub async fn status(
     State(st): State<Arc<ControlState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -30,6 +31,12 @@ pub async fn status(
         .check_health()
         .await
         .map_err(unavailable)?;
+    st.sessions.log().check_writable().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("audit log unavailable: {e}"),
+        )
+    })?;
     let now = Timestamp::now();
     let sessions = st.sessions.store().list().await.map_err(unavailable)?;
     let mut active: Vec<_> = sessions

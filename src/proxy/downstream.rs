@@ -351,6 +351,9 @@ mod tests {
         ) -> fetchgate_storage::Result<Vec<SessionId>> {
             unreachable!("the gate only appends")
         }
+        async fn check_writable(&self) -> fetchgate_storage::Result<()> {
+            unreachable!("the gate only appends")
+        }
     }
 
     fn record() -> AuditRecord {

@@ -179,4 +179,8 @@ impl AuditLog for MemoryStorage {
             .map(|(_, id)| *id)
             .collect())
     }
+
+    async fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -14,11 +14,17 @@
 //! writer, the thread also serialises each session's read-modify-write without a lock
 //! held across the fsync. Nothing here blocks the async reactor: every RocksDB call
 //! runs on the writer thread or in `spawn_blocking`.
+//!
+//! A failed write (a full disk, an I/O error) stops RocksDB's writes for good, so the
+//! writer then reopens the database, at most once a second, until writes succeed again;
+//! meanwhile every write is refused with the failure and [`AuditLog::check_writable`]
+//! reports it (so `/status` answers 503). Reopening replays the write-ahead log:
+//! nothing acknowledged is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,10 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 const HEADER_CACHE: NonZeroUsize = NonZeroUsize::new(16 * 1024).unwrap();
 /// The sequence number reserved for a session's [`LogState`].
 const STATE_SEQ: u64 = u64::MAX;
+/// Time between attempts to reopen the database after a failed write.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a reopen waits for reads in progress on the old database.
+const READERS_GRACE: Duration = Duration::from_secs(5);
 
 /// The next sequence number and record counts of one session's log.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -58,7 +68,11 @@ struct LogState {
 }
 
 struct Shared {
-    db: DB,
+    path: PathBuf,
+    /// `None` while the database is being reopened after a failed write.
+    db: RwLock<Option<Arc<DB>>>,
+    /// Why the last write failed, until a write succeeds again.
+    failure: Mutex<Option<String>>,
     /// Orders filling `headers` from the database against the writer's updates of it.
     session_lock: Mutex<()>,
     /// Recently used session headers, written through: the writer thread (the only
@@ -68,17 +82,101 @@ struct Shared {
     headers: Mutex<LruCache<SessionId, SessionHeader>>,
 }
 
+/// A column family's handle.
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| Error::Backend(format!("column family {name} is missing")))
+}
+
+fn sync_write(db: &DB, batch: WriteBatch) -> Result<()> {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    Ok(db.write_opt(batch, &opts)?)
+}
+
+/// Opens (or creates) the database with fetchgate's options.
+fn open_db(path: &Path) -> Result<DB> {
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_compression_type(DBCompressionType::Lz4);
+    db_opts.set_keep_log_file_num(4);
+    // One writer thread does every append: skip the machinery for concurrent
+    // memtable inserts (and the spinning that waits for them).
+    db_opts.set_allow_concurrent_memtable_write(false);
+    db_opts.set_enable_write_thread_adaptive_yield(false);
+
+    let mut events_opts = db_opts.clone();
+    events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
+    let cfs = vec![
+        ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
+        ColumnFamilyDescriptor::new(CF_ARTIFACTS, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
+    ];
+    DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+        Error::Backend(format!(
+            "cannot open database at {}: {}",
+            path.display(),
+            e.into_string()
+        ))
+    })
+}
+
 impl Shared {
-    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+    /// The open database (held only for the length of one operation).
+    fn db(&self) -> Result<Arc<DB>> {
         self.db
-            .cf_handle(name)
-            .ok_or_else(|| Error::Backend(format!("column family {name} is missing")))
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| match self.failed() {
+                Some(f) => Error::Backend(format!(
+                    "the database is closed after a failed write ({f}); reopening"
+                )),
+                None => Error::Backend("the database is being reopened".into()),
+            })
     }
 
-    fn sync_write(&self, batch: WriteBatch) -> Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        Ok(self.db.write_opt(batch, &opts)?)
+    fn failed(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+
+    /// Closes the database (once reads in progress let go of it) and opens it again,
+    /// which replays its write-ahead log. Called by the writer thread only.
+    fn reopen(&self) -> Result<()> {
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut old) = old {
+            let deadline = Instant::now() + READERS_GRACE;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_read) if Instant::now() < deadline => {
+                        old = still_read;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(still_read) => {
+                        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still_read);
+                        return Err(Error::Backend(
+                            "reads of the database did not finish; not reopened".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = open_db(&self.path)?;
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        Ok(())
     }
 
     fn cached_header(&self, id: SessionId) -> Option<SessionHeader> {
@@ -101,20 +199,16 @@ impl Shared {
     }
 
     fn get_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_SESSIONS)?, id.as_bytes())?
-        {
+        let db = self.db()?;
+        match db.get_pinned_cf(cf(&db, CF_SESSIONS)?, id.as_bytes())? {
             Some(bytes) => codec::decode(&bytes).map(Some),
             None => Ok(None),
         }
     }
 
     fn load_state(&self, session: SessionId) -> Result<LogState> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_EVENTS)?, event_key(session, STATE_SEQ))?
-        {
+        let db = self.db()?;
+        match db.get_pinned_cf(cf(&db, CF_EVENTS)?, event_key(session, STATE_SEQ))? {
             Some(bytes) => codec::decode(&bytes),
             None => Ok(LogState::default()),
         }
@@ -128,7 +222,8 @@ impl Shared {
     ) -> Result<()> {
         let prefix = session.as_bytes();
         let state_key = event_key(session, STATE_SEQ);
-        for item in self.db.prefix_iterator_cf(self.cf(CF_EVENTS)?, prefix) {
+        let db = self.db()?;
+        for item in db.prefix_iterator_cf(cf(&db, CF_EVENTS)?, prefix) {
             let (key, value) = item?;
             if !key.starts_with(prefix) || *key == state_key[..] {
                 break;
@@ -227,33 +322,11 @@ impl RocksStorage {
 
     /// [`RocksStorage::open`], reporting the audit writer's work to `observer`.
     pub fn open_observed(path: &Path, observer: Option<Arc<dyn WriterObserver>>) -> Result<Self> {
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_compression_type(DBCompressionType::Lz4);
-        db_opts.set_keep_log_file_num(4);
-        // One writer thread does every append: skip the machinery for concurrent
-        // memtable inserts (and the spinning that waits for them).
-        db_opts.set_allow_concurrent_memtable_write(false);
-        db_opts.set_enable_write_thread_adaptive_yield(false);
-
-        let mut events_opts = db_opts.clone();
-        events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
-            ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
-            ColumnFamilyDescriptor::new(CF_ARTIFACTS, db_opts.clone()),
-            ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
-        ];
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
-            Error::Backend(format!(
-                "cannot open database at {}: {}",
-                path.display(),
-                e.into_string()
-            ))
-        })?;
+        let db = open_db(path)?;
         let shared = Arc::new(Shared {
-            db,
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(db))),
+            failure: Mutex::new(None),
             session_lock: Mutex::new(()),
             headers: Mutex::new(LruCache::new(HEADER_CACHE)),
         });
@@ -341,7 +414,10 @@ fn run_writer(
                     // A delete sees every append queued before it.
                     writer.commit();
                     writer.states.remove(&session);
-                    let _ = reply.send(delete_session(shared, session));
+                    let deleted = writer
+                        .writable()
+                        .and_then(|db| delete_session(shared, &db, session));
+                    let _ = reply.send(deleted);
                 }
             }
         }
@@ -367,6 +443,8 @@ struct Writer<'a> {
     end_times: Vec<([u8; 24], bool)>,
     /// Answers to session changes, sent once the commit is durable.
     session_replies: Vec<(SessionReply, Option<SessionHeader>)>,
+    /// After a failed write: not before this instant is the database reopened.
+    reopen_after: Instant,
 }
 
 impl<'a> Writer<'a> {
@@ -382,6 +460,38 @@ impl<'a> Writer<'a> {
             headers: HashMap::new(),
             end_times: Vec::new(),
             session_replies: Vec::new(),
+            reopen_after: Instant::now(),
+        }
+    }
+
+    /// The database to write to. After a failed write it is reopened first, at most
+    /// once per [`REOPEN_INTERVAL`]; until that succeeds, writes are refused with the
+    /// failure.
+    fn writable(&mut self) -> Result<Arc<DB>> {
+        let Some(failure) = self.shared.failed() else {
+            return self.shared.db();
+        };
+        let refused = |why: String| {
+            Error::Backend(format!(
+                "writes are refused after a failed write ({failure}){why}"
+            ))
+        };
+        if Instant::now() < self.reopen_after {
+            return Err(refused(String::new()));
+        }
+        self.reopen_after = Instant::now() + REOPEN_INTERVAL;
+        match self.shared.reopen() {
+            Ok(()) => {
+                tracing::info!(previous_failure = %failure, "database reopened after a failed write; writes resume");
+                self.shared.set_failure(None);
+                // The log states in memory are still right: those of the appends a
+                // failed write refused were dropped then, and are read again.
+                self.shared.db()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "database not reopened yet");
+                Err(refused(format!("; reopening: {e}")))
+            }
         }
     }
 
@@ -491,17 +601,18 @@ impl<'a> Writer<'a> {
             return;
         }
         let started = Instant::now();
-        let written = self.stage_states().and_then(|()| {
+        let written = self.writable().and_then(|db| {
+            self.stage_states()?;
             let mut batch = WriteBatch::default();
             if !self.headers.is_empty() {
-                let sessions = self.shared.cf(CF_SESSIONS)?;
+                let sessions = cf(&db, CF_SESSIONS)?;
                 for (id, header) in &self.headers {
                     match header {
                         Some(h) => batch.put_cf(sessions, id.as_bytes(), codec::encode(h)?),
                         None => batch.delete_cf(sessions, id.as_bytes()),
                     }
                 }
-                let by_end_time = self.shared.cf(CF_BY_END_TIME)?;
+                let by_end_time = cf(&db, CF_BY_END_TIME)?;
                 for (key, deleted) in &self.end_times {
                     if *deleted {
                         batch.delete_cf(by_end_time, key);
@@ -511,19 +622,23 @@ impl<'a> Writer<'a> {
                 }
             }
             self.events.sort_unstable_by_key(|e| e.0);
-            let events = self.shared.cf(CF_EVENTS)?;
+            let events = cf(&db, CF_EVENTS)?;
             for (key, bytes) in &self.events {
                 batch.put_cf(events, key, bytes);
             }
             self.artifacts.sort_unstable();
-            let artifacts = self.shared.cf(CF_ARTIFACTS)?;
+            let artifacts = cf(&db, CF_ARTIFACTS)?;
             for key in &self.artifacts {
                 batch.put_cf(artifacts, key, []);
             }
             if batch.is_empty() {
                 return Ok(());
             }
-            self.shared.sync_write(batch)
+            sync_write(&db, batch).inspect_err(|e| {
+                tracing::error!(error = %e, "a storage write failed; writes are refused until the database is reopened");
+                self.shared.set_failure(Some(e.to_string()));
+                self.reopen_after = Instant::now() + REOPEN_INTERVAL;
+            })
         });
         self.events.clear();
         self.artifacts.clear();
@@ -583,7 +698,7 @@ impl<'a> Writer<'a> {
     }
 }
 
-fn delete_session(shared: &Shared, session: SessionId) -> Result<()> {
+fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     let mut shas = Vec::new();
     shared.for_each_event(session, |bytes| {
         match codec::decode::<AuditRecord>(bytes) {
@@ -595,14 +710,14 @@ fn delete_session(shared: &Shared, session: SessionId) -> Result<()> {
         Ok(())
     })?;
     let mut batch = WriteBatch::default();
-    let events = shared.cf(CF_EVENTS)?;
+    let events = cf(db, CF_EVENTS)?;
     batch.delete_range_cf(events, event_key(session, 0), event_key(session, STATE_SEQ));
     batch.delete_cf(events, event_key(session, STATE_SEQ));
-    let artifacts = shared.cf(CF_ARTIFACTS)?;
+    let artifacts = cf(db, CF_ARTIFACTS)?;
     for sha in shas {
         batch.delete_cf(artifacts, artifact_key(&sha, session));
     }
-    shared.sync_write(batch)
+    sync_write(db, batch)
 }
 
 #[async_trait]
@@ -650,7 +765,8 @@ impl SessionStore for RocksStorage {
 
     async fn list(&self) -> Result<Vec<SessionHeader>> {
         self.blocking(|s| {
-            s.db.iterator_cf(s.cf(CF_SESSIONS)?, IteratorMode::Start)
+            let db = s.db()?;
+            db.iterator_cf(cf(&db, CF_SESSIONS)?, IteratorMode::Start)
                 .map(|item| codec::decode(&item?.1))
                 .collect()
         })
@@ -661,7 +777,8 @@ impl SessionStore for RocksStorage {
         self.blocking(move |s| {
             let cutoff = u64::try_from(cutoff.as_micros()).unwrap_or(0);
             let mut out = Vec::new();
-            for item in s.db.iterator_cf(s.cf(CF_BY_END_TIME)?, IteratorMode::Start) {
+            let db = s.db()?;
+            for item in db.iterator_cf(cf(&db, CF_BY_END_TIME)?, IteratorMode::Start) {
                 let (key, _) = item?;
                 let (at, id) = key.split_at(8.min(key.len()));
                 let at = u64::from_be_bytes(at.try_into().map_err(|_| {
@@ -731,11 +848,19 @@ impl AuditLog for RocksStorage {
             .await
     }
 
+    async fn check_writable(&self) -> Result<()> {
+        match self.shared.failed() {
+            Some(f) => Err(Error::Backend(format!("audit log writes are failing: {f}"))),
+            None => Ok(()),
+        }
+    }
+
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
             let mode = IteratorMode::From(&sha256, Direction::Forward);
-            for item in s.db.iterator_cf(s.cf(CF_ARTIFACTS)?, mode) {
+            let db = s.db()?;
+            for item in db.iterator_cf(cf(&db, CF_ARTIFACTS)?, mode) {
                 let (key, _) = item?;
                 if !key.starts_with(&sha256) {
                     break;

@@ -72,6 +72,9 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Sessions whose records include a body with this sha256, in id order.
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>>;
+
+    /// Whether records can be appended now (an error says why not).
+    async fn check_writable(&self) -> Result<()>;
 }
 
 /// Which nodes of an HA pair served each session, kept beside the shared session store

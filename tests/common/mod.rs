@@ -124,6 +124,12 @@ pub fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// with `bind(0)`. A counter seeded by the process id keeps parallel tests of one
 /// binary, and consecutive test binaries, on different ports.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive loopback ports nobody listens on right now, handed out
+/// together so that no other caller in this process gets one of them.
+pub fn free_ports(n: u16) -> u16 {
     const FIRST: u32 = 10_000;
     const SPAN: u32 = 22_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -134,12 +140,16 @@ pub fn free_port() -> u16 {
         Ordering::Relaxed,
     );
     for _ in 0..SPAN {
-        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let first = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % SPAN;
+        if first + u32::from(n) > SPAN {
+            continue;
+        }
+        let base = (FIRST + first) as u16;
+        if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
         }
     }
-    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
+    panic!("no {n} free loopback ports between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// A local origin server (`tests/support/origin.py`); killed when dropped.

@@ -3,11 +3,13 @@
 //! documented answer (a status, or a clean close), and then checks that the daemon is
 //! still healthy and never panicked (it runs with `RUST_BACKTRACE=1`; any panic line in
 //! its log fails the test). What each answer is, and why, is in `docs/security.md`.
+//! `faults.rs` breaks what the daemon stands on (the disk) instead.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod control_input;
+mod faults;
 mod proxy_input;
 
 use std::path::Path;
@@ -20,15 +22,19 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A daemon started for hostile input, with short head and idle timeouts so slow-client
-/// tests finish quickly, and permissive sessions allowed (for the health probe).
-pub async fn daemon(dir: &Path) -> Daemon {
+/// How a daemon is started for hostile input: short head and idle timeouts so
+/// slow-client tests finish quickly, and permissive sessions allowed (for the health
+/// probe).
+pub fn daemon_opts(dir: &Path) -> DaemonOpts {
     DaemonOpts::new(dir)
         .env("RUST_BACKTRACE", "1")
         .arg("--permissive-mode")
         .config_toml("[proxy]\nheader-timeout = 2\nidle-timeout = 3\n")
-        .start()
-        .await
+}
+
+/// A daemon started with [`daemon_opts`].
+pub async fn daemon(dir: &Path) -> Daemon {
+    daemon_opts(dir).start().await
 }
 
 /// A daemon for hostile input and a local origin; the directory must outlive both.
