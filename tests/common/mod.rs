@@ -149,7 +149,10 @@ pub fn free_ports(n: u16) -> u16 {
             return base;
         }
     }
-    panic!("no {n} free loopback ports between {FIRST} and {}", FIRST + SPAN);
+    panic!(
+        "no {n} free loopback ports between {FIRST} and {}",
+        FIRST + SPAN
+    );
 }
 
 /// A local origin server (`tests/support/origin.py`); killed when dropped.
