@@ -37,7 +37,7 @@ pub mod metric {
     pub const CONTROL_AUTH_FAILURES: &str = "fetchgate_control_auth_failures_total";
     /// Proxy requests received (plain and inside tunnels).
     pub const PROXY_REQUESTS: &str = "fetchgate_proxy_requests_total";
-    /// Proxy requests refused, by stage (`auth`, `acl`, `policy`).
+    /// Proxy requests refused, by stage (`auth`, `acl`, `policy`, `limit`, `storage`).
     pub const PROXY_DENIED: &str = "fetchgate_proxy_denied_total";
     /// Complete downloads the inspectors judged, by `result` (`approved`, `rejected`)
     /// and `action` (`passed`, `cut-off`).

@@ -583,6 +583,15 @@ impl ProxyHttp for Pipeline {
         let id = header.id;
         let policy = header.policy;
         ctx.session = Some(header);
+        // A download that could not be recorded is not started (a full disk, say).
+        if let Err(e) = self.sessions.log().check_writable().await {
+            // Nothing can be written: `logging` must not try.
+            ctx.recorded = true;
+            metrics::counter!(metric::PROXY_DENIED, "stage" => "storage").increment(1);
+            tracing::warn!(session = %id, error = %e, "audit log not writable; request refused");
+            let reason = format!("fetchgate cannot record downloads now: {e}");
+            return respond(session, 503, &reason, &[("Retry-After", "5")]).await;
+        }
 
         let req = session.req_header();
         ctx.raw_target = String::from_utf8_lossy(req.raw_path()).into_owned();

@@ -18,8 +18,9 @@
 //! A failed write (a full disk, an I/O error) stops RocksDB's writes for good, so the
 //! writer then reopens the database, at most once a second, until writes succeed again;
 //! meanwhile every write is refused with the failure and [`AuditLog::check_writable`]
-//! reports it (so `/status` answers 503). Reopening replays the write-ahead log:
-//! nothing acknowledged is lost.
+//! reports it (so `/status` answers 503 and the proxy refuses new requests); each such
+//! check also nudges the writer to try the reopen. Reopening replays the write-ahead
+//! log: nothing acknowledged is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -284,6 +285,8 @@ enum WriterMsg {
         change: SessionChange,
         reply: SessionReply,
     },
+    /// After a failed write: reopen the database if it is time to try again.
+    Recover,
 }
 
 /// Where the writer sends the header a session change left (`None`: no such session).
@@ -410,6 +413,9 @@ fn run_writer(
                     reply,
                 } => writer.stage(session, bytes, sha256, delta, reply),
                 WriterMsg::Session { id, change, reply } => writer.stage_session(id, change, reply),
+                WriterMsg::Recover => {
+                    let _ = writer.writable();
+                }
                 WriterMsg::Delete { session, reply } => {
                     // A delete sees every append queued before it.
                     writer.commit();
@@ -849,10 +855,17 @@ impl AuditLog for RocksStorage {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        match self.shared.failed() {
-            Some(f) => Err(Error::Backend(format!("audit log writes are failing: {f}"))),
-            None => Ok(()),
+        let Some(failure) = self.shared.failed() else {
+            return Ok(());
+        };
+        // Refused requests write nothing, so the asking drives the recovery: the
+        // writer reopens the database when it is time to try again.
+        if let Some(writer) = &self.writer {
+            let _ = writer.try_send(WriterMsg::Recover);
         }
+        Err(Error::Backend(format!(
+            "audit log writes are failing: {failure}"
+        )))
     }
 
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>> {
