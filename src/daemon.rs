@@ -68,7 +68,11 @@ impl DaemonError {
     /// The process exit status for this error (see `shared/spec/cli.md`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::ProxyBind { .. } | DaemonError::Logging(_) | DaemonError::Ca(_) => 1,
+            DaemonError::ProxyBind { .. } | DaemonError::Logging(_) => 1,
+            // A certificate or key that is wrong is a wrong argument; one that cannot be
+            // read or written is the service failing.
+            DaemonError::Ca(CaError::Read { .. } | CaError::Write { .. }) => 2,
+            DaemonError::Ca(_) => 1,
             DaemonError::ControlBind { .. }
             | DaemonError::Setup(_)
             | DaemonError::Storage(_)

@@ -227,6 +227,49 @@ async fn a_certificate_that_does_not_match_the_key_stops_start_up() {
 }
 
 #[tokio::test]
+async fn an_unreadable_ca_key_stops_start_up_with_exit_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=root@localhost",
+        ],
+    );
+    // Root reads any file whatever its mode: a directory is what cannot be read.
+    let key = p.join("unreadable.key");
+    std::fs::create_dir(&key).unwrap();
+    let out = DaemonOpts::new(p)
+        .arg(&format!("--cert={}", p.join("ca.pem").display()))
+        .arg(&format!("--key={}", key.display()))
+        .command()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR:")
+            && stderr.contains("cannot read")
+            && stderr.contains("unreadable.key"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn without_a_ca_one_is_generated_once_with_a_private_key() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
