@@ -1,7 +1,7 @@
-//! Trusted origins: the apt repositories (URL, suites, components, signing keys) whose
-//! files inspectors can verify. They come from `inspectors.yaml` in the config directory
-//! (every session) and from a session's `inspectors-configuration` (that session only);
-//! both have the same shape:
+//! Trusted origins: the apt repositories (URL, suites, components, signing keys) and
+//! the Python package indexes whose files inspectors can verify. They come from
+//! `inspectors.yaml` in the config directory (every session) and from a session's
+//! `inspectors-configuration` (that session only); both have the same shape:
 //!
 //! ```yaml
 //! apt:
@@ -11,6 +11,9 @@
 //!       components: [main]            # optional; empty means any
 //!       keys:                         # armored public keys or key file paths
 //!         - /usr/share/keyrings/debian-archive-keyring.gpg
+//! pip:
+//!   indexes:                          # simple-API base URLs (PEP 503 / PEP 691)
+//!     - https://pypi.org/simple
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -53,7 +56,17 @@ pub enum ConfigError {
     },
     #[error("apt.repositories[{index}].keys: at least one signing key is needed")]
     NoKey { index: usize },
+    #[error("{section}[{index}] {url:?}: {reason}")]
+    Origin {
+        section: &'static str,
+        index: usize,
+        url: String,
+        reason: &'static str,
+    },
 }
+
+/// The sections of the file (and of a session's `inspectors-configuration`).
+const SECTIONS: [&str; 2] = ["apt", "pip"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +74,15 @@ pub enum ConfigError {
 struct File {
     #[serde(default)]
     apt: AptSection,
+    #[serde(default)]
+    pip: PipSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipSection {
+    #[serde(default)]
+    indexes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +119,8 @@ pub struct AptRepository {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     pub apt: Vec<AptRepository>,
+    /// Python package indexes: normalised simple-API base URLs.
+    pub pip: Vec<String>,
 }
 
 impl Trust {
@@ -121,12 +145,14 @@ impl Trust {
             .enumerate()
             .map(|(i, r)| repository(i, r, key_dir))
             .collect::<Result<_, _>>()?;
-        Ok(Trust { apt })
+        let pip = origins("pip.indexes", &file.pip.indexes)?;
+        Ok(Trust { apt, pip })
     }
 
     /// Adds a session's own trusted origins.
     pub fn extend(&mut self, more: Trust) {
         self.apt.extend(more.apt);
+        self.pip.extend(more.pip);
     }
 }
 
@@ -137,21 +163,24 @@ pub struct SessionConfig(Trust);
 impl SessionConfig {
     /// Parses and checks the JSON object (keys that are file paths are read now).
     ///
-    /// Keys other than `apt` are ignored, with a warning: clients written for the
-    /// reference may send sections of their own (the control API ignores unknown keys).
+    /// Sections fetchgate does not know are ignored, with a warning: clients written
+    /// for the reference may send sections of their own (the control API ignores
+    /// unknown keys).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
         let Some(object) = value.as_object() else {
             return Err(ConfigError::Syntax("not a JSON object".into()));
         };
-        for key in object.keys().filter(|k| *k != "apt") {
-            tracing::warn!(key = %key, "inspectors-configuration: ignoring a section fetchgate does not know");
+        let mut known = serde_json::Map::new();
+        for (key, section) in object {
+            if SECTIONS.contains(&key.as_str()) {
+                known.insert(key.clone(), section.clone());
+            } else {
+                tracing::warn!(key = %key, "inspectors-configuration: ignoring a section fetchgate does not know");
+            }
         }
-        let apt = match object.get("apt") {
-            Some(apt) => serde_json::from_value(apt.clone())
-                .map_err(|e| ConfigError::Syntax(format!("apt: {e}")))?,
-            None => AptSection::default(),
-        };
-        Trust::from_file(File { apt }, Path::new("/")).map(SessionConfig)
+        let file: File = serde_json::from_value(serde_json::Value::Object(known))
+            .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Trust::from_file(file, Path::new("/")).map(SessionConfig)
     }
 
     /// [`Self::from_json`] from stored JSON text.
@@ -219,6 +248,21 @@ fn repository(
     })
 }
 
+/// A list of trusted base URLs (package indexes, registries), normalised.
+fn origins(section: &'static str, urls: &[String]) -> Result<Vec<String>, ConfigError> {
+    urls.iter()
+        .enumerate()
+        .map(|(index, url)| {
+            normalise_base(url).map_err(|reason| ConfigError::Origin {
+                section,
+                index,
+                url: url.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// `http(s)://host[:port]/path/` → `scheme://host:port/path`, as the pipeline writes
 /// request URLs.
 pub fn normalise_base(url: &str) -> Result<String, &'static str> {
@@ -281,8 +325,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_sections_are_ignored_but_the_apt_section_is_checked() {
-        let v = serde_json::json!({"pip": {"index": "x"}});
+    fn unknown_sections_are_ignored_but_known_ones_are_checked() {
+        let v = serde_json::json!({"conda": {"index": "x"}});
         assert!(
             SessionConfig::from_json(&v)
                 .unwrap()
@@ -292,7 +336,13 @@ mod tests {
         );
         let v = serde_json::json!({"apt": {"repos": []}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();
-        assert!(e.contains("apt: unknown field `repos`"), "{e}");
+        assert!(e.contains("unknown field `repos`"), "{e}");
+        let v = serde_json::json!({"pip": {"indexes": ["ftp://x/simple"]}});
+        let e = SessionConfig::from_json(&v).unwrap_err().to_string();
+        assert!(e.contains("pip.indexes[0]"), "{e}");
+        let v = serde_json::json!({"pip": {"indexes": ["https://PyPI.org/simple/"]}});
+        let trust = SessionConfig::from_json(&v).unwrap().into_trust();
+        assert_eq!(trust.pip, ["https://pypi.org:443/simple"]);
         let v = serde_json::json!({"apt": {"repositories": [{"url": "http://x/", "suites": ["s"],
             "keys": ["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n-----END PGP PUBLIC KEY BLOCK-----\n"]}]}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();

@@ -8,7 +8,8 @@
 //! and artifact metadata. `default` (type sniffing) always runs last.
 //!
 //! Inspectors may remember what they verified for the rest of the session (the digests
-//! of a signed Release file, the packages of a verified Packages index): that state is
+//! of a signed Release file, the packages of a verified Packages index, the files of a
+//! Python index's project pages): that state is
 //! [`SessionInspection`], kept in memory keyed by session id and never persisted.
 //!
 //! The pipeline (`proxy::pipeline`) asks [`Inspectors::begin`] at request time, feeds
@@ -21,7 +22,9 @@ pub mod config;
 pub mod copyright;
 pub mod deb;
 pub mod openpgp;
+pub mod pip;
 pub mod sniff;
+pub mod spool;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -34,7 +37,16 @@ use lru::LruCache;
 use self::config::Trust;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 4] = [apt::RELEASE_ID, apt::PACKAGES_ID, deb::ID, sniff::ID];
+pub const INSPECTOR_IDS: [&str; 8] = [
+    apt::RELEASE_ID,
+    apt::PACKAGES_ID,
+    deb::ID,
+    pip::INDEX_ID,
+    pip::WHEEL_ID,
+    pip::SDIST_ID,
+    pip::METADATA_ID,
+    sniff::ID,
+];
 
 /// A request as inspectors see it.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +175,18 @@ pub trait Inspector: Send + Sync {
 pub struct SessionInspection {
     pub trust: Trust,
     pub apt: Mutex<apt::AptMemory>,
+    pub pip: Mutex<pip::PipMemory>,
+}
+
+impl SessionInspection {
+    /// A session's state before any request: what it trusts, nothing remembered.
+    pub fn new(trust: Trust) -> Self {
+        SessionInspection {
+            trust,
+            apt: Mutex::default(),
+            pip: Mutex::default(),
+        }
+    }
 }
 
 /// The inspector chain and every live session's inspection state.
@@ -190,6 +214,10 @@ impl Inspectors {
                     spool: Arc::clone(&spool),
                 }),
                 Box::new(deb::DebInspector),
+                Box::new(pip::IndexInspector),
+                Box::new(pip::DistributionInspector::wheel(Arc::clone(&spool))),
+                Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
+                Box::new(pip::MetadataInspector),
                 Box::new(sniff::DefaultInspector),
             ],
             global,
@@ -215,10 +243,7 @@ impl Inspectors {
                 }
             }
         }
-        let fresh = Arc::new(SessionInspection {
-            trust,
-            apt: Mutex::new(apt::AptMemory::default()),
-        });
+        let fresh = Arc::new(SessionInspection::new(trust));
         Arc::clone(lock().get_or_insert(header.id, || fresh))
     }
 
@@ -391,7 +416,9 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(ids, ["apt.packages", "apt.release", "deb", "default"]);
+        let mut declared = INSPECTOR_IDS.to_vec();
+        declared.sort_unstable();
+        assert_eq!(ids, declared);
     }
 
     #[test]

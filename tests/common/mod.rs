@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,72 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
 pub const AUTH: (&str, &str) = ("craft", "craft");
+
+/// Runs a command, failing the test (with its stderr) if it cannot run or fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot run ({e}): run scripts/test.sh to install it"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Fails the test with a client's output unless it succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The artifact of a report downloaded from a URL ending with `url_end` (its first
+/// download's URL).
+pub fn artifact<'a>(report: &'a Value, url_end: &str) -> &'a Value {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["downloads"][0]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(url_end))
+        })
+        .unwrap_or_else(|| panic!("no artifact from …{url_end} in {report:#}"))
+}
+
+/// A local origin serving `files` (over HTTPS with its own test CA when `tls`) and a
+/// daemon trusting it: the origin's CA upstream, `inspectors_yaml(origin base URL)` as
+/// its `inspectors.yaml`, permissive sessions allowed.
+pub async fn trusted_origin(
+    dir: &Path,
+    files: &Path,
+    tls: bool,
+    inspectors_yaml: impl FnOnce(&str) -> String,
+) -> (Origin, Daemon) {
+    let (origin_ca, leaf, leaf_key) = origin_pki(dir, "origin");
+    let origin = Origin::start(files, tls.then_some((&*leaf, &*leaf_key)));
+    let d = DaemonOpts::new(dir)
+        .config_toml(&format!(
+            "[proxy]\nupstream-ca-file = \"{}\"\n",
+            origin_ca.display()
+        ))
+        .config_file("inspectors.yaml", &inspectors_yaml(&origin.base()))
+        .arg("--permissive-mode")
+        .start()
+        .await;
+    (origin, d)
+}
 
 /// Runs `openssl` in `dir` and fails the test if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) {
@@ -356,6 +422,22 @@ impl Daemon {
 
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// The proxy URL with a session's credentials.
+    pub fn proxy_url(&self, id: &str, token: &str) -> String {
+        format!("http://{id}:{token}@127.0.0.1:{}", self.opts.proxy_port)
+    }
+
+    /// The CA that signs intercepted HTTPS (clients trust it).
+    pub fn ca_file(&self) -> PathBuf {
+        self.opts.spool.join("ca/fetchgate-ca.pem")
+    }
+
+    /// Revokes the session's token and returns its report.
+    pub async fn report(&self, id: &str, token: &str) -> Value {
+        assert_eq!(self.revoke(id, token).await.status(), 200);
+        self.get_json(&format!("/session/{id}")).await
     }
 
     /// Creates a session; returns (id, token).

@@ -1,0 +1,126 @@
+//! Keeping a response body while it streams, for inspectors that must read it whole
+//! once it is complete: small documents (Release files, index pages) in memory up to a
+//! limit ([`Buffer`]); large ones (Packages indexes, zip wheels that need random access,
+//! tarballs) in an unnamed temporary file in `<spool>/inspect/` ([`Spool`]), so memory
+//! stays bounded and nothing is left behind when the download ends, however it ends.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::Path;
+
+/// A body being written to an unnamed temporary file, up to a size limit.
+#[derive(Debug)]
+pub struct Spool {
+    state: Result<File, String>,
+    written: u64,
+    limit: u64,
+}
+
+impl Spool {
+    /// A new spool file in `dir` that refuses bodies larger than `limit` bytes.
+    pub fn new(dir: &Path, limit: u64) -> Self {
+        Spool {
+            state: tempfile::tempfile_in(dir).map_err(|e| format!("cannot spool the body: {e}")),
+            written: 0,
+            limit,
+        }
+    }
+
+    /// Appends the next chunk; past the limit (or on a write error) the spool is
+    /// abandoned and [`Self::into_file`] says why.
+    pub fn write(&mut self, bytes: &[u8]) {
+        let Ok(file) = &mut self.state else {
+            return;
+        };
+        self.written += bytes.len() as u64;
+        if self.written > self.limit {
+            self.state = Err(format!("larger than {} bytes", self.limit));
+        } else if let Err(e) = file.write_all(bytes) {
+            self.state = Err(format!("cannot spool the body: {e}"));
+        }
+    }
+
+    /// The complete body, rewound to its start.
+    pub fn into_file(self) -> Result<File, String> {
+        let mut file = self.state?;
+        file.rewind()
+            .map_err(|e| format!("cannot read the spooled body: {e}"))?;
+        Ok(file)
+    }
+}
+
+/// A body kept in memory, up to a size limit.
+#[derive(Debug)]
+pub struct Buffer {
+    bytes: Vec<u8>,
+    limit: usize,
+    too_big: bool,
+}
+
+impl Buffer {
+    pub fn new(limit: usize) -> Self {
+        Buffer {
+            bytes: Vec::new(),
+            limit,
+            too_big: false,
+        }
+    }
+
+    /// Appends the next chunk; past the limit the bytes are dropped.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.bytes.len() + bytes.len() > self.limit {
+            self.too_big = true;
+            self.bytes = Vec::new();
+        } else if !self.too_big {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+
+    /// The complete body, unless it was larger than the limit.
+    pub fn into_bytes(self) -> Result<Vec<u8>, String> {
+        if self.too_big {
+            return Err(format!("larger than {} bytes", self.limit));
+        }
+        Ok(self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_body_is_read_back_whole_and_a_large_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(dir.path(), 10);
+        spool.write(b"hello ");
+        spool.write(b"you");
+        let mut text = String::new();
+        spool
+            .into_file()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "hello you");
+
+        let mut spool = Spool::new(dir.path(), 10);
+        spool.write(b"hello ");
+        spool.write(b"world");
+        let e = spool.into_file().unwrap_err();
+        assert!(e.contains("larger than 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_buffer_keeps_a_body_up_to_its_limit() {
+        let mut buffer = Buffer::new(4);
+        buffer.write(b"ab");
+        buffer.write(b"cd");
+        assert_eq!(buffer.into_bytes().unwrap(), b"abcd");
+        let mut buffer = Buffer::new(4);
+        buffer.write(b"abc");
+        buffer.write(b"de");
+        buffer.write(b"f");
+        assert_eq!(buffer.into_bytes().unwrap_err(), "larger than 4 bytes");
+    }
+}
