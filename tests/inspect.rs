@@ -379,6 +379,8 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
             "pip.wheel",
             "pip.sdist",
             "pip.metadata",
+            "cargo.index",
+            "cargo.crate",
             "default"
         ])
     );

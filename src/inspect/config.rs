@@ -1,5 +1,5 @@
-//! Trusted origins: the apt repositories (URL, suites, components, signing keys) and
-//! the Python package indexes whose files inspectors can verify. They come from
+//! Trusted origins: the apt repositories (URL, suites, components, signing keys), the
+//! Python package indexes and the cargo registries whose files inspectors can verify. They come from
 //! `inspectors.yaml` in the config directory (every session) and from a session's
 //! `inspectors-configuration` (that session only); both have the same shape:
 //!
@@ -14,6 +14,9 @@
 //! pip:
 //!   indexes:                          # simple-API base URLs (PEP 503 / PEP 691)
 //!     - https://pypi.org/simple
+//! cargo:
+//!   registries:                       # sparse index URLs (`sparse+` optional)
+//!     - sparse+https://index.crates.io/
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -66,7 +69,7 @@ pub enum ConfigError {
 }
 
 /// The sections of the file (and of a session's `inspectors-configuration`).
-const SECTIONS: [&str; 2] = ["apt", "pip"];
+const SECTIONS: [&str; 3] = ["apt", "pip", "cargo"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +79,15 @@ struct File {
     apt: AptSection,
     #[serde(default)]
     pip: PipSection,
+    #[serde(default)]
+    cargo: CargoSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CargoSection {
+    #[serde(default)]
+    registries: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +133,8 @@ pub struct Trust {
     pub apt: Vec<AptRepository>,
     /// Python package indexes: normalised simple-API base URLs.
     pub pip: Vec<String>,
+    /// Cargo registries: normalised sparse index base URLs (without `sparse+`).
+    pub cargo: Vec<String>,
 }
 
 impl Trust {
@@ -145,14 +159,22 @@ impl Trust {
             .enumerate()
             .map(|(i, r)| repository(i, r, key_dir))
             .collect::<Result<_, _>>()?;
-        let pip = origins("pip.indexes", &file.pip.indexes)?;
-        Ok(Trust { apt, pip })
+        let pip = origins("pip.indexes", file.pip.indexes.iter().map(String::as_str))?;
+        let cargo = origins(
+            "cargo.registries",
+            file.cargo
+                .registries
+                .iter()
+                .map(|u| u.strip_prefix("sparse+").unwrap_or(u)),
+        )?;
+        Ok(Trust { apt, pip, cargo })
     }
 
     /// Adds a session's own trusted origins.
     pub fn extend(&mut self, more: Trust) {
         self.apt.extend(more.apt);
         self.pip.extend(more.pip);
+        self.cargo.extend(more.cargo);
     }
 }
 
@@ -249,14 +271,16 @@ fn repository(
 }
 
 /// A list of trusted base URLs (package indexes, registries), normalised.
-fn origins(section: &'static str, urls: &[String]) -> Result<Vec<String>, ConfigError> {
-    urls.iter()
-        .enumerate()
+fn origins<'u>(
+    section: &'static str,
+    urls: impl Iterator<Item = &'u str>,
+) -> Result<Vec<String>, ConfigError> {
+    urls.enumerate()
         .map(|(index, url)| {
             normalise_base(url).map_err(|reason| ConfigError::Origin {
                 section,
                 index,
-                url: url.clone(),
+                url: url.to_owned(),
                 reason,
             })
         })
@@ -294,6 +318,22 @@ pub fn normalise_base(url: &str) -> Result<String, &'static str> {
     };
     let path = uri.path().trim_end_matches('/');
     Ok(format!("{scheme}://{host}:{port}{path}"))
+}
+
+/// An absolute URL as the pipeline writes request URLs (`scheme://host:port/path?query`,
+/// no fragment); `None` unless it is http(s) with a host.
+pub fn normalise_url(url: &url::Url) -> Option<String> {
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = match url.host()? {
+        url::Host::Ipv6(a) => format!("[{a}]"),
+        h => h.to_string(),
+    };
+    let port = url.port_or_known_default()?;
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("{scheme}://{host}:{port}{}{query}", url.path()))
 }
 
 #[cfg(test)]
@@ -343,6 +383,9 @@ mod tests {
         let v = serde_json::json!({"pip": {"indexes": ["https://PyPI.org/simple/"]}});
         let trust = SessionConfig::from_json(&v).unwrap().into_trust();
         assert_eq!(trust.pip, ["https://pypi.org:443/simple"]);
+        let v = serde_json::json!({"cargo": {"registries": ["sparse+https://index.crates.io/"]}});
+        let trust = SessionConfig::from_json(&v).unwrap().into_trust();
+        assert_eq!(trust.cargo, ["https://index.crates.io:443"]);
         let v = serde_json::json!({"apt": {"repositories": [{"url": "http://x/", "suites": ["s"],
             "keys": ["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n-----END PGP PUBLIC KEY BLOCK-----\n"]}]}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();

@@ -9,7 +9,8 @@
 //!
 //! Inspectors may remember what they verified for the rest of the session (the digests
 //! of a signed Release file, the packages of a verified Packages index, the files of a
-//! Python index's project pages): that state is
+//! Python index's project pages, a cargo registry's
+//! checksums): that state is
 //! [`SessionInspection`], kept in memory keyed by session id and never persisted.
 //!
 //! The pipeline (`proxy::pipeline`) asks [`Inspectors::begin`] at request time, feeds
@@ -18,6 +19,7 @@
 //! result rule is `audit::report::approved`. Nothing here knows about sockets.
 
 pub mod apt;
+pub mod cargo;
 pub mod config;
 pub mod copyright;
 pub mod deb;
@@ -25,6 +27,7 @@ pub mod openpgp;
 pub mod pip;
 pub mod sniff;
 pub mod spool;
+pub mod tarball;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -37,7 +40,7 @@ use lru::LruCache;
 use self::config::Trust;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 8] = [
+pub const INSPECTOR_IDS: [&str; 10] = [
     apt::RELEASE_ID,
     apt::PACKAGES_ID,
     deb::ID,
@@ -45,6 +48,8 @@ pub const INSPECTOR_IDS: [&str; 8] = [
     pip::WHEEL_ID,
     pip::SDIST_ID,
     pip::METADATA_ID,
+    cargo::INDEX_ID,
+    cargo::CRATE_ID,
     sniff::ID,
 ];
 
@@ -176,6 +181,7 @@ pub struct SessionInspection {
     pub trust: Trust,
     pub apt: Mutex<apt::AptMemory>,
     pub pip: Mutex<pip::PipMemory>,
+    pub cargo: Mutex<cargo::CargoMemory>,
 }
 
 impl SessionInspection {
@@ -185,6 +191,7 @@ impl SessionInspection {
             trust,
             apt: Mutex::default(),
             pip: Mutex::default(),
+            cargo: Mutex::default(),
         }
     }
 }
@@ -218,6 +225,10 @@ impl Inspectors {
                 Box::new(pip::DistributionInspector::wheel(Arc::clone(&spool))),
                 Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
                 Box::new(pip::MetadataInspector),
+                Box::new(cargo::IndexInspector),
+                Box::new(cargo::CrateInspector {
+                    spool: Arc::clone(&spool),
+                }),
                 Box::new(sniff::DefaultInspector),
             ],
             global,

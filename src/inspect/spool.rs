@@ -5,7 +5,7 @@
 //! stays bounded and nothing is left behind when the download ends, however it ends.
 
 use std::fs::File;
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 /// A body being written to an unnamed temporary file, up to a size limit.
@@ -83,12 +83,32 @@ impl Buffer {
         }
         Ok(self.bytes)
     }
+
+    /// [`Self::into_bytes`], expanded when it is gzip-compressed (an origin answering
+    /// `Content-Encoding: gzip`: the proxy passes bodies on as they come), up to the
+    /// same limit.
+    pub fn into_expanded(self) -> Result<Vec<u8>, String> {
+        let limit = self.limit;
+        let bytes = self.into_bytes()?;
+        if !bytes.starts_with(b"\x1f\x8b") {
+            return Ok(bytes);
+        }
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip-compressed body: {e}"))?;
+        if out.len() > limit {
+            return Err(format!("expands to more than {limit} bytes"));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::Write;
 
     #[test]
     fn a_body_is_read_back_whole_and_a_large_one_is_refused() {
@@ -122,5 +142,25 @@ mod tests {
         buffer.write(b"de");
         buffer.write(b"f");
         assert_eq!(buffer.into_bytes().unwrap_err(), "larger than 4 bytes");
+    }
+
+    #[test]
+    fn a_gzip_compressed_buffer_is_expanded_within_the_limit() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[b'x'; 100]).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut buffer = Buffer::new(100);
+        buffer.write(&gz);
+        assert_eq!(buffer.into_expanded().unwrap(), [b'x'; 100]);
+        let mut buffer = Buffer::new(99);
+        buffer.write(&gz);
+        let e = buffer.into_expanded().unwrap_err();
+        assert!(e.contains("expands to more than 99"), "{e}");
+        let mut buffer = Buffer::new(99);
+        buffer.write(b"\x1f\x8b\x08\x00garbage");
+        assert!(buffer.into_expanded().unwrap_err().contains("gzip"));
+        let mut buffer = Buffer::new(99);
+        buffer.write(b"plain");
+        assert_eq!(buffer.into_expanded().unwrap(), b"plain");
     }
 }

@@ -3,12 +3,12 @@
 //! or JSON (PEP 691, `files[]` with `url`, `hashes.sha256` and `core-metadata`). Either
 //! gives the files the page lists, with their absolute URLs as the proxy writes them.
 
-use std::io::Read;
-
 use serde::Deserialize;
 
+use crate::inspect::config::normalise_url;
+
 /// The largest page read (expanded, when the origin sent it gzip-compressed).
-pub const MAX_PAGE: u64 = 64 << 20;
+pub const MAX_PAGE: usize = 64 << 20;
 /// The most files one page may list.
 const MAX_FILES: usize = 200_000;
 
@@ -25,22 +25,9 @@ pub struct IndexedFile {
     pub metadata: Option<Option<[u8; 32]>>,
 }
 
-/// Parses a page fetched from `page_url` (normalised). A gzip-compressed body (an
-/// origin answering `Content-Encoding: gzip`) is expanded first.
+/// Parses a page fetched from `page_url` (normalised).
 pub fn parse_page(body: &[u8], page_url: &str) -> Result<Vec<IndexedFile>, String> {
-    let mut text = Vec::new();
-    if body.starts_with(b"\x1f\x8b") {
-        flate2::read::GzDecoder::new(body)
-            .take(MAX_PAGE + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("gzip-compressed page: {e}"))?;
-        if text.len() as u64 > MAX_PAGE {
-            return Err(format!("the page expands to more than {MAX_PAGE} bytes"));
-        }
-    } else {
-        text.extend_from_slice(body);
-    }
-    let text = std::str::from_utf8(&text).map_err(|_| "the page is not UTF-8".to_string())?;
+    let text = std::str::from_utf8(body).map_err(|_| "the page is not UTF-8".to_string())?;
     let base = url::Url::parse(page_url).map_err(|e| format!("page URL: {e}"))?;
     let files = if text.trim_start().starts_with('{') {
         json_files(text, &base)?
@@ -273,21 +260,6 @@ fn resolve(base: &url::Url, link: &str) -> Result<(String, String), String> {
     Ok((normalised, filename))
 }
 
-/// `scheme://host:port/path?query`, the form the proxy gives inspectors.
-pub fn normalise_url(url: &url::Url) -> Option<String> {
-    let scheme = url.scheme();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let host = match url.host()? {
-        url::Host::Ipv6(a) => format!("[{a}]"),
-        h => h.to_string(),
-    };
-    let port = url.port_or_known_default()?;
-    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
-    Some(format!("{scheme}://{host}:{port}{}{query}", url.path()))
-}
-
 /// `%xx` escapes decoded (invalid ones kept as they are).
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -364,7 +336,6 @@ mod tests {
             (b"<a href=\"x.whl", "never closed"),
             (b"\xff\xff", "UTF-8"),
             (b"{\"files\": 3}", "JSON page"),
-            (b"\x1f\x8b\x08\x00garbage", "gzip"),
             (b"<a href=\"ftp://x/y.whl\">", "not http"),
         ] {
             let e = parse_page(page, base).unwrap_err();

@@ -97,7 +97,7 @@ impl Inspector for IndexInspector {
         RequestFinding::pending(Box::new(PageObserver {
             session: Arc::clone(session),
             url: req.url.to_owned(),
-            body: Buffer::new(index::MAX_PAGE as usize),
+            body: Buffer::new(index::MAX_PAGE),
         }))
         .note("project", project)
     }
@@ -117,7 +117,7 @@ impl BodyObserver for PageObserver {
     fn finish(self: Box<Self>, _body: &BodyDigest) -> ResponseFinding {
         let files = match self
             .body
-            .into_bytes()
+            .into_expanded()
             .and_then(|page| index::parse_page(&page, &self.url))
         {
             Ok(f) => f,

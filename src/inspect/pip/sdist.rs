@@ -5,6 +5,7 @@
 use std::io::Read;
 
 use super::metadata::{self, CoreMetadata, MAX_METADATA};
+use crate::inspect::tarball::find_top_level_file;
 
 /// The most an sdist is expanded while looking for `PKG-INFO`.
 const MAX_EXPANDED: u64 = 4 << 30;
@@ -22,52 +23,17 @@ pub fn parse_name(filename: &str) -> Result<(String, String), String> {
 /// Reads the `PKG-INFO` of an sdist file named `filename` and checks it names the file.
 pub fn inspect(reader: impl Read, filename: &str) -> Result<CoreMetadata, String> {
     let (name, version) = parse_name(filename)?;
-    let expanded = flate2::read::GzDecoder::new(reader).take(MAX_EXPANDED);
-    let mut archive = tar::Archive::new(expanded);
-    let entries = archive.entries().map_err(|e| format!("tar: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("tar: {e}"))?;
-        let path = entry.path_bytes().into_owned();
-        let path = path.strip_prefix(b"./").unwrap_or(&path);
-        let mut parts = path.split(|b| *b == b'/');
-        let is_pkg_info = matches!(
-            (parts.next(), parts.next(), parts.next()),
-            (Some(top), Some(b"PKG-INFO"), None) if !top.is_empty()
-        );
-        if !is_pkg_info {
-            continue;
-        }
-        let mut text = Vec::new();
-        entry
-            .take(MAX_METADATA + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("PKG-INFO: {e}"))?;
-        if text.len() as u64 > MAX_METADATA {
-            return Err(format!("PKG-INFO is larger than {MAX_METADATA} bytes"));
-        }
-        let metadata = metadata::parse(&text).map_err(|e| format!("PKG-INFO: {e}"))?;
-        metadata.matches(&name, &version)?;
-        return Ok(metadata);
-    }
-    Err("no PKG-INFO at the top of the sdist".into())
+    let text = find_top_level_file(reader, "PKG-INFO", |_| true, MAX_EXPANDED, MAX_METADATA)?
+        .ok_or("no PKG-INFO at the top of the sdist")?;
+    let metadata = metadata::parse(&text).map_err(|e| format!("PKG-INFO: {e}"))?;
+    metadata.matches(&name, &version)?;
+    Ok(metadata)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sdist(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        for (path, data) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, path, *data).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap()
-    }
+    use crate::inspect::tarball::tests::tar_gz as sdist;
 
     #[test]
     fn pkg_info_names_the_sdist() {
