@@ -381,6 +381,8 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
             "pip.metadata",
             "cargo.index",
             "cargo.crate",
+            "npm.metadata",
+            "npm.tarball",
             "default"
         ])
     );

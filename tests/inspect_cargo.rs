@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Daemon, Origin, artifact, assert_success, sha256_hex};
+use common::{artifact, assert_success, sha256_hex};
 use serde_json::json;
 
 const CRATE: &str = "fg-hello";
@@ -63,32 +63,26 @@ impl Registry {
     }
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    registry: Registry,
-    origin: Origin,
-    d: Daemon,
+impl common::Tree for Registry {
+    fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
+type Setup = common::Served<Registry>;
+
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::build(dir.path());
-    let (origin, d) = common::trusted_origin(dir.path(), &registry.root, true, |base| {
+    let s = common::serve_trusted(Registry::build, |base| {
         format!("cargo:\n  registries: [\"sparse+{base}index/\"]\n")
     })
     .await;
-    let dl = format!("{}crates/{{crate}}-{{version}}.crate", origin.base());
+    let dl = format!("{}crates/{{crate}}-{{version}}.crate", s.origin.base());
     std::fs::write(
-        registry.root.join("index/config.json"),
+        s.files.root.join("index/config.json"),
         json!({"dl": dl, "api": null}).to_string(),
     )
     .unwrap();
-    Setup {
-        dir,
-        registry,
-        origin,
-        d,
-    }
+    s
 }
 
 impl Setup {
@@ -151,7 +145,7 @@ async fn strict_session_approves_a_crate_from_a_trusted_sparse_registry() {
         krate["request-inspection"]["cargo.crate"]["opinion"],
         "Pending"
     );
-    let served = std::fs::read(s.registry.crate_file()).unwrap();
+    let served = std::fs::read(s.files.crate_file()).unwrap();
     let meta = &krate["metadata"];
     assert_eq!(meta["sha256"], sha256_hex(&served));
     assert_eq!(meta["name"], CRATE);
@@ -165,26 +159,19 @@ async fn strict_session_approves_a_crate_from_a_trusted_sparse_registry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crate_that_does_not_match_its_index_entry_is_cut_off() {
     let s = setup().await;
-    s.registry
+    s.files
         .write_crate("pub fn hello() -> &'static str { \"tampered\" }\n");
-    let tampered = std::fs::read(s.registry.crate_file()).unwrap();
+    let tampered = std::fs::read(s.files.crate_file()).unwrap();
     let (id, token) = s.d.create(json!({})).await;
     let out = s.cargo_fetch((&id, &token), "tampered");
     assert!(!out.status.success(), "cargo accepted a tampered crate");
 
     let report = s.d.report(&id, &token).await;
-    let krate = artifact(&report, &format!("{CRATE}-{VERSION}.crate"));
-    assert_eq!(krate["result"], "Rejected", "{krate:#}");
-    assert_eq!(krate["metadata"]["sha256"], sha256_hex(&tampered));
-    let reason = krate["response-inspection"]["cargo.crate"]["reason"]
-        .as_str()
-        .unwrap();
-    assert!(
-        reason.contains("does not match the index entry's cksum"),
-        "{reason}"
-    );
-    assert_eq!(
-        krate["downloads"][0]["error"]["stage"], "policy",
-        "{krate:#}"
+    common::assert_cut_off(
+        &report,
+        &format!("{CRATE}-{VERSION}.crate"),
+        &tampered,
+        "cargo.crate",
+        "does not match the index entry's cksum",
     );
 }

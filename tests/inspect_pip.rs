@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine;
-use common::{Daemon, Origin, artifact, assert_success, run, sha256_hex};
+use common::{artifact, assert_success, run, sha256_hex};
 use serde_json::json;
 use sha2::Digest;
 
@@ -105,26 +105,19 @@ impl PyIndex {
     }
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    index: PyIndex,
-    origin: Origin,
-    d: Daemon,
+impl common::Tree for PyIndex {
+    fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
+type Setup = common::Served<PyIndex>;
+
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let index = PyIndex::build(dir.path());
-    let (origin, d) = common::trusted_origin(dir.path(), &index.root, true, |base| {
+    common::serve_trusted(PyIndex::build, |base| {
         format!("pip:\n  indexes: [{base}simple]\n")
     })
-    .await;
-    Setup {
-        dir,
-        index,
-        origin,
-        d,
-    }
+    .await
 }
 
 impl Setup {
@@ -169,7 +162,7 @@ async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
     for file in [WHEEL, SDIST] {
         assert_eq!(
             std::fs::read(dest.join(file)).unwrap(),
-            std::fs::read(s.index.package(file)).unwrap(),
+            std::fs::read(s.files.package(file)).unwrap(),
             "{file}"
         );
     }
@@ -198,7 +191,7 @@ async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
         "3 files checked"
     );
     let meta = &wheel["metadata"];
-    let served = std::fs::read(s.index.package(WHEEL)).unwrap();
+    let served = std::fs::read(s.files.package(WHEEL)).unwrap();
     assert_eq!(meta["sha256"], sha256_hex(&served));
     assert_eq!(meta["size"], served.len());
     assert_eq!(meta["type"], "application/x-wheel+zip");
@@ -230,8 +223,8 @@ async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
 async fn a_wheel_that_is_not_the_one_the_index_lists_is_cut_off() {
     let s = setup().await;
     // The page keeps the original wheel's sha256; the origin now serves another build.
-    s.index.write_wheel(b"print('tampered')\n");
-    let tampered = std::fs::read(s.index.package(WHEEL)).unwrap();
+    s.files.write_wheel(b"print('tampered')\n");
+    let tampered = std::fs::read(s.files.package(WHEEL)).unwrap();
     let (id, token) = s.d.create(json!({})).await;
     let dest = s.dir.path().join("downloads");
     let out = s.pip_download((&id, &token), &["fg-hello==1.0"], &dest);
@@ -239,19 +232,12 @@ async fn a_wheel_that_is_not_the_one_the_index_lists_is_cut_off() {
     assert!(!dest.join(WHEEL).exists());
 
     let report = s.d.report(&id, &token).await;
-    let wheel = artifact(&report, WHEEL);
-    assert_eq!(wheel["result"], "Rejected", "{wheel:#}");
-    assert_eq!(wheel["metadata"]["sha256"], sha256_hex(&tampered));
-    let reason = wheel["response-inspection"]["pip.wheel"]["reason"]
-        .as_str()
-        .unwrap();
-    assert!(
-        reason.contains("does not match the project page"),
-        "{reason}"
-    );
-    assert_eq!(
-        wheel["downloads"][0]["error"]["stage"], "policy",
-        "{wheel:#}"
+    common::assert_cut_off(
+        &report,
+        WHEEL,
+        &tampered,
+        "pip.wheel",
+        "does not match the project page",
     );
 }
 

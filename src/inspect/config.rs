@@ -1,5 +1,6 @@
 //! Trusted origins: the apt repositories (URL, suites, components, signing keys), the
-//! Python package indexes and the cargo registries whose files inspectors can verify. They come from
+//! Python package indexes, the cargo and the npm registries whose files inspectors can
+//! verify. They come from
 //! `inspectors.yaml` in the config directory (every session) and from a session's
 //! `inspectors-configuration` (that session only); both have the same shape:
 //!
@@ -17,6 +18,9 @@
 //! cargo:
 //!   registries:                       # sparse index URLs (`sparse+` optional)
 //!     - sparse+https://index.crates.io/
+//! npm:
+//!   registries:                       # registry base URLs
+//!     - https://registry.npmjs.org/
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -69,7 +73,7 @@ pub enum ConfigError {
 }
 
 /// The sections of the file (and of a session's `inspectors-configuration`).
-const SECTIONS: [&str; 3] = ["apt", "pip", "cargo"];
+const SECTIONS: [&str; 4] = ["apt", "pip", "cargo", "npm"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -80,12 +84,15 @@ struct File {
     #[serde(default)]
     pip: PipSection,
     #[serde(default)]
-    cargo: CargoSection,
+    cargo: RegistrySection,
+    #[serde(default)]
+    npm: RegistrySection,
 }
 
+/// A list of registries (the `cargo` and `npm` sections).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CargoSection {
+struct RegistrySection {
     #[serde(default)]
     registries: Vec<String>,
 }
@@ -135,6 +142,8 @@ pub struct Trust {
     pub pip: Vec<String>,
     /// Cargo registries: normalised sparse index base URLs (without `sparse+`).
     pub cargo: Vec<String>,
+    /// npm registries: normalised base URLs.
+    pub npm: Vec<String>,
 }
 
 impl Trust {
@@ -167,7 +176,16 @@ impl Trust {
                 .iter()
                 .map(|u| u.strip_prefix("sparse+").unwrap_or(u)),
         )?;
-        Ok(Trust { apt, pip, cargo })
+        let npm = origins(
+            "npm.registries",
+            file.npm.registries.iter().map(String::as_str),
+        )?;
+        Ok(Trust {
+            apt,
+            pip,
+            cargo,
+            npm,
+        })
     }
 
     /// Adds a session's own trusted origins.
@@ -175,6 +193,7 @@ impl Trust {
         self.apt.extend(more.apt);
         self.pip.extend(more.pip);
         self.cargo.extend(more.cargo);
+        self.npm.extend(more.npm);
     }
 }
 
@@ -334,6 +353,30 @@ pub fn normalise_url(url: &url::Url) -> Option<String> {
     let port = url.port_or_known_default()?;
     let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
     Some(format!("{scheme}://{host}:{port}{}{query}", url.path()))
+}
+
+/// `%xx` escapes decoded (invalid ones kept as they are).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! Inspectors may remember what they verified for the rest of the session (the digests
 //! of a signed Release file, the packages of a verified Packages index, the files of a
 //! Python index's project pages, a cargo registry's
-//! checksums): that state is
+//! checksums, an npm packument's integrity strings): that state is
 //! [`SessionInspection`], kept in memory keyed by session id and never persisted.
 //!
 //! The pipeline (`proxy::pipeline`) asks [`Inspectors::begin`] at request time, feeds
@@ -23,6 +23,7 @@ pub mod cargo;
 pub mod config;
 pub mod copyright;
 pub mod deb;
+pub mod npm;
 pub mod openpgp;
 pub mod pip;
 pub mod sniff;
@@ -40,7 +41,7 @@ use lru::LruCache;
 use self::config::Trust;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 10] = [
+pub const INSPECTOR_IDS: [&str; 12] = [
     apt::RELEASE_ID,
     apt::PACKAGES_ID,
     deb::ID,
@@ -50,6 +51,8 @@ pub const INSPECTOR_IDS: [&str; 10] = [
     pip::METADATA_ID,
     cargo::INDEX_ID,
     cargo::CRATE_ID,
+    npm::METADATA_ID,
+    npm::TARBALL_ID,
     sniff::ID,
 ];
 
@@ -182,6 +185,7 @@ pub struct SessionInspection {
     pub apt: Mutex<apt::AptMemory>,
     pub pip: Mutex<pip::PipMemory>,
     pub cargo: Mutex<cargo::CargoMemory>,
+    pub npm: Mutex<npm::NpmMemory>,
 }
 
 impl SessionInspection {
@@ -192,6 +196,7 @@ impl SessionInspection {
             apt: Mutex::default(),
             pip: Mutex::default(),
             cargo: Mutex::default(),
+            npm: Mutex::default(),
         }
     }
 }
@@ -227,6 +232,10 @@ impl Inspectors {
                 Box::new(pip::MetadataInspector),
                 Box::new(cargo::IndexInspector),
                 Box::new(cargo::CrateInspector {
+                    spool: Arc::clone(&spool),
+                }),
+                Box::new(npm::MetadataInspector),
+                Box::new(npm::TarballInspector {
                     spool: Arc::clone(&spool),
                 }),
                 Box::new(sniff::DefaultInspector),

@@ -71,6 +71,57 @@ pub fn artifact<'a>(report: &'a Value, url_end: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no artifact from …{url_end} in {report:#}"))
 }
 
+/// Asserts that a strict session cut off the artifact downloaded from `url_end`: it is
+/// `content` (what the origin served), `Rejected`, `inspector`'s reason contains
+/// `reason`, and its download failed at stage `policy`.
+pub fn assert_cut_off(
+    report: &Value,
+    url_end: &str,
+    content: &[u8],
+    inspector: &str,
+    reason: &str,
+) {
+    let a = artifact(report, url_end);
+    assert_eq!(a["result"], "Rejected", "{a:#}");
+    assert_eq!(a["metadata"]["sha256"], sha256_hex(content), "{a:#}");
+    let got = a["response-inspection"][inspector]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(got.contains(reason), "{a:#}");
+    assert_eq!(a["downloads"][0]["error"]["stage"], "policy", "{a:#}");
+}
+
+/// What a test built to serve (a package index, a registry): where its files are.
+pub trait Tree {
+    fn root(&self) -> &Path;
+}
+
+/// A temporary directory, the files a test built there, the local HTTPS origin serving
+/// them and a daemon trusting that origin.
+pub struct Served<T> {
+    pub dir: tempfile::TempDir,
+    pub files: T,
+    pub origin: Origin,
+    pub d: Daemon,
+}
+
+/// Builds the files in a new temporary directory with `build`, serves them over HTTPS
+/// and starts a daemon with `inspectors_yaml(origin base URL)` (see [`trusted_origin`]).
+pub async fn serve_trusted<T: Tree>(
+    build: impl FnOnce(&Path) -> T,
+    inspectors_yaml: impl FnOnce(&str) -> String,
+) -> Served<T> {
+    let dir = tempfile::tempdir().unwrap();
+    let files = build(dir.path());
+    let (origin, d) = trusted_origin(dir.path(), files.root(), true, inspectors_yaml).await;
+    Served {
+        dir,
+        files,
+        origin,
+        d,
+    }
+}
+
 /// A local origin serving `files` (over HTTPS with its own test CA when `tls`) and a
 /// daemon trusting it: the origin's CA upstream, `inspectors_yaml(origin base URL)` as
 /// its `inspectors.yaml`, permissive sessions allowed.

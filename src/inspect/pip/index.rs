@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::inspect::config::normalise_url;
+use crate::inspect::config::{normalise_url, percent_decode};
 
 /// The largest page read (expanded, when the origin sent it gzip-compressed).
 pub const MAX_PAGE: usize = 64 << 20;
@@ -258,30 +258,6 @@ fn resolve(base: &url::Url, link: &str) -> Result<(String, String), String> {
         .unwrap_or_default();
     let filename = percent_decode(last);
     Ok((normalised, filename))
-}
-
-/// `%xx` escapes decoded (invalid ones kept as they are).
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
