@@ -383,6 +383,7 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
             "cargo.crate",
             "npm.metadata",
             "npm.tarball",
+            "git.smart-http",
             "default"
         ])
     );

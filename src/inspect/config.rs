@@ -1,6 +1,6 @@
 //! Trusted origins: the apt repositories (URL, suites, components, signing keys), the
-//! Python package indexes, the cargo and the npm registries whose files inspectors can
-//! verify. They come from
+//! Python package indexes, the cargo and the npm registries and the git hosts whose
+//! files inspectors can verify. They come from
 //! `inspectors.yaml` in the config directory (every session) and from a session's
 //! `inspectors-configuration` (that session only); both have the same shape:
 //!
@@ -21,6 +21,9 @@
 //! npm:
 //!   registries:                       # registry base URLs
 //!     - https://registry.npmjs.org/
+//! git:
+//!   hosts:                            # base URLs: every repository under one
+//!     - https://github.com
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -73,7 +76,7 @@ pub enum ConfigError {
 }
 
 /// The sections of the file (and of a session's `inspectors-configuration`).
-const SECTIONS: [&str; 4] = ["apt", "pip", "cargo", "npm"];
+const SECTIONS: [&str; 5] = ["apt", "pip", "cargo", "npm", "git"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +90,15 @@ struct File {
     cargo: RegistrySection,
     #[serde(default)]
     npm: RegistrySection,
+    #[serde(default)]
+    git: GitSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitSection {
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 /// A list of registries (the `cargo` and `npm` sections).
@@ -144,6 +156,8 @@ pub struct Trust {
     pub cargo: Vec<String>,
     /// npm registries: normalised base URLs.
     pub npm: Vec<String>,
+    /// git hosts: normalised base URLs of the repositories fetched over smart HTTP.
+    pub git: Vec<String>,
 }
 
 impl Trust {
@@ -180,11 +194,13 @@ impl Trust {
             "npm.registries",
             file.npm.registries.iter().map(String::as_str),
         )?;
+        let git = origins("git.hosts", file.git.hosts.iter().map(String::as_str))?;
         Ok(Trust {
             apt,
             pip,
             cargo,
             npm,
+            git,
         })
     }
 
@@ -194,6 +210,7 @@ impl Trust {
         self.pip.extend(more.pip);
         self.cargo.extend(more.cargo);
         self.npm.extend(more.npm);
+        self.git.extend(more.git);
     }
 }
 

@@ -23,6 +23,7 @@ pub mod cargo;
 pub mod config;
 pub mod copyright;
 pub mod deb;
+pub mod git;
 pub mod npm;
 pub mod openpgp;
 pub mod pip;
@@ -41,7 +42,7 @@ use lru::LruCache;
 use self::config::Trust;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 12] = [
+pub const INSPECTOR_IDS: [&str; 13] = [
     apt::RELEASE_ID,
     apt::PACKAGES_ID,
     deb::ID,
@@ -53,6 +54,7 @@ pub const INSPECTOR_IDS: [&str; 12] = [
     cargo::CRATE_ID,
     npm::METADATA_ID,
     npm::TARBALL_ID,
+    git::ID,
     sniff::ID,
 ];
 
@@ -119,8 +121,10 @@ impl ResponseFinding {
     }
 }
 
-/// Watches one response body as it streams.
+/// Watches one response body as it streams (and the request body, before it).
 pub trait BodyObserver: Send + Sync {
+    /// The next chunk of the request body (a POST's); most observers ignore it.
+    fn request_chunk(&mut self, _bytes: &[u8]) {}
     /// The next chunk of the body.
     fn chunk(&mut self, bytes: &[u8]);
     /// The body is complete (`body` is its digest); the verdict.
@@ -238,6 +242,7 @@ impl Inspectors {
                 Box::new(npm::TarballInspector {
                     spool: Arc::clone(&spool),
                 }),
+                Box::new(git::SmartHttpInspector),
                 Box::new(sniff::DefaultInspector),
             ],
             global,
@@ -358,6 +363,13 @@ impl DownloadInspection {
     /// The request opinions, for the audit record.
     pub fn request_opinions(&self) -> &BTreeMap<String, Inspection> {
         &self.request
+    }
+
+    /// Feeds a chunk of the request body to every observer.
+    pub fn request_chunk(&mut self, bytes: &[u8]) {
+        for (_, o) in &mut self.observers {
+            o.request_chunk(bytes);
+        }
     }
 
     /// Feeds a chunk of the response body to every observer.

@@ -7,6 +7,8 @@
 //! - `upstream_peer`: the already-resolved and ACL-checked address (or the upstream
 //!   proxy's, with a `CONNECT` tunnel for HTTPS), TLS verified with SNI = the requested
 //!   host;
+//! - `request_body_filter`: a request body (git's list of wanted commits) shown to the
+//!   inspectors on its way upstream;
 //! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
 //!   credentials stripped, secrets injected;
 //! - after the ACL, in `request_filter`: the inspectors' request opinions; a strict
@@ -720,6 +722,20 @@ impl ProxyHttp for Pipeline {
         peer.options.read_timeout = Some(self.timeouts.read);
         peer.options.write_timeout = Some(self.timeouts.read);
         Ok(Box::new(peer))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Some requests say what they fetch in their body (git's wanted commits).
+        if let (Some(chunk), Some(inspection)) = (body.as_ref(), ctx.inspection.as_mut()) {
+            inspection.request_chunk(chunk);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

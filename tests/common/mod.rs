@@ -42,6 +42,55 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// Runs git with only the given configuration (no user or system config, no CA bundle
+/// from the environment), `home` as its home.
+pub fn git(dir: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git")
+}
+
+/// Creates the bare repository `<root>/<name>` with one commit on `main` (a README
+/// holding `readme`), made in a scratch clone under `home`; returns the commit id.
+pub fn bare_repository(root: &Path, home: &Path, name: &str, readme: &str) -> String {
+    let work = home.join(format!("work-{name}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(git(root, home, &["init", "-q", "--bare", name]));
+    ok(git(&work, home, &["init", "-q", "-b", "main"]));
+    std::fs::write(work.join("README"), readme).unwrap();
+    ok(git(&work, home, &["add", "README"]));
+    let identity = ["-c", "user.name=t", "-c", "user.email=t@example.org"];
+    ok(git(
+        &work,
+        home,
+        &[&identity[..], &["commit", "-q", "-m", "first"]].concat(),
+    ));
+    let bare = root.join(name);
+    ok(git(
+        &work,
+        home,
+        &["push", "-q", &bare.display().to_string(), "main"],
+    ));
+    ok(git(
+        &bare,
+        home,
+        &["symbolic-ref", "HEAD", "refs/heads/main"],
+    ));
+    ok(git(&work, home, &["rev-parse", "HEAD"]))
+        .trim()
+        .to_owned()
+}
+
 /// A gzip-compressed tarball of these files (sdists, crates, npm packages).
 pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
