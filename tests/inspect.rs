@@ -321,27 +321,7 @@ impl Setup {
 
     /// [`Self::curl`] with more arguments.
     fn curl_with(&self, session: (&str, &str), url: &str, extra: &[&str]) -> (i32, u16, Vec<u8>) {
-        let out_file = self.dir.path().join("curl-out");
-        let out = Command::new("curl")
-            .env_clear()
-            .args(["-s", "-o"])
-            .arg(&out_file)
-            .args([
-                "-w",
-                "%{http_code}",
-                "--proxy",
-                &self.d.proxy_url(session.0, session.1),
-                url,
-            ])
-            .args(extra)
-            .output()
-            .expect("curl is installed");
-        let code = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        let body = std::fs::read(&out_file).unwrap_or_default();
-        (out.status.code().unwrap_or(-1), code, body)
+        self.d.curl(session, url, self.dir.path(), extra)
     }
 
     fn url(&self, path: &str) -> String {
@@ -383,6 +363,7 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
             "cargo.crate",
             "npm.metadata",
             "npm.tarball",
+            "go.module",
             "git.smart-http",
             "default"
         ])

@@ -247,14 +247,8 @@ async fn a_file_no_project_page_listed_is_refused_at_request_time() {
     let (id, token) = s.d.create(json!({})).await;
     // Without the project page first, nothing vouches for the wheel.
     let url = format!("{}packages/{WHEEL}", s.origin.base());
-    let out = Command::new("curl")
-        .env_clear()
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(s.d.ca_file())
-        .args(["--proxy", &s.d.proxy_url(&id, &token), &url])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let (_, code, _) = s.d.curl((&id, &token), &url, s.dir.path(), &[]);
+    assert_eq!(code, 403);
     let report = s.d.report(&id, &token).await;
     let denied = &report["denied"][0];
     assert_eq!(denied["stage"], "policy", "{report:#}");

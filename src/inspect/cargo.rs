@@ -418,13 +418,7 @@ mod tests {
             ..Default::default()
         });
         let what = |url: &str| {
-            let headers = http::HeaderMap::new();
-            let req = RequestInfo {
-                method: "GET",
-                url,
-                headers: &headers,
-            };
-            classify(&s, &req).map(|(_, p)| p)
+            crate::inspect::with_request("GET", url, |req| classify(&s, req).map(|(_, p)| p))
         };
         assert_eq!(
             what("https://idx:443/reg/config.json"),

@@ -1,6 +1,6 @@
 //! Trusted origins: the apt repositories (URL, suites, components, signing keys), the
-//! Python package indexes, the cargo and the npm registries and the git hosts whose
-//! files inspectors can verify. They come from
+//! Python package indexes, the cargo and the npm registries, the git hosts and the Go
+//! module proxies whose files inspectors can verify. They come from
 //! `inspectors.yaml` in the config directory (every session) and from a session's
 //! `inspectors-configuration` (that session only); both have the same shape:
 //!
@@ -24,6 +24,9 @@
 //! git:
 //!   hosts:                            # base URLs: every repository under one
 //!     - https://github.com
+//! go:
+//!   proxies:                          # GOPROXY base URLs
+//!     - https://proxy.golang.org
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -76,7 +79,7 @@ pub enum ConfigError {
 }
 
 /// The sections of the file (and of a session's `inspectors-configuration`).
-const SECTIONS: [&str; 5] = ["apt", "pip", "cargo", "npm", "git"];
+const SECTIONS: [&str; 6] = ["apt", "pip", "cargo", "npm", "git", "go"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +95,15 @@ struct File {
     npm: RegistrySection,
     #[serde(default)]
     git: GitSection,
+    #[serde(default)]
+    go: GoSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoSection {
+    #[serde(default)]
+    proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +170,8 @@ pub struct Trust {
     pub npm: Vec<String>,
     /// git hosts: normalised base URLs of the repositories fetched over smart HTTP.
     pub git: Vec<String>,
+    /// Go module proxies: normalised GOPROXY base URLs.
+    pub go: Vec<String>,
 }
 
 impl Trust {
@@ -195,12 +209,14 @@ impl Trust {
             file.npm.registries.iter().map(String::as_str),
         )?;
         let git = origins("git.hosts", file.git.hosts.iter().map(String::as_str))?;
+        let go = origins("go.proxies", file.go.proxies.iter().map(String::as_str))?;
         Ok(Trust {
             apt,
             pip,
             cargo,
             npm,
             git,
+            go,
         })
     }
 
@@ -211,6 +227,7 @@ impl Trust {
         self.cargo.extend(more.cargo);
         self.npm.extend(more.npm);
         self.git.extend(more.git);
+        self.go.extend(more.go);
     }
 }
 

@@ -470,15 +470,7 @@ mod tests {
             ..Default::default()
         });
         let what = |method: &str, url: &str| {
-            let headers = http::HeaderMap::new();
-            classify(
-                &s,
-                &RequestInfo {
-                    method,
-                    url,
-                    headers: &headers,
-                },
-            )
+            crate::inspect::with_request(method, url, |req| classify(&s, req))
         };
         assert_eq!(
             what(

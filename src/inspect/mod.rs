@@ -24,6 +24,7 @@ pub mod config;
 pub mod copyright;
 pub mod deb;
 pub mod git;
+pub mod gomod;
 pub mod npm;
 pub mod openpgp;
 pub mod pip;
@@ -42,7 +43,7 @@ use lru::LruCache;
 use self::config::Trust;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 13] = [
+pub const INSPECTOR_IDS: [&str; 14] = [
     apt::RELEASE_ID,
     apt::PACKAGES_ID,
     deb::ID,
@@ -54,6 +55,7 @@ pub const INSPECTOR_IDS: [&str; 13] = [
     cargo::CRATE_ID,
     npm::METADATA_ID,
     npm::TARBALL_ID,
+    gomod::ID,
     git::ID,
     sniff::ID,
 ];
@@ -242,6 +244,9 @@ impl Inspectors {
                 Box::new(npm::TarballInspector {
                     spool: Arc::clone(&spool),
                 }),
+                Box::new(gomod::ModuleInspector {
+                    spool: Arc::clone(&spool),
+                }),
                 Box::new(git::SmartHttpInspector),
                 Box::new(sniff::DefaultInspector),
             ],
@@ -405,6 +410,17 @@ impl DownloadInspection {
         }
         verdict
     }
+}
+
+/// Runs `f` on a request with no headers (for the inspectors' tests).
+#[cfg(test)]
+pub(crate) fn with_request<R>(method: &str, url: &str, f: impl FnOnce(&RequestInfo<'_>) -> R) -> R {
+    let headers = http::HeaderMap::new();
+    f(&RequestInfo {
+        method,
+        url,
+        headers: &headers,
+    })
 }
 
 #[cfg(test)]

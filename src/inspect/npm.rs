@@ -546,15 +546,8 @@ mod tests {
             npm: vec!["https://r:443".into()],
             ..Default::default()
         });
-        let name = |url: &str| {
-            let headers = http::HeaderMap::new();
-            let req = RequestInfo {
-                method: "GET",
-                url,
-                headers: &headers,
-            };
-            packument_name(&s, &req)
-        };
+        let name =
+            |url: &str| crate::inspect::with_request("GET", url, |req| packument_name(&s, req));
         assert_eq!(name("https://r:443/left-pad").as_deref(), Some("left-pad"));
         assert_eq!(
             name("https://r:443/@fg%2fhello").as_deref(),

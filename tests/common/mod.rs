@@ -548,6 +548,41 @@ impl Daemon {
         self.opts.spool.join("ca/fetchgate-ca.pem")
     }
 
+    /// curl through the proxy with a session's credentials, trusting the daemon's CA,
+    /// the body saved under `dir`; returns (exit code, HTTP status, body).
+    pub fn curl(
+        &self,
+        session: (&str, &str),
+        url: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> (i32, u16, Vec<u8>) {
+        let out_file = dir.join("curl-out");
+        let _ = std::fs::remove_file(&out_file);
+        let out = Command::new("curl")
+            .env_clear()
+            .args(["-s", "-o"])
+            .arg(&out_file)
+            .arg("--cacert")
+            .arg(self.ca_file())
+            .args([
+                "-w",
+                "%{http_code}",
+                "--proxy",
+                &self.proxy_url(session.0, session.1),
+                url,
+            ])
+            .args(extra)
+            .output()
+            .expect("curl is installed");
+        let code = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let body = std::fs::read(&out_file).unwrap_or_default();
+        (out.status.code().unwrap_or(-1), code, body)
+    }
+
     /// Revokes the session's token and returns its report.
     pub async fn report(&self, id: &str, token: &str) -> Value {
         assert_eq!(self.revoke(id, token).await.status(), 200);

@@ -349,13 +349,9 @@ mod tests {
     }
 
     fn opinion(inspector: &dyn Inspector, s: &Arc<SessionInspection>, url: &str) -> String {
-        let headers = http::HeaderMap::new();
-        let req = RequestInfo {
-            method: "GET",
-            url,
-            headers: &headers,
-        };
-        format!("{:?}", inspector.request(&req, s).opinion)
+        crate::inspect::with_request("GET", url, |req| {
+            format!("{:?}", inspector.request(req, s).opinion)
+        })
     }
 
     #[test]
@@ -376,17 +372,10 @@ mod tests {
         assert!(opinion(&wheel, &s, "https://idx:443/simple/x.whl").starts_with("Rejected"));
 
         let page = format!("<a href=\"{url}#sha256={SHA}\" data-core-metadata=\"true\">w</a>");
-        let mut observer = IndexInspector
-            .request(
-                &RequestInfo {
-                    method: "GET",
-                    url: "https://idx:443/simple/fg-hello/",
-                    headers: &http::HeaderMap::new(),
-                },
-                &s,
-            )
-            .observer
-            .unwrap();
+        let mut observer =
+            crate::inspect::with_request("GET", "https://idx:443/simple/fg-hello/", |req| {
+                IndexInspector.request(req, &s).observer.unwrap()
+            });
         observer.chunk(page.as_bytes());
         let digest = BodyDigest {
             sha1: [0; 20],
