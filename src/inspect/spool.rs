@@ -3,6 +3,8 @@
 //! limit ([`Buffer`]); large ones (Packages indexes, zip wheels that need random access,
 //! tarballs) in an unnamed temporary file in `<spool>/inspect/` ([`Spool`]), so memory
 //! stays bounded and nothing is left behind when the download ends, however it ends.
+//! Which content coding a recognised request may ask the origin for follows from what
+//! can be read back ([`readable_encoding`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -105,6 +107,27 @@ impl Buffer {
     }
 }
 
+/// The `Accept-Encoding` to send upstream for a recognised request, given the
+/// client's: `gzip` when the client takes it ([`Buffer::into_expanded`] reads it), else
+/// none, so the origin answers unencoded. Codings inspectors cannot read (br, zstd,
+/// deflate) are never asked for: a body in one could not be verified.
+pub fn readable_encoding(client: Option<&str>) -> Option<&'static str> {
+    let accepts_gzip = client.is_some_and(|value| {
+        value.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip"))
+                && !refused
+        })
+    });
+    accepts_gzip.then_some("gzip")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +152,18 @@ mod tests {
         spool.write(b"world");
         let e = spool.into_file().unwrap_err();
         assert!(e.contains("larger than 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn only_gzip_is_asked_for_and_only_when_the_client_takes_it() {
+        assert_eq!(readable_encoding(Some("gzip, deflate, br")), Some("gzip"));
+        assert_eq!(
+            readable_encoding(Some("br;q=1.0, GZIP;q=0.5")),
+            Some("gzip")
+        );
+        assert_eq!(readable_encoding(Some("gzip;q=0, br")), None);
+        assert_eq!(readable_encoding(Some("br, zstd")), None);
+        assert_eq!(readable_encoding(None), None);
     }
 
     #[test]

@@ -759,6 +759,19 @@ impl ProxyHttp for Pipeline {
             // always answer a range request with the whole body).
             upstream.remove_header("Range");
             upstream.remove_header("If-Range");
+            // Nor can a body in a coding inspectors cannot read (br, zstd).
+            let client = upstream
+                .headers
+                .get(http::header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            match crate::inspect::spool::readable_encoding(client) {
+                Some(coding) => {
+                    upstream.insert_header(http::header::ACCEPT_ENCODING, coding)?;
+                }
+                None => {
+                    upstream.remove_header(&http::header::ACCEPT_ENCODING);
+                }
+            }
         }
         if let Some(proxy) = ctx.via.as_ref().filter(|_| target.scheme == Scheme::Http) {
             upstream.set_raw_path(target.absolute_form().as_bytes())?;
