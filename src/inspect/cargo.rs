@@ -501,4 +501,18 @@ mod tests {
                 .contains("Cargo.toml")
         );
     }
+
+    #[test]
+    fn mutated_index_files_and_crates_never_panic() {
+        let line = format!("{{\"name\":\"Fg-Hello\",\"vers\":\"0.1.0\",\"cksum\":\"{SHA}\"}}\n");
+        for m in crate::inspect::mutations(line.as_bytes(), 300) {
+            let _ = parse_index_file(&m, "fg-hello");
+        }
+        let manifest =
+            b"[package]\nname = \"Fg-Hello\"\nversion = \"0.1.0\"\nauthors = [\"Jo <jo@x>\"]\n";
+        let c = tar_gz(&[("Fg-Hello-0.1.0/Cargo.toml", manifest.as_slice())]);
+        for m in crate::inspect::mutations(&c, 300) {
+            let _ = inspect_crate(&m[..], &entry());
+        }
+    }
 }

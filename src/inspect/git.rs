@@ -366,6 +366,16 @@ mod tests {
         p
     }
 
+    fn observer() -> UploadPackObserver {
+        UploadPackObserver {
+            repo: "https://h:443/r.git".into(),
+            request: Buffer::new(MAX_REQUEST),
+            lines: PktLines::default(),
+            pack: None,
+            remote_error: None,
+        }
+    }
+
     /// An upload-pack response carrying `pack` on side-band 1, in `chunk`-byte pieces.
     fn respond(pack: &[u8], error: Option<&str>, chunk: usize) -> ResponseFinding {
         let mut stream = pkt(b"NAK\n");
@@ -379,13 +389,7 @@ mod tests {
             stream.extend(pkt(format!("\x03{e}").as_bytes()));
         }
         stream.extend(b"0000");
-        let mut o = Box::new(UploadPackObserver {
-            repo: "https://h:443/r.git".into(),
-            request: Buffer::new(MAX_REQUEST),
-            lines: PktLines::default(),
-            pack: None,
-            remote_error: None,
-        });
+        let mut o = Box::new(observer());
         let oid = "a".repeat(40);
         let mut request = pkt(format!("want {oid} side-band-64k\n").as_bytes());
         request.extend(pkt(format!("want {oid}\n").as_bytes()));
@@ -500,6 +504,33 @@ mod tests {
             ("POST", "https://h:443/team/../x/git-upload-pack"),
         ] {
             assert_eq!(what(m, u), None, "{m} {u}");
+        }
+    }
+
+    #[test]
+    fn mutated_exchanges_never_panic() {
+        let oid = "c".repeat(40);
+        let mut advertised = pkt(b"# service=git-upload-pack\n");
+        advertised.extend(b"0000");
+        advertised.extend(pkt(format!("{oid} HEAD\0side-band-64k\n").as_bytes()));
+        advertised.extend(b"0000");
+        for m in crate::inspect::mutations(&advertised, 300) {
+            let _ = advertisement(&m);
+            let _ = wants(&m);
+        }
+        let mut stream = pkt(b"NAK\n");
+        let mut data = vec![1u8];
+        data.extend(pack(b"objects"));
+        stream.extend(pkt(&data));
+        stream.extend(b"0000");
+        for m in crate::inspect::mutations(&stream, 300) {
+            let mut o = observer();
+            o.chunk(&m);
+            let _ = Box::new(o).finish(&BodyDigest {
+                sha1: [0; 20],
+                sha256: [0; 32],
+                size: 0,
+            });
         }
     }
 }

@@ -348,4 +348,17 @@ mod tests {
         assert!(check_zip(Cursor::new(&escape), "example.com/m", "v1.0.0").is_err());
         assert!(check_zip(Cursor::new(b"junk"), "example.com/m", "v1.0.0").is_err());
     }
+
+    #[test]
+    fn mutated_modules_never_panic() {
+        let go_mod = b"module \"example.com/m\" // c\n\ngo 1.21\n";
+        for m in crate::inspect::mutations(go_mod, 300) {
+            let _ = declared_module(&m);
+            let _ = unescape(&String::from_utf8_lossy(&m));
+        }
+        let z = zip_of(&[("example.com/m@v1.0.0/go.mod", go_mod.as_slice())]);
+        for m in crate::inspect::mutations(&z, 300) {
+            let _ = check_zip(Cursor::new(m), "example.com/m", "v1.0.0");
+        }
+    }
 }

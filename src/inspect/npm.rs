@@ -598,4 +598,23 @@ mod tests {
                 .contains("no package.json")
         );
     }
+
+    #[test]
+    fn mutated_packuments_and_tarballs_never_panic() {
+        let packument = format!(
+            r#"{{"versions":{{"1.0.0":{{"name":"@fg/hello","version":"1.0.0","dist":{{"tarball":"/t.tgz","integrity":"{}","shasum":"{}"}}}}}}}}"#,
+            sri("sha512", &[5; 64]),
+            hex::encode([6u8; 20])
+        );
+        for m in crate::inspect::mutations(packument.as_bytes(), 300) {
+            let _ = parse_packument(&m, "@fg/hello", "https://r:443/@fg%2fhello");
+            let _ = parse_integrity(&String::from_utf8_lossy(&m));
+        }
+        let json =
+            br#"{"name":"@fg/hello","version":"1.0.0","author":{"name":"Jo","email":"jo@x"}}"#;
+        let t = tar_gz(&[("package/package.json", json.as_slice())]);
+        for m in crate::inspect::mutations(&t, 300) {
+            let _ = inspect_tarball(&m[..], &version());
+        }
+    }
 }

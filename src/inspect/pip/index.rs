@@ -266,11 +266,15 @@ mod tests {
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    fn html_page() -> String {
+        format!(
+            "<!DOCTYPE html><html><body><abbr>x</abbr>\n<A HREF=\"../../files/fg_hello-1.0-py3-none-any.whl#sha256={SHA}\" data-dist-info-metadata=\"sha256={SHA}\">fg_hello-1.0-py3-none-any.whl</A><br/>\n<a href='https://files.example.org/fg-hello-1.0.tar.gz?x=1&amp;y=2' data-requires-python=\"&gt;=3.8\">sdist</a>\n<a href=\"fg%20x-1.0.zip\" data-core-metadata=\"true\" >z</a></body></html>"
+        )
+    }
+
     #[test]
     fn html_anchors_give_absolute_urls_hashes_and_metadata() {
-        let page = format!(
-            "<!DOCTYPE html><html><body><abbr>x</abbr>\n<A HREF=\"../../files/fg_hello-1.0-py3-none-any.whl#sha256={SHA}\" data-dist-info-metadata=\"sha256={SHA}\">fg_hello-1.0-py3-none-any.whl</A><br/>\n<a href='https://files.example.org/fg-hello-1.0.tar.gz?x=1&amp;y=2' data-requires-python=\"&gt;=3.8\">sdist</a>\n<a href=\"fg%20x-1.0.zip\" data-core-metadata=\"true\" >z</a></body></html>"
-        );
+        let page = html_page();
         let files = parse_page(
             page.as_bytes(),
             "https://idx.example.org:443/simple/fg-hello/",
@@ -294,11 +298,15 @@ mod tests {
         assert_eq!(files[2].metadata, Some(None));
     }
 
+    fn json_page() -> String {
+        format!(
+            r#"{{"meta": {{"api-version": "1.1"}}, "name": "fg-hello", "files": [{{"filename": "fg_hello-1.0.tar.gz", "url": "/f/fg_hello-1.0.tar.gz", "hashes": {{"sha256": "{SHA}"}}, "core-metadata": {{"sha256": "{SHA}"}}}}]}}"#
+        )
+    }
+
     #[test]
     fn json_pages_are_read_too() {
-        let page = format!(
-            r#"{{"meta": {{"api-version": "1.1"}}, "name": "fg-hello", "files": [{{"filename": "fg_hello-1.0.tar.gz", "url": "/f/fg_hello-1.0.tar.gz", "hashes": {{"sha256": "{SHA}"}}, "core-metadata": {{"sha256": "{SHA}"}}}}]}}"#
-        );
+        let page = json_page();
         let files = parse_page(page.as_bytes(), "http://idx:8080/simple/fg-hello/").unwrap();
         assert_eq!(files[0].url, "http://idx:8080/f/fg_hello-1.0.tar.gz");
         assert!(files[0].sha256.is_some() && files[0].metadata == Some(files[0].sha256));
@@ -320,5 +328,14 @@ mod tests {
         // Odd but harmless markup is no error.
         assert!(parse_page(b"<a></a><a =x/ href>", base).unwrap().is_empty());
         assert_eq!(unescape("&#x41;&#66;&bogus;&"), "AB&bogus;&");
+    }
+
+    #[test]
+    fn mutated_pages_never_panic() {
+        for sample in [html_page(), json_page()] {
+            for m in crate::inspect::mutations(sample.as_bytes(), 500) {
+                let _ = parse_page(&m, "https://idx:443/simple/x/");
+            }
+        }
     }
 }

@@ -57,4 +57,12 @@ mod tests {
         assert!(parse_name("nodash.tar.gz").is_err());
         assert!(parse_name("a-1.zip").is_err());
     }
+
+    #[test]
+    fn mutated_sdists_never_panic() {
+        let s = sdist(&[("fg-hello-1.0/PKG-INFO", b"Name: fg-hello\nVersion: 1.0\n")]);
+        for m in crate::inspect::mutations(&s, 300) {
+            let _ = inspect(&m[..], "fg-hello-1.0.tar.gz");
+        }
+    }
 }

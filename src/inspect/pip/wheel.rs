@@ -347,4 +347,12 @@ mod tests {
         assert!(csv_fields("\"a,b\",c").unwrap() == ["a,b", "c"]);
         assert!(csv_fields("\"open").is_none());
     }
+
+    #[test]
+    fn mutated_wheels_never_panic() {
+        let w = wheel(&[("fg_hello/__init__.py", b"print('hi')\n")], |r| r);
+        for m in crate::inspect::mutations(&w, 500) {
+            let _ = inspect(Cursor::new(m), &name());
+        }
+    }
 }
