@@ -122,3 +122,43 @@ async fn a_repository_outside_the_trusted_hosts_is_refused() {
     assert_eq!(report["artifacts"], json!([]), "{report:#}");
     assert_eq!(report["denied"][0]["stage"], "policy", "{report:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_the_remote_cannot_pack_is_cut_off() {
+    let s = setup().await;
+    // A corrupt object: upload-pack cannot build the pack it must send after `done`.
+    let bare = s.files.root.join("demo.git");
+    let blob = common::git(&bare, &s.files.home, &["rev-parse", "HEAD:README"]);
+    let blob = String::from_utf8(blob.stdout).unwrap();
+    let object = bare
+        .join("objects")
+        .join(&blob.trim()[..2])
+        .join(&blob.trim()[2..]);
+    std::fs::write(&object, "not a zlib stream").unwrap();
+
+    let (id, token) = s.d.create(json!({})).await;
+    let out = s.clone((&id, &token), "git/demo.git", 2, "broken");
+    assert!(
+        !out.status.success(),
+        "git cloned a repository without its pack"
+    );
+    let report = s.d.report(&id, &token).await;
+    let fetch = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["result"] == "Rejected")
+        .unwrap_or_else(|| panic!("no rejected fetch in {report:#}"));
+    assert_eq!(fetch["downloads"][0]["method"], "POST", "{fetch:#}");
+    let reason = fetch["response-inspection"]["git.smart-http"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("no pack") || reason.contains("the remote reported an error"),
+        "{fetch:#}"
+    );
+    assert_eq!(
+        fetch["downloads"][0]["error"]["stage"], "policy",
+        "{fetch:#}"
+    );
+}

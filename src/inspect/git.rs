@@ -135,11 +135,21 @@ impl PackCheck {
     }
 }
 
-/// The wanted object ids of an upload-pack request body (v0 or v2), and its v2 command.
-fn wants(body: &[u8]) -> Result<(Vec<String>, Option<String>), String> {
+/// What an upload-pack request body (v0 or v2) asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Request {
+    /// The wanted object ids, each once.
+    wants: Vec<String>,
+    /// The v2 command (`fetch`, `ls-refs`).
+    command: Option<String>,
+    /// The client said `done`: the answer must carry the pack.
+    done: bool,
+}
+
+/// Parses an upload-pack request body.
+fn parse_request(body: &[u8]) -> Result<Request, String> {
     let mut lines = PktLines::default();
-    let mut wants = Vec::new();
-    let mut command = None;
+    let mut request = Request::default();
     lines.feed(body, &mut |pkt| {
         let Pkt::Data(d) = pkt else {
             return;
@@ -152,15 +162,17 @@ fn wants(body: &[u8]) -> Result<(Vec<String>, Option<String>), String> {
             let valid =
                 (oid.len() == 40 || oid.len() == 64) && oid.bytes().all(|b| b.is_ascii_hexdigit());
             // A commit wanted by two refs is listed twice.
-            if valid && !wants.contains(&oid) {
-                wants.push(oid);
+            if valid && !request.wants.contains(&oid) {
+                request.wants.push(oid);
             }
         } else if let Some(c) = text.strip_prefix("command=") {
-            command = Some(c.to_owned());
+            request.command = Some(c.to_owned());
+        } else if text == "done" {
+            request.done = true;
         }
     });
     lines.finish().map_err(|e| format!("request: {e}"))?;
-    Ok((wants, command))
+    Ok(request)
 }
 
 /// Parses a ref advertisement: (protocol version, refs advertised).
@@ -318,30 +330,43 @@ impl BodyObserver for UploadPackObserver {
     }
 
     fn finish(self: Box<Self>, _body: &BodyDigest) -> ResponseFinding {
-        let (wants, command) = match self.request.into_expanded().and_then(|b| wants(&b)) {
-            Ok(w) => w,
+        let UploadPackObserver {
+            repo,
+            request,
+            lines,
+            pack,
+            remote_error,
+        } = *self;
+        let request = match request.into_expanded().and_then(|b| parse_request(&b)) {
+            Ok(r) => r,
             Err(e) => return ResponseFinding::rejected(e),
         };
-        if let Err(e) = self.lines.finish() {
+        if let Err(e) = lines.finish() {
             return ResponseFinding::rejected(format!("response: {e}"));
         }
-        if let Some(e) = self.remote_error {
+        if let Some(e) = remote_error {
             return ResponseFinding::rejected(format!("the remote reported an error: {e}"));
         }
         let mut finding = ResponseFinding::approved();
-        if let Some(c) = command {
+        if let Some(c) = request.command {
             finding = finding.note("command", c);
         }
-        if let Some(pack) = self.pack {
-            match pack.finish() {
+        match pack {
+            Some(pack) => match pack.finish() {
                 Ok(size) => finding = finding.note("pack", format!("{size} bytes, SHA-1 verified")),
                 Err(e) => return ResponseFinding::rejected(e),
+            },
+            None if request.done && !request.wants.is_empty() => {
+                return ResponseFinding::rejected("no pack in the answer to a completed fetch");
             }
+            None => {}
         }
-        finding.metadata = repository_metadata(&self.repo);
-        if !wants.is_empty() {
-            finding.metadata.insert("version".into(), wants.join(" "));
-            finding = finding.note("wants", wants.len().to_string());
+        finding.metadata = repository_metadata(&repo);
+        if !request.wants.is_empty() {
+            finding
+                .metadata
+                .insert("version".into(), request.wants.join(" "));
+            finding = finding.note("wants", request.wants.len().to_string());
         }
         finding
     }
@@ -433,6 +458,10 @@ mod tests {
         assert!(
             matches!(f.opinion, crate::inspect::ResponseOpinion::Rejected(r) if r.contains("not our ref"))
         );
+        let f = respond(b"", None, 4096);
+        assert!(
+            matches!(f.opinion, crate::inspect::ResponseOpinion::Rejected(r) if r.contains("no pack"))
+        );
         let f = respond(b"JUNKJUNKJUNKJUNKJUNKJUNKJUNKJUNKJUNK", None, 4096);
         assert!(
             matches!(f.opinion, crate::inspect::ResponseOpinion::Rejected(r) if r.contains("PACK"))
@@ -516,7 +545,7 @@ mod tests {
         advertised.extend(b"0000");
         for m in crate::inspect::mutations(&advertised, 300) {
             let _ = advertisement(&m);
-            let _ = wants(&m);
+            let _ = parse_request(&m);
         }
         let mut stream = pkt(b"NAK\n");
         let mut data = vec![1u8];
