@@ -314,8 +314,8 @@ impl BodyObserver for CrateObserver {
         }
         let checked = self
             .spool
-            .into_file()
-            .and_then(|file| inspect_crate(std::io::BufReader::new(file), &self.entry));
+            .into_reader()
+            .and_then(|file| inspect_crate(file, &self.entry));
         match checked {
             Ok(metadata) => {
                 let mut finding = ResponseFinding::approved()

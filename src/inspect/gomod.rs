@@ -248,8 +248,7 @@ impl ModuleObserver {
                 Ok(named(&v))
             }
             (File::Zip(v), Body::Spooled(spool)) => {
-                let file = spool.into_file()?;
-                let files = check_zip(std::io::BufReader::new(file), &module, &v)?;
+                let files = check_zip(spool.into_reader()?, &module, &v)?;
                 Ok(named(&v).note("files", files.to_string()))
             }
             _ => Err("the body was not kept the way this file is read".into()),

@@ -374,8 +374,8 @@ impl BodyObserver for TarballObserver {
         };
         let checked = self
             .spool
-            .into_file()
-            .and_then(|f| inspect_tarball(std::io::BufReader::new(f), &self.version));
+            .into_reader()
+            .and_then(|f| inspect_tarball(f, &self.version));
         match checked {
             Ok(metadata) => {
                 let mut finding = ResponseFinding::approved()

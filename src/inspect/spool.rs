@@ -7,8 +7,11 @@
 //! can be read back ([`readable_encoding`]).
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{BufReader, Read, Seek, Write};
 use std::path::Path;
+
+/// The read buffer of [`Spool::into_reader`].
+const READ_BUFFER: usize = 256 << 10;
 
 /// A body being written to an unnamed temporary file, up to a size limit.
 #[derive(Debug)]
@@ -48,6 +51,12 @@ impl Spool {
         file.rewind()
             .map_err(|e| format!("cannot read the spooled body: {e}"))?;
         Ok(file)
+    }
+
+    /// [`Self::into_file`] behind a large read buffer (archive readers read in small
+    /// pieces).
+    pub fn into_reader(self) -> Result<BufReader<File>, String> {
+        Ok(BufReader::with_capacity(READ_BUFFER, self.into_file()?))
     }
 }
 

@@ -233,7 +233,7 @@ impl BodyObserver for DistributionObserver {
         if let Err(e) = check_listed_hash(self.file.sha256, body) {
             return ResponseFinding::rejected(e);
         }
-        let file = match self.spool.into_file() {
+        let file = match self.spool.into_reader() {
             Ok(f) => f,
             Err(e) => return ResponseFinding::rejected(e),
         };
@@ -241,7 +241,7 @@ impl BodyObserver for DistributionObserver {
         let (found, mut finding) = match self.kind {
             Distribution::Wheel => {
                 let parsed = wheel::parse_name(name).and_then(|w| {
-                    let got = wheel::inspect(std::io::BufReader::new(file), &w)?;
+                    let got = wheel::inspect(file, &w)?;
                     Ok((got, w.platform))
                 });
                 match parsed {
@@ -255,7 +255,7 @@ impl BodyObserver for DistributionObserver {
                     Err(e) => return ResponseFinding::rejected(e),
                 }
             }
-            Distribution::Sdist => match sdist::inspect(std::io::BufReader::new(file), name) {
+            Distribution::Sdist => match sdist::inspect(file, name) {
                 Ok(m) => (m, ResponseFinding::approved()),
                 Err(e) => return ResponseFinding::rejected(e),
             },
