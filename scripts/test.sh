@@ -16,13 +16,16 @@ cd "$(dirname "$0")/.."
 # adduser, systemd (for systemd-analyze only; it does not run), squashfs-tools and
 # python3-yaml: building and checking the .deb and the .snap (packaging/test.sh);
 # dpkg-dev (dpkg-scanpackages), gnupg, gpgv and apt: the inspector tests build, sign and
-# fetch a local apt repository.
+# fetch a local apt repository; python3-pip and npm: the pip and npm inspector tests run
+# the real clients (cargo comes with the toolchain).
 packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip
   redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml gnupg gpgv apt)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Debian's npm, unless a nodejs that bundles npm (NodeSource's) is installed already.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   sudo=""

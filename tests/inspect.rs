@@ -7,32 +7,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Daemon, DaemonOpts, Origin};
+use common::{Daemon, DaemonOpts, Origin, artifact, assert_success, run, sha256_hex};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const PACKAGE: &str = "fg-hello";
 const VERSION: &str = "1.2-3";
 const SUITE: &str = "stable";
 /// `apt-get update`, failing on any index it could not fetch or verify.
 const UPDATE: &[&str] = &["update", "--error-on=any"];
-
-/// Runs a command, failing the test (with its stderr) if it cannot run or fails.
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} cannot run ({e}): run scripts/test.sh to install it"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// A throwaway OpenPGP signing key in its own GnuPG home.
 struct SigningKey {
@@ -242,29 +224,23 @@ async fn setup_over(tls: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate(dir.path(), "repo");
     let repo = Repo::build(dir.path(), &key);
-    let (origin_ca, leaf, leaf_key) = common::origin_pki(dir.path(), "origin");
-    let origin = Origin::start(&repo.root, tls.then_some((&*leaf, &*leaf_key)));
     let key_file = dir.path().join("repo-key.asc");
     std::fs::write(&key_file, key.armored()).unwrap();
-    let yaml = format!(
-        "apt:\n  repositories:\n    - url: {}\n      suites: [{SUITE}]\n      components: [main]\n      keys: [{}]\n",
-        origin.base(),
-        key_file.display()
-    );
     // A debtags archive without Packages files of its own: only the indexes builders
     // fetch through the proxy can answer for it.
     let archive = dir.path().join("debtags-archive");
     std::fs::create_dir_all(&archive).unwrap();
-    let d = DaemonOpts::new(dir.path())
-        .config_toml(&format!(
-            "[proxy]\nupstream-ca-file = \"{}\"\n\n[[debtags.archive]]\nname = \"local\"\nroot = \"{}\"\n",
-            origin_ca.display(),
-            archive.display()
-        ))
-        .config_file("inspectors.yaml", &yaml)
-        .arg("--permissive-mode")
-        .start()
-        .await;
+    let debtags = format!(
+        "\n[[debtags.archive]]\nname = \"local\"\nroot = \"{}\"\n",
+        archive.display()
+    );
+    let (origin, d) = common::trusted_origin(dir.path(), &repo.root, tls, &debtags, |base| {
+        format!(
+            "apt:\n  repositories:\n    - url: {base}\n      suites: [{SUITE}]\n      components: [main]\n      keys: [{}]\n",
+            key_file.display()
+        )
+    })
+    .await;
     Setup {
         dir,
         key,
@@ -275,10 +251,6 @@ async fn setup_over(tls: bool) -> Setup {
 }
 
 impl Setup {
-    fn proxy(&self, id: &str, token: &str) -> String {
-        format!("http://{id}:{token}@127.0.0.1:{}", self.d.opts.proxy_port)
-    }
-
     /// `apt-get <args>` with private state, through the proxy; `cwd` receives downloads.
     fn apt_get(&self, session: (&str, &str), args: &[&str], cwd: &Path) -> Output {
         let apt = self.dir.path().join("apt");
@@ -326,19 +298,19 @@ impl Setup {
             .args(["-o", &opt("Dir::Cache", &apt.join("cache"))])
             .args([
                 "-o",
-                &format!("Acquire::http::Proxy={}", self.proxy(session.0, session.1)),
-            ])
-            .args([
-                "-o",
-                &format!("Acquire::https::Proxy={}", self.proxy(session.0, session.1)),
-            ])
-            .args([
-                "-o",
-                &opt(
-                    "Acquire::https::CaInfo",
-                    &self.d.opts.spool.join("ca/fetchgate-ca.pem"),
+                &format!(
+                    "Acquire::http::Proxy={}",
+                    self.d.proxy_url(session.0, session.1)
                 ),
             ])
+            .args([
+                "-o",
+                &format!(
+                    "Acquire::https::Proxy={}",
+                    self.d.proxy_url(session.0, session.1)
+                ),
+            ])
+            .args(["-o", &opt("Acquire::https::CaInfo", &self.d.ca_file())])
             .args(["-o", "Acquire::Languages=none"])
             .args(["-o", "Acquire::Retries=0"])
             .args(["-o", &format!("APT::Architecture={}", self.repo.arch)])
@@ -357,32 +329,7 @@ impl Setup {
 
     /// [`Self::curl`] with more arguments.
     fn curl_with(&self, session: (&str, &str), url: &str, extra: &[&str]) -> (i32, u16, Vec<u8>) {
-        let out_file = self.dir.path().join("curl-out");
-        let out = Command::new("curl")
-            .env_clear()
-            .args(["-s", "-o"])
-            .arg(&out_file)
-            .args([
-                "-w",
-                "%{http_code}",
-                "--proxy",
-                &self.proxy(session.0, session.1),
-                url,
-            ])
-            .args(extra)
-            .output()
-            .expect("curl is installed");
-        let code = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        let body = std::fs::read(&out_file).unwrap_or_default();
-        (out.status.code().unwrap_or(-1), code, body)
-    }
-
-    async fn report(&self, id: &str, token: &str) -> Value {
-        assert_eq!(self.d.revoke(id, token).await.status(), 200);
-        self.d.get_json(&format!("/session/{id}")).await
+        self.d.curl(session, url, self.dir.path(), extra)
     }
 
     fn url(&self, path: &str) -> String {
@@ -404,29 +351,6 @@ async fn debtags(d: &Daemon) -> (u16, Option<String>, Value) {
     (r.status().as_u16(), source, r.json().await.unwrap())
 }
 
-/// The artifact downloaded from `url` (its first download's URL ends with it).
-fn artifact<'a>(report: &'a Value, url_end: &str) -> &'a Value {
-    report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| {
-            a["downloads"][0]["url"]
-                .as_str()
-                .is_some_and(|u| u.ends_with(url_end))
-        })
-        .unwrap_or_else(|| panic!("no artifact from …{url_end} in {report:#}"))
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_session_approves_a_signed_repository_and_its_package() {
     let s = setup().await;
@@ -446,10 +370,25 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
     let got = std::fs::read(downloads.join(format!("{PACKAGE}_{VERSION}_all.deb"))).unwrap();
     assert_eq!(got, served);
 
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(
         report["inspectors"],
-        json!(["apt.release", "apt.packages", "deb", "default"])
+        json!([
+            "apt.release",
+            "apt.packages",
+            "deb",
+            "pip.simple-index",
+            "pip.wheel",
+            "pip.sdist",
+            "pip.metadata",
+            "cargo.index",
+            "cargo.crate",
+            "npm.metadata",
+            "npm.tarball",
+            "go.module",
+            "git.smart-http",
+            "default"
+        ])
     );
     assert_eq!(report["denied"], json!([]), "{report:#}");
 
@@ -504,7 +443,7 @@ async fn detached_release_signature_is_verified_when_there_is_no_inrelease() {
     let (id, token) = s.d.create(json!({})).await;
     let cwd = s.dir.path().to_owned();
     assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     for file in ["/dists/stable/Release", "/dists/stable/Release.gpg"] {
         let a = artifact(&report, file);
         assert_eq!(a["result"], "Approved", "{a:#}");
@@ -552,7 +491,7 @@ async fn tampered_package_is_cut_off_and_recorded_as_rejected() {
         bytes.len()
     );
 
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let deb = report["artifacts"]
         .as_array()
         .unwrap()
@@ -623,7 +562,7 @@ async fn tampered_packages_index_is_cut_off_and_recorded_as_rejected() {
         "apt-get update accepted a tampered index"
     );
 
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let packages = artifact(&report, &format!("/{}/Packages.xz", s.repo.binary_dir()));
     assert_eq!(packages["result"], "Rejected", "{packages:#}");
     let inspection = &packages["response-inspection"]["apt.packages"];
@@ -647,7 +586,7 @@ async fn release_signed_by_an_untrusted_key_is_rejected() {
     let cwd = s.dir.path().to_owned();
     let out = s.apt_get((&id, &token), UPDATE, &cwd);
     assert!(!out.status.success());
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let in_release = artifact(&report, "/dists/stable/InRelease");
     assert_eq!(in_release["result"], "Rejected");
     assert_eq!(
@@ -672,7 +611,7 @@ async fn strict_session_refuses_an_unrecognised_download_with_403() {
             .contains("no inspector recognises"),
         "{body}"
     );
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(report["artifacts"], json!([]));
     let denied = &report["denied"][0];
     assert_eq!(denied["stage"], "policy");
@@ -691,7 +630,7 @@ async fn permissive_session_passes_an_unknown_artifact_and_records_it() {
     let (_, code, body) = s.curl((&id, &token), &s.url("blob.gz"));
     assert_eq!(code, 200);
     assert_eq!(body, std::fs::read(&gz).unwrap());
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(report["denied"], json!([]));
     let a = artifact(&report, "/blob.gz");
     for inspector in ["apt.release", "apt.packages", "deb", "default"] {
@@ -733,7 +672,7 @@ async fn inspectors_configuration_of_a_session_is_checked_and_trusted() {
     };
     let cwd = s.dir.path().to_owned();
     assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(
         artifact(&report, "/dists/stable/InRelease")["result"],
         "Approved"
@@ -761,7 +700,7 @@ async fn indexes_fetched_by_hash_are_verified() {
         &s.apt_get((&id, &token), &["download", PACKAGE], &cwd),
         "apt-get download",
     );
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let index = artifact(&report, &format!("/by-hash/SHA256/{xz}"));
     assert_eq!(index["result"], "Approved", "{index:#}");
     assert_eq!(
@@ -779,7 +718,7 @@ async fn an_expired_release_is_rejected() {
     let (id, token) = s.d.create(json!({})).await;
     let cwd = s.dir.path().to_owned();
     assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let in_release = artifact(&report, "/dists/stable/InRelease");
     assert_eq!(in_release["result"], "Rejected");
     let reason = in_release["response-inspection"]["apt.release"]["reason"]
@@ -805,7 +744,7 @@ async fn permissive_session_passes_a_tampered_package_and_records_it_rejected() 
     assert_eq!((exit, code), (0, 200));
     assert_eq!(body, bytes, "permissive must pass the bytes unchanged");
 
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let deb = artifact(&report, ".deb");
     assert_eq!(deb["result"], "Rejected");
     assert_eq!(deb["response-inspection"]["deb"]["opinion"], "Rejected");
@@ -845,7 +784,7 @@ async fn release_signed_by_a_revoked_key_is_rejected() {
     let (s, id, token) = session_trusting(dir, key, repo).await;
     let cwd = s.dir.path().to_owned();
     assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let in_release = artifact(&report, "/dists/stable/InRelease");
     assert_eq!(in_release["result"], "Rejected");
     assert_eq!(
@@ -863,7 +802,7 @@ async fn release_signed_by_an_expired_key_is_rejected() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let cwd = s.dir.path().to_owned();
     assert!(!s.apt_get((&id, &token), UPDATE, &cwd).status.success());
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let in_release = artifact(&report, "/dists/stable/InRelease");
     assert_eq!(
         in_release["response-inspection"]["apt.release"]["reason"],
@@ -901,7 +840,7 @@ async fn a_range_request_for_a_recognised_artifact_is_fetched_whole_and_verified
     assert_eq!((exit, code), (0, 200));
     assert_eq!(body, served);
 
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(artifact(&report, ".deb")["result"], "Approved");
 }
 
@@ -916,7 +855,7 @@ async fn an_https_repository_is_verified_inside_the_connect_tunnel() {
         &s.apt_get((&id, &token), &["download", PACKAGE], &cwd),
         "apt-get download",
     );
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(report["denied"], json!([]), "{report:#}");
     let deb = artifact(&report, ".deb");
     assert_eq!(deb["result"], "Approved", "{deb:#}");
@@ -970,7 +909,7 @@ async fn an_index_requested_before_its_release_is_refused_at_once() {
             .starts_with("apt.packages: no verified Release file for suite stable"),
         "{body}"
     );
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     assert_eq!(report["denied"][0]["stage"], "policy");
     assert_eq!(report["artifacts"], json!([]));
 }
@@ -1014,7 +953,7 @@ async fn verified_packages_indexes_feed_the_debtags_lookup_and_unverified_ones_d
         !out.status.success(),
         "apt itself refuses the tampered index"
     );
-    let report = s.report(&id, &token).await;
+    let report = s.d.report(&id, &token).await;
     let packages = artifact(&report, &format!("/{}/Packages.xz", s.repo.binary_dir()));
     assert_eq!(packages["result"], "Rejected", "{packages:#}");
     let (_, _, body) = debtags(&s.d).await;

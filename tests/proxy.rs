@@ -1137,64 +1137,15 @@ async fn connection_and_per_session_limits_answer_503() {
     assert_eq!(limited[0]["error"]["stage"], "limit");
 }
 
-/// Runs git with only the given configuration (no user or system config, no CA bundle
-/// from the environment).
-fn git(dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git")
-}
-
 #[tokio::test]
 async fn git_clone_over_smart_https_is_recorded() {
     let s = setup().await;
     let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
     let home = s.dir.path().join("git-home");
-    let work = s.dir.path().join("git-work");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
+    common::bare_repository(&s.files, &home, "demo.git", "fetched through fetchgate\n");
     let ok = |o: std::process::Output| {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr))
     };
-    ok(git(&s.files, &home, &["init", "-q", "--bare", "demo.git"]));
-    ok(git(&work, &home, &["init", "-q", "-b", "main"]));
-    std::fs::write(work.join("README"), "fetched through fetchgate\n").unwrap();
-    ok(git(&work, &home, &["add", "README"]));
-    ok(git(
-        &work,
-        &home,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.org",
-            "commit",
-            "-q",
-            "-m",
-            "first",
-        ],
-    ));
-    ok(git(
-        &work,
-        &home,
-        &[
-            "push",
-            "-q",
-            &s.files.join("demo.git").display().to_string(),
-            "main",
-        ],
-    ));
-    ok(git(
-        &s.files.join("demo.git"),
-        &home,
-        &["symbolic-ref", "HEAD", "refs/heads/main"],
-    ));
 
     let url = format!("https://localhost:{}/git/demo.git", s.https.port);
     let proxy = format!(
@@ -1202,7 +1153,7 @@ async fn git_clone_over_smart_https_is_recorded() {
         s.d.opts.proxy_port
     );
     let ca = format!("http.sslCAInfo={}", s.ca().display());
-    ok(git(
+    ok(common::git(
         s.dir.path(),
         &home,
         &["-c", &proxy, "-c", &ca, "clone", "-q", &url, "cloned"],

@@ -9,7 +9,6 @@
 //! with the shared deb822 parser once complete, so memory stays bounded.
 
 use std::collections::HashMap;
-use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::config::AptRepository;
+use super::spool::{Buffer, Spool};
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
@@ -355,8 +355,7 @@ impl Inspector for ReleaseInspector {
             repo: repo.clone(),
             suite: suite.clone(),
             kind,
-            text: Vec::new(),
-            too_big: false,
+            text: Buffer::new(MAX_RELEASE),
         }))
         .note("suite", suite)
     }
@@ -374,29 +373,24 @@ struct ReleaseObserver {
     repo: AptRepository,
     suite: String,
     kind: ReleaseKind,
-    text: Vec<u8>,
-    too_big: bool,
+    text: Buffer,
 }
 
 impl BodyObserver for ReleaseObserver {
     fn chunk(&mut self, bytes: &[u8]) {
-        if self.text.len() + bytes.len() > MAX_RELEASE {
-            self.too_big = true;
-            self.text = Vec::new();
-        } else if !self.too_big {
-            self.text.extend_from_slice(bytes);
-        }
+        self.text.write(bytes);
     }
 
     fn finish(self: Box<Self>, _body: &BodyDigest) -> ResponseFinding {
-        if self.too_big {
-            return ResponseFinding::rejected(format!("larger than {MAX_RELEASE} bytes"));
-        }
+        let text = match self.text.into_bytes() {
+            Ok(t) => t,
+            Err(e) => return ResponseFinding::rejected(e),
+        };
         let key = (self.repo.base.clone(), self.suite.clone());
         let mut memory = self.session.apt.lock().unwrap_or_else(|p| p.into_inner());
         match self.kind {
             ReleaseKind::InRelease => {
-                let Ok(text) = std::str::from_utf8(&self.text) else {
+                let Ok(text) = std::str::from_utf8(&text) else {
                     return ResponseFinding::rejected("InRelease is not UTF-8 text");
                 };
                 let signed = match self.repo.keys.verify_cleartext(text) {
@@ -415,9 +409,9 @@ impl BodyObserver for ReleaseObserver {
                 }
             }
             ReleaseKind::Release => {
-                match parse_release(&self.text, &self.suite, OffsetDateTime::now_utc()) {
+                match parse_release(&text, &self.suite, OffsetDateTime::now_utc()) {
                     Ok(_) => {
-                        memory.unsigned.insert(key, self.text);
+                        memory.unsigned.insert(key, text);
                         ResponseFinding::approved().note(
                             "signature",
                             "checked with Release.gpg; index files wait for it",
@@ -432,7 +426,7 @@ impl BodyObserver for ReleaseObserver {
                         "no Release file of this suite was fetched before its signature",
                     );
                 };
-                if let Err(e) = self.repo.keys.verify_detached(release, &self.text) {
+                if let Err(e) = self.repo.keys.verify_detached(release, &text) {
                     return ResponseFinding::rejected(format!("Release.gpg: {e}"));
                 }
                 match parse_release(release, &self.suite, OffsetDateTime::now_utc()) {
@@ -483,17 +477,14 @@ impl Inspector for PackagesInspector {
         }
         // Only Packages indexes are read; a by-hash name may turn out to be one.
         let name = path.rsplit('/').next().unwrap_or_default();
-        let spool = (is_packages(name) || path.contains("/by-hash/")).then(|| {
-            tempfile::tempfile_in(self.spool.as_path())
-                .map_err(|e| format!("cannot spool the index: {e}"))
-        });
+        let spool = (is_packages(name) || path.contains("/by-hash/"))
+            .then(|| Spool::new(&self.spool, MAX_INDEX));
         RequestFinding::pending(Box::new(IndexObserver {
             session: Arc::clone(session),
             base: repo.base.clone(),
             suite: suite.clone(),
             path: path.clone(),
             spool,
-            spooled: 0,
             debtags: self.debtags.clone(),
         }))
         .note("suite", suite)
@@ -508,8 +499,7 @@ struct IndexObserver {
     /// Relative to `dists/<suite>/`.
     path: String,
     /// Where a Packages index is kept until it is complete (`None`: another index).
-    spool: Option<Result<std::fs::File, String>>,
-    spooled: u64,
+    spool: Option<Spool>,
     debtags: Option<Arc<PackagesCache>>,
 }
 
@@ -520,14 +510,8 @@ fn is_packages(name: &str) -> bool {
 
 impl BodyObserver for IndexObserver {
     fn chunk(&mut self, bytes: &[u8]) {
-        let Some(Ok(file)) = &mut self.spool else {
-            return;
-        };
-        self.spooled += bytes.len() as u64;
-        if self.spooled > MAX_INDEX {
-            self.spool = Some(Err(format!("larger than {MAX_INDEX} bytes")));
-        } else if let Err(e) = file.write_all(bytes) {
-            self.spool = Some(Err(format!("cannot spool the index: {e}")));
+        if let Some(spool) = &mut self.spool {
+            spool.write(bytes);
         }
     }
 
@@ -555,14 +539,11 @@ impl BodyObserver for IndexObserver {
         if !is_packages(name) {
             return finding;
         }
-        let mut file = match self.spool {
+        let file = match self.spool.map(Spool::into_file) {
             Some(Ok(f)) => f,
             Some(Err(reason)) => return ResponseFinding::rejected(reason),
             None => return ResponseFinding::rejected(format!("{listed} was not kept to be read")),
         };
-        if let Err(e) = file.rewind() {
-            return ResponseFinding::rejected(format!("cannot read the spooled index: {e}"));
-        }
         let reader = Compression::from_path(Path::new(name)).reader(file);
         match parse_packages(reader, &listing) {
             Ok(PackagesIndex {
@@ -646,17 +627,15 @@ mod tests {
     }
 
     fn session(components: &[&str]) -> SessionInspection {
-        SessionInspection {
-            trust: crate::inspect::config::Trust {
-                apt: vec![AptRepository {
-                    base: "http://archive:80/debian".into(),
-                    suites: vec!["bookworm-security".into()],
-                    components: components.iter().map(|c| c.to_string()).collect(),
-                    keys: Default::default(),
-                }],
-            },
-            apt: Default::default(),
-        }
+        SessionInspection::new(crate::inspect::config::Trust {
+            apt: vec![AptRepository {
+                base: "http://archive:80/debian".into(),
+                suites: vec!["bookworm-security".into()],
+                components: components.iter().map(|c| c.to_string()).collect(),
+                keys: Default::default(),
+            }],
+            ..Default::default()
+        })
     }
 
     fn what(session: &SessionInspection, url: &str) -> Option<AptPath> {

@@ -1,7 +1,8 @@
-//! Trusted origins: the apt repositories (URL, suites, components, signing keys) whose
-//! files inspectors can verify. They come from `inspectors.yaml` in the config directory
-//! (every session) and from a session's `inspectors-configuration` (that session only);
-//! both have the same shape:
+//! Trusted origins: the apt repositories (URL, suites, components, signing keys), the
+//! Python package indexes, the cargo and the npm registries, the git hosts and the Go
+//! module proxies whose files inspectors can verify. They come from
+//! `inspectors.yaml` in the config directory (every session) and from a session's
+//! `inspectors-configuration` (that session only); both have the same shape:
 //!
 //! ```yaml
 //! apt:
@@ -11,6 +12,21 @@
 //!       components: [main]            # optional; empty means any
 //!       keys:                         # armored public keys or key file paths
 //!         - /usr/share/keyrings/debian-archive-keyring.gpg
+//! pip:
+//!   indexes:                          # simple-API base URLs (PEP 503 / PEP 691)
+//!     - https://pypi.org/simple
+//! cargo:
+//!   registries:                       # sparse index URLs (`sparse+` optional)
+//!     - sparse+https://index.crates.io/
+//! npm:
+//!   registries:                       # registry base URLs
+//!     - https://registry.npmjs.org/
+//! git:
+//!   hosts:                            # base URLs: every repository under one
+//!     - https://github.com
+//! go:
+//!   proxies:                          # GOPROXY base URLs
+//!     - https://proxy.golang.org
 //! ```
 //!
 //! Parsed once at the edge into typed values; keys are parsed OpenPGP certificates.
@@ -53,7 +69,17 @@ pub enum ConfigError {
     },
     #[error("apt.repositories[{index}].keys: at least one signing key is needed")]
     NoKey { index: usize },
+    #[error("{section}[{index}] {url:?}: {reason}")]
+    Origin {
+        section: &'static str,
+        index: usize,
+        url: String,
+        reason: &'static str,
+    },
 }
+
+/// The sections of the file (and of a session's `inspectors-configuration`).
+const SECTIONS: [&str; 6] = ["apt", "pip", "cargo", "npm", "git", "go"];
 
 /// The file / JSON shape.
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +87,45 @@ pub enum ConfigError {
 struct File {
     #[serde(default)]
     apt: AptSection,
+    #[serde(default)]
+    pip: PipSection,
+    #[serde(default)]
+    cargo: RegistrySection,
+    #[serde(default)]
+    npm: RegistrySection,
+    #[serde(default)]
+    git: GitSection,
+    #[serde(default)]
+    go: GoSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoSection {
+    #[serde(default)]
+    proxies: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitSection {
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+/// A list of registries (the `cargo` and `npm` sections).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySection {
+    #[serde(default)]
+    registries: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipSection {
+    #[serde(default)]
+    indexes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +162,16 @@ pub struct AptRepository {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     pub apt: Vec<AptRepository>,
+    /// Python package indexes: normalised simple-API base URLs.
+    pub pip: Vec<String>,
+    /// Cargo registries: normalised sparse index base URLs (without `sparse+`).
+    pub cargo: Vec<String>,
+    /// npm registries: normalised base URLs.
+    pub npm: Vec<String>,
+    /// git hosts: normalised base URLs of the repositories fetched over smart HTTP.
+    pub git: Vec<String>,
+    /// Go module proxies: normalised GOPROXY base URLs.
+    pub go: Vec<String>,
 }
 
 impl Trust {
@@ -121,12 +196,38 @@ impl Trust {
             .enumerate()
             .map(|(i, r)| repository(i, r, key_dir))
             .collect::<Result<_, _>>()?;
-        Ok(Trust { apt })
+        let pip = origins("pip.indexes", file.pip.indexes.iter().map(String::as_str))?;
+        let cargo = origins(
+            "cargo.registries",
+            file.cargo
+                .registries
+                .iter()
+                .map(|u| u.strip_prefix("sparse+").unwrap_or(u)),
+        )?;
+        let npm = origins(
+            "npm.registries",
+            file.npm.registries.iter().map(String::as_str),
+        )?;
+        let git = origins("git.hosts", file.git.hosts.iter().map(String::as_str))?;
+        let go = origins("go.proxies", file.go.proxies.iter().map(String::as_str))?;
+        Ok(Trust {
+            apt,
+            pip,
+            cargo,
+            npm,
+            git,
+            go,
+        })
     }
 
     /// Adds a session's own trusted origins.
     pub fn extend(&mut self, more: Trust) {
         self.apt.extend(more.apt);
+        self.pip.extend(more.pip);
+        self.cargo.extend(more.cargo);
+        self.npm.extend(more.npm);
+        self.git.extend(more.git);
+        self.go.extend(more.go);
     }
 }
 
@@ -137,21 +238,24 @@ pub struct SessionConfig(Trust);
 impl SessionConfig {
     /// Parses and checks the JSON object (keys that are file paths are read now).
     ///
-    /// Keys other than `apt` are ignored, with a warning: clients written for the
-    /// reference may send sections of their own (the control API ignores unknown keys).
+    /// Sections fetchgate does not know are ignored, with a warning: clients written
+    /// for the reference may send sections of their own (the control API ignores
+    /// unknown keys).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
         let Some(object) = value.as_object() else {
             return Err(ConfigError::Syntax("not a JSON object".into()));
         };
-        for key in object.keys().filter(|k| *k != "apt") {
-            tracing::warn!(key = %key, "inspectors-configuration: ignoring a section fetchgate does not know");
+        let mut known = serde_json::Map::new();
+        for (key, section) in object {
+            if SECTIONS.contains(&key.as_str()) {
+                known.insert(key.clone(), section.clone());
+            } else {
+                tracing::warn!(key = %key, "inspectors-configuration: ignoring a section fetchgate does not know");
+            }
         }
-        let apt = match object.get("apt") {
-            Some(apt) => serde_json::from_value(apt.clone())
-                .map_err(|e| ConfigError::Syntax(format!("apt: {e}")))?,
-            None => AptSection::default(),
-        };
-        Trust::from_file(File { apt }, Path::new("/")).map(SessionConfig)
+        let file: File = serde_json::from_value(serde_json::Value::Object(known))
+            .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Trust::from_file(file, Path::new("/")).map(SessionConfig)
     }
 
     /// [`Self::from_json`] from stored JSON text.
@@ -219,6 +323,23 @@ fn repository(
     })
 }
 
+/// A list of trusted base URLs (package indexes, registries), normalised.
+fn origins<'u>(
+    section: &'static str,
+    urls: impl Iterator<Item = &'u str>,
+) -> Result<Vec<String>, ConfigError> {
+    urls.enumerate()
+        .map(|(index, url)| {
+            normalise_base(url).map_err(|reason| ConfigError::Origin {
+                section,
+                index,
+                url: url.to_owned(),
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// `http(s)://host[:port]/path/` → `scheme://host:port/path`, as the pipeline writes
 /// request URLs.
 pub fn normalise_base(url: &str) -> Result<String, &'static str> {
@@ -252,6 +373,46 @@ pub fn normalise_base(url: &str) -> Result<String, &'static str> {
     Ok(format!("{scheme}://{host}:{port}{path}"))
 }
 
+/// An absolute URL as the pipeline writes request URLs (`scheme://host:port/path?query`,
+/// no fragment); `None` unless it is http(s) with a host.
+pub fn normalise_url(url: &url::Url) -> Option<String> {
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = match url.host()? {
+        url::Host::Ipv6(a) => format!("[{a}]"),
+        h => h.to_string(),
+    };
+    let port = url.port_or_known_default()?;
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("{scheme}://{host}:{port}{}{query}", url.path()))
+}
+
+/// `%xx` escapes decoded (invalid ones kept as they are).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,8 +442,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_sections_are_ignored_but_the_apt_section_is_checked() {
-        let v = serde_json::json!({"pip": {"index": "x"}});
+    fn unknown_sections_are_ignored_but_known_ones_are_checked() {
+        let v = serde_json::json!({"conda": {"index": "x"}});
         assert!(
             SessionConfig::from_json(&v)
                 .unwrap()
@@ -292,7 +453,16 @@ mod tests {
         );
         let v = serde_json::json!({"apt": {"repos": []}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();
-        assert!(e.contains("apt: unknown field `repos`"), "{e}");
+        assert!(e.contains("unknown field `repos`"), "{e}");
+        let v = serde_json::json!({"pip": {"indexes": ["ftp://x/simple"]}});
+        let e = SessionConfig::from_json(&v).unwrap_err().to_string();
+        assert!(e.contains("pip.indexes[0]"), "{e}");
+        let v = serde_json::json!({"pip": {"indexes": ["https://PyPI.org/simple/"]}});
+        let trust = SessionConfig::from_json(&v).unwrap().into_trust();
+        assert_eq!(trust.pip, ["https://pypi.org:443/simple"]);
+        let v = serde_json::json!({"cargo": {"registries": ["sparse+https://index.crates.io/"]}});
+        let trust = SessionConfig::from_json(&v).unwrap().into_trust();
+        assert_eq!(trust.cargo, ["https://index.crates.io:443"]);
         let v = serde_json::json!({"apt": {"repositories": [{"url": "http://x/", "suites": ["s"],
             "keys": ["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n-----END PGP PUBLIC KEY BLOCK-----\n"]}]}});
         let e = SessionConfig::from_json(&v).unwrap_err().to_string();

@@ -8,7 +8,9 @@
 //! and artifact metadata. `default` (type sniffing) always runs last.
 //!
 //! Inspectors may remember what they verified for the rest of the session (the digests
-//! of a signed Release file, the packages of a verified Packages index): that state is
+//! of a signed Release file, the packages of a verified Packages index, the files of a
+//! Python index's project pages, a cargo registry's
+//! checksums, an npm packument's integrity strings): that state is
 //! [`SessionInspection`], kept in memory keyed by session id and never persisted.
 //!
 //! The pipeline (`proxy::pipeline`) asks [`Inspectors::begin`] at request time, feeds
@@ -17,11 +19,18 @@
 //! result rule is `audit::report::approved`. Nothing here knows about sockets.
 
 pub mod apt;
+pub mod cargo;
 pub mod config;
 pub mod copyright;
 pub mod deb;
+pub mod git;
+pub mod gomod;
+pub mod npm;
 pub mod openpgp;
+pub mod pip;
 pub mod sniff;
+pub mod spool;
+pub mod tarball;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -35,7 +44,22 @@ use self::config::Trust;
 use crate::debtags::cache::PackagesCache;
 
 /// The inspectors, in the order they run (the report's `inspectors` list).
-pub const INSPECTOR_IDS: [&str; 4] = [apt::RELEASE_ID, apt::PACKAGES_ID, deb::ID, sniff::ID];
+pub const INSPECTOR_IDS: [&str; 14] = [
+    apt::RELEASE_ID,
+    apt::PACKAGES_ID,
+    deb::ID,
+    pip::INDEX_ID,
+    pip::WHEEL_ID,
+    pip::SDIST_ID,
+    pip::METADATA_ID,
+    cargo::INDEX_ID,
+    cargo::CRATE_ID,
+    npm::METADATA_ID,
+    npm::TARBALL_ID,
+    gomod::ID,
+    git::ID,
+    sniff::ID,
+];
 
 /// A request as inspectors see it.
 #[derive(Debug, Clone, Copy)]
@@ -100,8 +124,10 @@ impl ResponseFinding {
     }
 }
 
-/// Watches one response body as it streams.
+/// Watches one response body as it streams (and the request body, before it).
 pub trait BodyObserver: Send + Sync {
+    /// The next chunk of the request body (a POST's); most observers ignore it.
+    fn request_chunk(&mut self, _bytes: &[u8]) {}
     /// The next chunk of the body.
     fn chunk(&mut self, bytes: &[u8]);
     /// The body is complete (`body` is its digest); the verdict.
@@ -164,6 +190,22 @@ pub trait Inspector: Send + Sync {
 pub struct SessionInspection {
     pub trust: Trust,
     pub apt: Mutex<apt::AptMemory>,
+    pub pip: Mutex<pip::PipMemory>,
+    pub cargo: Mutex<cargo::CargoMemory>,
+    pub npm: Mutex<npm::NpmMemory>,
+}
+
+impl SessionInspection {
+    /// A session's state before any request: what it trusts, nothing remembered.
+    pub fn new(trust: Trust) -> Self {
+        SessionInspection {
+            trust,
+            apt: Mutex::default(),
+            pip: Mutex::default(),
+            cargo: Mutex::default(),
+            npm: Mutex::default(),
+        }
+    }
 }
 
 /// The inspector chain and every live session's inspection state.
@@ -193,6 +235,22 @@ impl Inspectors {
                     debtags,
                 }),
                 Box::new(deb::DebInspector),
+                Box::new(pip::IndexInspector),
+                Box::new(pip::DistributionInspector::wheel(Arc::clone(&spool))),
+                Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
+                Box::new(pip::MetadataInspector),
+                Box::new(cargo::IndexInspector),
+                Box::new(cargo::CrateInspector {
+                    spool: Arc::clone(&spool),
+                }),
+                Box::new(npm::MetadataInspector),
+                Box::new(npm::TarballInspector {
+                    spool: Arc::clone(&spool),
+                }),
+                Box::new(gomod::ModuleInspector {
+                    spool: Arc::clone(&spool),
+                }),
+                Box::new(git::SmartHttpInspector),
                 Box::new(sniff::DefaultInspector),
             ],
             global,
@@ -218,10 +276,7 @@ impl Inspectors {
                 }
             }
         }
-        let fresh = Arc::new(SessionInspection {
-            trust,
-            apt: Mutex::new(apt::AptMemory::default()),
-        });
+        let fresh = Arc::new(SessionInspection::new(trust));
         Arc::clone(lock().get_or_insert(header.id, || fresh))
     }
 
@@ -318,6 +373,13 @@ impl DownloadInspection {
         &self.request
     }
 
+    /// Feeds a chunk of the request body to every observer.
+    pub fn request_chunk(&mut self, bytes: &[u8]) {
+        for (_, o) in &mut self.observers {
+            o.request_chunk(bytes);
+        }
+    }
+
     /// Feeds a chunk of the response body to every observer.
     pub fn chunk(&mut self, bytes: &[u8]) {
         for (_, o) in &mut self.observers {
@@ -351,6 +413,47 @@ impl DownloadInspection {
         }
         verdict
     }
+}
+
+/// Runs `f` on a request with no headers (for the inspectors' tests).
+#[cfg(test)]
+pub(crate) fn with_request<R>(method: &str, url: &str, f: impl FnOnce(&RequestInfo<'_>) -> R) -> R {
+    let headers = http::HeaderMap::new();
+    f(&RequestInfo {
+        method,
+        url,
+        headers: &headers,
+    })
+}
+
+/// Hostile variants of a valid input, for the parsers' no-panic tests: every truncation
+/// (in `sample.len() / 64` steps) and `n` copies with a few bytes overwritten
+/// (deterministic pseudo-random positions and values).
+#[cfg(test)]
+pub(crate) fn mutations(sample: &[u8], n: usize) -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ sample.len() as u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let step = (sample.len() / 64).max(1);
+    let mut out: Vec<Vec<u8>> = (0..sample.len())
+        .step_by(step)
+        .map(|len| sample[..len].to_vec())
+        .collect();
+    for _ in 0..n {
+        let mut m = sample.to_vec();
+        for _ in 0..1 + next() % 4 {
+            if !m.is_empty() {
+                let at = (next() % m.len() as u64) as usize;
+                m[at] = next() as u8;
+            }
+        }
+        out.push(m);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -394,7 +497,9 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(ids, ["apt.packages", "apt.release", "deb", "default"]);
+        let mut declared = INSPECTOR_IDS.to_vec();
+        declared.sort_unstable();
+        assert_eq!(ids, declared);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `upstream_peer`: the already-resolved and ACL-checked address (or the upstream
 //!   proxy's, with a `CONNECT` tunnel for HTTPS), TLS verified with SNI = the requested
 //!   host;
+//! - `request_body_filter`: a request body (git's list of wanted commits) shown to the
+//!   inspectors on its way upstream;
 //! - `upstream_request_filter`: origin-form (absolute-form to an upstream proxy),
 //!   credentials stripped, secrets injected;
 //! - after the ACL, in `request_filter`: the inspectors' request opinions; a strict
@@ -742,6 +744,24 @@ impl ProxyHttp for Pipeline {
         Ok(Box::new(peer))
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(chunk) = body.as_ref() else {
+            return Ok(());
+        };
+        metrics::counter!(metric::PROXY_BYTES_UP).increment(chunk.len() as u64);
+        // Some requests say what they fetch in their body (git's wanted commits).
+        if let Some(inspection) = ctx.inspection.as_mut() {
+            inspection.request_chunk(chunk);
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -763,6 +783,19 @@ impl ProxyHttp for Pipeline {
             // always answer a range request with the whole body).
             upstream.remove_header("Range");
             upstream.remove_header("If-Range");
+            // Nor can a body in a coding inspectors cannot read (br, zstd).
+            let client = upstream
+                .headers
+                .get(http::header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            match crate::inspect::spool::readable_encoding(client) {
+                Some(coding) => {
+                    upstream.insert_header(http::header::ACCEPT_ENCODING, coding)?;
+                }
+                None => {
+                    upstream.remove_header(&http::header::ACCEPT_ENCODING);
+                }
+            }
         }
         if let Some(proxy) = ctx.via.as_ref().filter(|_| target.scheme == Scheme::Http) {
             upstream.set_raw_path(target.absolute_form().as_bytes())?;
@@ -777,19 +810,6 @@ impl ProxyHttp for Pipeline {
             .and_then(|h| super::secrets::matching(&h.secrets, &target.url()))
         {
             upstream.insert_header("Authorization", secret)?;
-        }
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        if let Some(chunk) = body.as_ref() {
-            metrics::counter!(metric::PROXY_BYTES_UP).increment(chunk.len() as u64);
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,188 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
 pub const AUTH: (&str, &str) = ("craft", "craft");
+
+/// Runs a command, failing the test (with its stderr) if it cannot run or fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot run ({e}): run scripts/test.sh to install it"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Fails the test with a client's output unless it succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Runs git with only the given configuration (no user or system config, no CA bundle
+/// from the environment), `home` as its home.
+pub fn git(dir: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git")
+}
+
+/// Creates the bare repository `<root>/<name>` with one commit on `main` (a README
+/// holding `readme`), made in a scratch clone under `home`; returns the commit id.
+pub fn bare_repository(root: &Path, home: &Path, name: &str, readme: &str) -> String {
+    let work = home.join(format!("work-{name}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(git(root, home, &["init", "-q", "--bare", name]));
+    ok(git(&work, home, &["init", "-q", "-b", "main"]));
+    std::fs::write(work.join("README"), readme).unwrap();
+    ok(git(&work, home, &["add", "README"]));
+    let identity = ["-c", "user.name=t", "-c", "user.email=t@example.org"];
+    ok(git(
+        &work,
+        home,
+        &[&identity[..], &["commit", "-q", "-m", "first"]].concat(),
+    ));
+    let bare = root.join(name);
+    ok(git(
+        &work,
+        home,
+        &["push", "-q", &bare.display().to_string(), "main"],
+    ));
+    ok(git(
+        &bare,
+        home,
+        &["symbolic-ref", "HEAD", "refs/heads/main"],
+    ));
+    ok(git(&work, home, &["rev-parse", "HEAD"]))
+        .trim()
+        .to_owned()
+}
+
+/// A gzip-compressed tarball of these files (sdists, crates, npm packages).
+pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, *data).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// The artifact of a report downloaded from a URL ending with `url_end` (its first
+/// download's URL).
+pub fn artifact<'a>(report: &'a Value, url_end: &str) -> &'a Value {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["downloads"][0]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(url_end))
+        })
+        .unwrap_or_else(|| panic!("no artifact from …{url_end} in {report:#}"))
+}
+
+/// Asserts that a strict session cut off the artifact downloaded from `url_end`: it is
+/// `content` (what the origin served), `Rejected`, `inspector`'s reason contains
+/// `reason`, and its download failed at stage `policy`.
+pub fn assert_cut_off(
+    report: &Value,
+    url_end: &str,
+    content: &[u8],
+    inspector: &str,
+    reason: &str,
+) {
+    let a = artifact(report, url_end);
+    assert_eq!(a["result"], "Rejected", "{a:#}");
+    assert_eq!(a["metadata"]["sha256"], sha256_hex(content), "{a:#}");
+    let got = a["response-inspection"][inspector]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(got.contains(reason), "{a:#}");
+    assert_eq!(a["downloads"][0]["error"]["stage"], "policy", "{a:#}");
+}
+
+/// What a test built to serve (a package index, a registry): where its files are.
+pub trait Tree {
+    fn root(&self) -> &Path;
+}
+
+/// A temporary directory, the files a test built there, the local HTTPS origin serving
+/// them and a daemon trusting that origin.
+pub struct Served<T> {
+    pub dir: tempfile::TempDir,
+    pub files: T,
+    pub origin: Origin,
+    pub d: Daemon,
+}
+
+/// Builds the files in a new temporary directory with `build`, serves them over HTTPS
+/// and starts a daemon with `inspectors_yaml(origin base URL)` (see [`trusted_origin`]).
+pub async fn serve_trusted<T: Tree>(
+    build: impl FnOnce(&Path) -> T,
+    inspectors_yaml: impl FnOnce(&str) -> String,
+) -> Served<T> {
+    let dir = tempfile::tempdir().unwrap();
+    let files = build(dir.path());
+    let (origin, d) = trusted_origin(dir.path(), files.root(), true, "", inspectors_yaml).await;
+    Served {
+        dir,
+        files,
+        origin,
+        d,
+    }
+}
+
+/// A local origin serving `files` (over HTTPS with its own test CA when `tls`) and a
+/// daemon trusting it: the origin's CA upstream, `inspectors_yaml(origin base URL)` as
+/// its `inspectors.yaml`, `more_toml` appended to its `fetchgate.toml`, permissive
+/// sessions allowed.
+pub async fn trusted_origin(
+    dir: &Path,
+    files: &Path,
+    tls: bool,
+    more_toml: &str,
+    inspectors_yaml: impl FnOnce(&str) -> String,
+) -> (Origin, Daemon) {
+    let (origin_ca, leaf, leaf_key) = origin_pki(dir, "origin");
+    let origin = Origin::start(files, tls.then_some((&*leaf, &*leaf_key)));
+    let d = DaemonOpts::new(dir)
+        .config_toml(&format!(
+            "[proxy]\nupstream-ca-file = \"{}\"\n{more_toml}",
+            origin_ca.display()
+        ))
+        .config_file("inspectors.yaml", &inspectors_yaml(&origin.base()))
+        .arg("--permissive-mode")
+        .start()
+        .await;
+    (origin, d)
+}
 
 /// Runs `openssl` in `dir` and fails the test if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) {
@@ -369,6 +551,57 @@ impl Daemon {
 
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// The proxy URL with a session's credentials.
+    pub fn proxy_url(&self, id: &str, token: &str) -> String {
+        format!("http://{id}:{token}@127.0.0.1:{}", self.opts.proxy_port)
+    }
+
+    /// The CA that signs intercepted HTTPS (clients trust it).
+    pub fn ca_file(&self) -> PathBuf {
+        self.opts.spool.join("ca/fetchgate-ca.pem")
+    }
+
+    /// curl through the proxy with a session's credentials, trusting the daemon's CA,
+    /// the body saved under `dir`; returns (exit code, HTTP status, body).
+    pub fn curl(
+        &self,
+        session: (&str, &str),
+        url: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> (i32, u16, Vec<u8>) {
+        let out_file = dir.join("curl-out");
+        let _ = std::fs::remove_file(&out_file);
+        let out = Command::new("curl")
+            .env_clear()
+            .args(["-s", "-o"])
+            .arg(&out_file)
+            .arg("--cacert")
+            .arg(self.ca_file())
+            .args([
+                "-w",
+                "%{http_code}",
+                "--proxy",
+                &self.proxy_url(session.0, session.1),
+                url,
+            ])
+            .args(extra)
+            .output()
+            .expect("curl is installed");
+        let code = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let body = std::fs::read(&out_file).unwrap_or_default();
+        (out.status.code().unwrap_or(-1), code, body)
+    }
+
+    /// Revokes the session's token and returns its report.
+    pub async fn report(&self, id: &str, token: &str) -> Value {
+        assert_eq!(self.revoke(id, token).await.status(), 200);
+        self.get_json(&format!("/session/{id}")).await
     }
 
     /// Creates a session; returns (id, token).

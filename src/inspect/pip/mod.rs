@@ -1,0 +1,417 @@
+//! Python packages from trusted simple indexes (PEP 503 / 691):
+//!
+//! - `pip.simple-index`: a project page under a trusted index base URL; the files it
+//!   lists are remembered with their sha256 (the `#sha256=` fragment or `hashes`) and
+//!   the hash of their PEP 658 metadata.
+//! - `pip.wheel`: a listed `.whl`, spooled while it streams; its sha256 must be the
+//!   page's, every file must match `RECORD`, and `METADATA` must name it.
+//! - `pip.sdist`: a listed `.tar.gz`, spooled; sha256 as above, `PKG-INFO` must name it.
+//! - `pip.metadata`: a listed file's `.metadata` (PEP 658), checked against the hash the
+//!   page gave for it.
+//!
+//! A file is recognised by its URL having been listed on a project page fetched in the
+//! same session, wherever it is hosted; an unlisted file under a trusted index is
+//! rejected at request time.
+
+pub mod index;
+pub mod metadata;
+pub mod sdist;
+pub mod wheel;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fetchgate_storage::BodyDigest;
+
+use self::index::IndexedFile;
+use super::spool::{Buffer, Spool};
+use super::{
+    BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
+};
+
+pub const INDEX_ID: &str = "pip.simple-index";
+pub const WHEEL_ID: &str = "pip.wheel";
+pub const SDIST_ID: &str = "pip.sdist";
+pub const METADATA_ID: &str = "pip.metadata";
+
+/// The MIME type given to wheels.
+pub const WHEEL_MIME: &str = "application/x-wheel+zip";
+
+/// The largest distribution file spooled.
+const MAX_DISTRIBUTION: u64 = 4 << 30;
+/// The most listed files remembered per session.
+const MAX_FILES: usize = 2_000_000;
+
+/// What the pip inspectors remember in a session: the files of the project pages
+/// fetched, by URL.
+#[derive(Debug, Default)]
+pub struct PipMemory {
+    files: HashMap<String, IndexedFile>,
+}
+
+/// The trusted index whose project page this is, and the project.
+fn project_page<'r>(session: &SessionInspection, req: &RequestInfo<'r>) -> Option<&'r str> {
+    if req.method != "GET" || req.url.contains('?') {
+        return None;
+    }
+    session.trust.pip.iter().find_map(|base| {
+        let rest = req.url.strip_prefix(base.as_str())?.strip_prefix('/')?;
+        let project = rest.strip_suffix('/').unwrap_or(rest);
+        (!project.is_empty() && !project.contains('/') && project != "." && project != "..")
+            .then_some(project)
+    })
+}
+
+/// The file a project page of this session listed at this URL.
+fn listed(session: &SessionInspection, url: &str) -> Option<IndexedFile> {
+    session
+        .pip
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .files
+        .get(url)
+        .cloned()
+}
+
+/// Whether a URL is under a trusted index (where every file must be listed).
+fn under_trusted_index(session: &SessionInspection, url: &str) -> bool {
+    session.trust.pip.iter().any(|base| {
+        url.strip_prefix(base.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// `pip.simple-index`.
+pub struct IndexInspector;
+
+impl Inspector for IndexInspector {
+    fn id(&self) -> &'static str {
+        INDEX_ID
+    }
+
+    fn request(&self, req: &RequestInfo<'_>, session: &Arc<SessionInspection>) -> RequestFinding {
+        let Some(project) = project_page(session, req) else {
+            return RequestFinding::unknown();
+        };
+        RequestFinding::pending(Box::new(PageObserver {
+            session: Arc::clone(session),
+            url: req.url.to_owned(),
+            body: Buffer::new(index::MAX_PAGE),
+        }))
+        .note("project", project)
+    }
+}
+
+struct PageObserver {
+    session: Arc<SessionInspection>,
+    url: String,
+    body: Buffer,
+}
+
+impl BodyObserver for PageObserver {
+    fn chunk(&mut self, bytes: &[u8]) {
+        self.body.write(bytes);
+    }
+
+    fn finish(self: Box<Self>, _body: &BodyDigest) -> ResponseFinding {
+        let files = match self
+            .body
+            .into_expanded()
+            .and_then(|page| index::parse_page(&page, &self.url))
+        {
+            Ok(f) => f,
+            Err(e) => return ResponseFinding::rejected(e),
+        };
+        let n = files.len();
+        let mut memory = self.session.pip.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.files.len() + n > MAX_FILES {
+            return ResponseFinding::rejected(format!(
+                "the session would remember more than {MAX_FILES} files"
+            ));
+        }
+        memory
+            .files
+            .extend(files.into_iter().map(|f| (f.url.clone(), f)));
+        ResponseFinding::approved().note("files", n.to_string())
+    }
+}
+
+/// What kind of distribution file an inspector reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Distribution {
+    Wheel,
+    Sdist,
+}
+
+impl Distribution {
+    fn id(self) -> &'static str {
+        match self {
+            Distribution::Wheel => WHEEL_ID,
+            Distribution::Sdist => SDIST_ID,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Distribution::Wheel => ".whl",
+            Distribution::Sdist => ".tar.gz",
+        }
+    }
+}
+
+/// `pip.wheel` and `pip.sdist`: the same request rule, different readers.
+pub struct DistributionInspector {
+    kind: Distribution,
+    spool: Arc<PathBuf>,
+}
+
+impl DistributionInspector {
+    pub fn wheel(spool: Arc<PathBuf>) -> Self {
+        DistributionInspector {
+            kind: Distribution::Wheel,
+            spool,
+        }
+    }
+
+    pub fn sdist(spool: Arc<PathBuf>) -> Self {
+        DistributionInspector {
+            kind: Distribution::Sdist,
+            spool,
+        }
+    }
+}
+
+impl Inspector for DistributionInspector {
+    fn id(&self) -> &'static str {
+        self.kind.id()
+    }
+
+    fn request(&self, req: &RequestInfo<'_>, session: &Arc<SessionInspection>) -> RequestFinding {
+        if req.method != "GET" || !req.url.ends_with(self.kind.suffix()) {
+            return RequestFinding::unknown();
+        }
+        match listed(session, req.url) {
+            Some(file) => RequestFinding::pending(Box::new(DistributionObserver {
+                kind: self.kind,
+                file,
+                spool: Spool::new(&self.spool, MAX_DISTRIBUTION),
+            })),
+            None if under_trusted_index(session, req.url) => RequestFinding::rejected(
+                "not listed on any project page of a trusted index fetched in this session",
+            ),
+            None => RequestFinding::unknown(),
+        }
+    }
+}
+
+struct DistributionObserver {
+    kind: Distribution,
+    file: IndexedFile,
+    spool: Spool,
+}
+
+/// The page's sha256 for a file must be the content's.
+fn check_listed_hash(expected: Option<[u8; 32]>, body: &BodyDigest) -> Result<(), String> {
+    match expected {
+        None => Err("the project page gives no sha256 for it".into()),
+        Some(h) if h != body.sha256 => Err(format!(
+            "sha256 {} does not match the project page's {}",
+            hex::encode(body.sha256),
+            hex::encode(h)
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+impl BodyObserver for DistributionObserver {
+    fn chunk(&mut self, bytes: &[u8]) {
+        self.spool.write(bytes);
+    }
+
+    fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
+        if let Err(e) = check_listed_hash(self.file.sha256, body) {
+            return ResponseFinding::rejected(e);
+        }
+        let file = match self.spool.into_reader() {
+            Ok(f) => f,
+            Err(e) => return ResponseFinding::rejected(e),
+        };
+        let name = &self.file.filename;
+        let (found, mut finding) = match self.kind {
+            Distribution::Wheel => {
+                let parsed = wheel::parse_name(name).and_then(|w| {
+                    let got = wheel::inspect(file, &w)?;
+                    Ok((got, w.platform))
+                });
+                match parsed {
+                    Ok((got, platform)) => {
+                        let mut finding = ResponseFinding::approved()
+                            .note("record", format!("{} files checked", got.checked));
+                        finding.metadata.insert("architecture".into(), platform);
+                        finding.metadata.insert("type".into(), WHEEL_MIME.into());
+                        (got.metadata, finding)
+                    }
+                    Err(e) => return ResponseFinding::rejected(e),
+                }
+            }
+            Distribution::Sdist => match sdist::inspect(file, name) {
+                Ok(m) => (m, ResponseFinding::approved()),
+                Err(e) => return ResponseFinding::rejected(e),
+            },
+        };
+        finding.metadata.extend(found.report());
+        finding.note("sha256", "matches the project page")
+    }
+}
+
+/// `pip.metadata`.
+pub struct MetadataInspector;
+
+impl Inspector for MetadataInspector {
+    fn id(&self) -> &'static str {
+        METADATA_ID
+    }
+
+    fn request(&self, req: &RequestInfo<'_>, session: &Arc<SessionInspection>) -> RequestFinding {
+        let Some(distribution_url) = req.url.strip_suffix(".metadata") else {
+            return RequestFinding::unknown();
+        };
+        if req.method != "GET" {
+            return RequestFinding::unknown();
+        }
+        match listed(session, distribution_url).filter(|f| f.metadata.is_some()) {
+            Some(file) => RequestFinding::pending(Box::new(MetadataObserver {
+                file,
+                text: Buffer::new(metadata::MAX_METADATA as usize),
+            })),
+            None if under_trusted_index(session, req.url) => RequestFinding::rejected(
+                "no project page fetched in this session lists metadata for this file",
+            ),
+            None => RequestFinding::unknown(),
+        }
+    }
+}
+
+struct MetadataObserver {
+    file: IndexedFile,
+    text: Buffer,
+}
+
+impl BodyObserver for MetadataObserver {
+    fn chunk(&mut self, bytes: &[u8]) {
+        self.text.write(bytes);
+    }
+
+    fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
+        let text = match self.text.into_bytes() {
+            Ok(t) => t,
+            Err(e) => return ResponseFinding::rejected(e),
+        };
+        if let Err(e) = check_listed_hash(self.file.metadata.flatten(), body) {
+            return ResponseFinding::rejected(e);
+        }
+        let name = &self.file.filename;
+        let named = if name.ends_with(".whl") {
+            wheel::parse_name(name).map(|w| (w.distribution, w.version))
+        } else {
+            sdist::parse_name(name)
+        };
+        let checked = named.and_then(|(n, v)| {
+            let m = metadata::parse(&text)?;
+            m.matches(&n, &v)?;
+            Ok(m)
+        });
+        match checked {
+            Ok(m) => {
+                let mut finding =
+                    ResponseFinding::approved().note("sha256", "matches the project page");
+                finding.metadata = m.report();
+                finding
+            }
+            Err(e) => ResponseFinding::rejected(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::config::Trust;
+
+    const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn session() -> Arc<SessionInspection> {
+        Arc::new(SessionInspection::new(Trust {
+            pip: vec!["https://idx:443/simple".into()],
+            ..Default::default()
+        }))
+    }
+
+    fn opinion(inspector: &dyn Inspector, s: &Arc<SessionInspection>, url: &str) -> String {
+        crate::inspect::with_request("GET", url, |req| {
+            format!("{:?}", inspector.request(req, s).opinion)
+        })
+    }
+
+    #[test]
+    fn files_are_recognised_once_a_project_page_listed_them() {
+        let s = session();
+        let spool = Arc::new(std::env::temp_dir());
+        let wheel = DistributionInspector::wheel(Arc::clone(&spool));
+        let url = "https://files:443/p/fg_hello-1.0-py3-none-any.whl";
+        assert_eq!(
+            opinion(&IndexInspector, &s, "https://idx:443/simple/fg-hello/"),
+            "Pending"
+        );
+        assert_eq!(
+            opinion(&IndexInspector, &s, "https://idx:443/simple/a/b"),
+            "Unknown"
+        );
+        assert_eq!(opinion(&wheel, &s, url), "Unknown");
+        assert!(opinion(&wheel, &s, "https://idx:443/simple/x.whl").starts_with("Rejected"));
+
+        let page = format!("<a href=\"{url}#sha256={SHA}\" data-core-metadata=\"true\">w</a>");
+        let mut observer =
+            crate::inspect::with_request("GET", "https://idx:443/simple/fg-hello/", |req| {
+                IndexInspector.request(req, &s).observer.unwrap()
+            });
+        observer.chunk(page.as_bytes());
+        let digest = BodyDigest {
+            sha1: [0; 20],
+            sha256: [0; 32],
+            size: 0,
+        };
+        assert_eq!(
+            observer.finish(&digest).opinion,
+            crate::inspect::ResponseOpinion::Approved
+        );
+        assert_eq!(opinion(&wheel, &s, url), "Pending");
+        assert_eq!(
+            opinion(&MetadataInspector, &s, &format!("{url}.metadata")),
+            "Pending"
+        );
+        let sdist = DistributionInspector::sdist(spool);
+        assert_eq!(opinion(&sdist, &s, url), "Unknown");
+    }
+
+    #[test]
+    fn a_listed_file_must_have_the_pages_sha256() {
+        let body = BodyDigest {
+            sha1: [0; 20],
+            sha256: [1; 32],
+            size: 0,
+        };
+        assert!(
+            check_listed_hash(None, &body)
+                .unwrap_err()
+                .contains("no sha256")
+        );
+        assert!(
+            check_listed_hash(Some([2; 32]), &body)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(check_listed_hash(Some([1; 32]), &body).is_ok());
+    }
+}

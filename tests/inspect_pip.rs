@@ -1,0 +1,262 @@
+//! pip inspectors end to end: a simple index (PEP 503 pages with `#sha256=` fragments
+//! and PEP 658 metadata) built in a temporary directory with one wheel and one sdist,
+//! served over HTTPS by a local origin, fetched by a real `pip download` through the
+//! proxy.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use common::{artifact, assert_success, run, sha256_hex};
+use serde_json::json;
+use sha2::Digest;
+
+const WHEEL: &str = "fg_hello-1.0-py3-none-any.whl";
+const SDIST: &str = "fg_src-2.0.tar.gz";
+
+/// The index's files under `root`: `simple/<project>/index.html` and `packages/`.
+struct PyIndex {
+    root: PathBuf,
+}
+
+impl PyIndex {
+    fn build(dir: &Path) -> PyIndex {
+        let index = PyIndex {
+            root: dir.join("pypi"),
+        };
+        std::fs::create_dir_all(index.root.join("packages")).unwrap();
+        index.write_wheel(b"print('hello')\n");
+        // pip reads an sdist's metadata through its build backend: an in-tree one,
+        // so nothing has to be installed or fetched for it.
+        let pyproject =
+            b"[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n";
+        let backend = b"import os, shutil\n\ndef get_requires_for_build_wheel(config_settings=None):\n    return []\n\ndef prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):\n    name = 'fg_src-2.0.dist-info'\n    os.makedirs(os.path.join(metadata_directory, name))\n    shutil.copy('PKG-INFO', os.path.join(metadata_directory, name, 'METADATA'))\n    return name\n";
+        let pkg_info = b"Metadata-Version: 2.1\nName: fg-src\nVersion: 2.0\nSummary: a tiny sdist for tests\nLicense: Apache-2.0\n";
+        let sdist = common::tar_gz(&[
+            ("fg_src-2.0/pyproject.toml", &pyproject[..]),
+            ("fg_src-2.0/backend.py", &backend[..]),
+            ("fg_src-2.0/PKG-INFO", &pkg_info[..]),
+        ]);
+        std::fs::write(index.package(SDIST), sdist).unwrap();
+        index.write_pages();
+        index
+    }
+
+    fn package(&self, name: &str) -> PathBuf {
+        self.root.join("packages").join(name)
+    }
+
+    /// Writes the wheel (with `code` as its module) and its PEP 658 metadata file.
+    fn write_wheel(&self, code: &[u8]) {
+        let metadata = b"Metadata-Version: 2.1\nName: fg-hello\nVersion: 1.0\nSummary: says hello\nLicense: MIT\nAuthor-email: Jo Tester <jo@example.org>\n";
+        let wheel_file = b"Wheel-Version: 1.0\nGenerator: fetchgate-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+        let files: [(&str, &[u8]); 3] = [
+            ("fg_hello/__init__.py", code),
+            ("fg_hello-1.0.dist-info/METADATA", metadata),
+            ("fg_hello-1.0.dist-info/WHEEL", wheel_file),
+        ];
+        let mut record = String::new();
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data) in files {
+            let digest =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data));
+            record.push_str(&format!("{name},sha256={digest},{}\n", data.len()));
+            zip.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        record.push_str("fg_hello-1.0.dist-info/RECORD,,\n");
+        zip.start_file(
+            "fg_hello-1.0.dist-info/RECORD",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        zip.write_all(record.as_bytes()).unwrap();
+        let wheel = zip.finish().unwrap().into_inner();
+        std::fs::write(self.package(WHEEL), wheel).unwrap();
+        std::fs::write(self.package(&format!("{WHEEL}.metadata")), metadata).unwrap();
+    }
+
+    /// Writes each project's page over the files as they are now.
+    fn write_pages(&self) {
+        let hash = |name: &str| sha256_hex(&std::fs::read(self.package(name)).unwrap());
+        for (project, file, metadata) in [
+            ("fg-hello", WHEEL, Some(hash(&format!("{WHEEL}.metadata")))),
+            ("fg-src", SDIST, None),
+        ] {
+            let attributes = metadata
+                .map(|m| {
+                    format!(
+                        " data-dist-info-metadata=\"sha256={m}\" data-core-metadata=\"sha256={m}\""
+                    )
+                })
+                .unwrap_or_default();
+            let page = format!(
+                "<!DOCTYPE html>\n<html><body>\n<a href=\"../../packages/{file}#sha256={}\"{attributes}>{file}</a><br/>\n</body></html>\n",
+                hash(file)
+            );
+            let dir = self.root.join("simple").join(project);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("index.html"), page).unwrap();
+        }
+    }
+}
+
+impl common::Tree for PyIndex {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+type Setup = common::Served<PyIndex>;
+
+async fn setup() -> Setup {
+    common::serve_trusted(PyIndex::build, |base| {
+        format!("pip:\n  indexes: [{base}simple]\n")
+    })
+    .await
+}
+
+impl Setup {
+    /// `pip download --no-deps` of these requirements through the proxy into `dest`.
+    ///
+    /// The environment is cleared (a machine's `PIP_*` or `REQUESTS_CA_BUNDLE` would
+    /// override the command line), so the interpreter is found first.
+    fn pip_download(&self, session: (&str, &str), requirements: &[&str], dest: &Path) -> Output {
+        let python =
+            run(Command::new("python3").args(["-c", "import sys; print(sys.executable)"])).stdout;
+        Command::new(String::from_utf8(python).unwrap().trim())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.dir.path())
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .args(["-m", "pip", "download"])
+            .args([
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(["--no-deps", "--no-build-isolation", "--retries", "0"])
+            .args(["--index-url", &format!("{}simple/", self.origin.base())])
+            .args(["--proxy", &self.d.proxy_url(session.0, session.1)])
+            .arg("--cert")
+            .arg(self.d.ca_file())
+            .arg("--dest")
+            .arg(dest)
+            .args(requirements)
+            .output()
+            .expect("python3 with pip is installed (scripts/test.sh)")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    let dest = s.dir.path().join("downloads");
+    let out = s.pip_download((&id, &token), &["fg-hello==1.0", "fg-src==2.0"], &dest);
+    assert_success(&out, "pip download");
+    for file in [WHEEL, SDIST] {
+        assert_eq!(
+            std::fs::read(dest.join(file)).unwrap(),
+            std::fs::read(s.files.package(file)).unwrap(),
+            "{file}"
+        );
+    }
+
+    let report = s.d.report(&id, &token).await;
+    assert_eq!(report["denied"], json!([]), "{report:#}");
+    let page = artifact(&report, "/simple/fg-hello/");
+    assert_eq!(page["result"], "Approved", "{page:#}");
+    assert_eq!(
+        page["request-inspection"]["pip.simple-index"]["annotations"]["project"],
+        "fg-hello"
+    );
+    assert_eq!(
+        page["response-inspection"]["pip.simple-index"]["annotations"]["files"],
+        "1"
+    );
+
+    let wheel = artifact(&report, WHEEL);
+    assert_eq!(wheel["result"], "Approved", "{wheel:#}");
+    assert_eq!(
+        wheel["request-inspection"]["pip.wheel"]["opinion"],
+        "Pending"
+    );
+    assert_eq!(
+        wheel["response-inspection"]["pip.wheel"]["annotations"]["record"],
+        "3 files checked"
+    );
+    let meta = &wheel["metadata"];
+    let served = std::fs::read(s.files.package(WHEEL)).unwrap();
+    assert_eq!(meta["sha256"], sha256_hex(&served));
+    assert_eq!(meta["size"], served.len());
+    assert_eq!(meta["type"], "application/x-wheel+zip");
+    assert_eq!(meta["name"], "fg-hello");
+    assert_eq!(meta["version"], "1.0");
+    assert_eq!(meta["architecture"], "any");
+    assert_eq!(meta["license"], "MIT");
+    assert_eq!(meta["author"], "Jo Tester");
+    assert_eq!(meta["author-email"], "jo@example.org");
+    assert_eq!(meta["description"], "says hello");
+
+    let metadata = artifact(&report, &format!("{WHEEL}.metadata"));
+    assert_eq!(metadata["result"], "Approved", "{metadata:#}");
+    assert_eq!(metadata["metadata"]["name"], "fg-hello");
+
+    let sdist = artifact(&report, SDIST);
+    assert_eq!(sdist["result"], "Approved", "{sdist:#}");
+    assert_eq!(
+        sdist["response-inspection"]["pip.sdist"]["opinion"],
+        "Approved"
+    );
+    assert_eq!(sdist["metadata"]["name"], "fg-src");
+    assert_eq!(sdist["metadata"]["version"], "2.0");
+    assert_eq!(sdist["metadata"]["license"], "Apache-2.0");
+    assert_eq!(sdist["metadata"]["type"], "application/gzip");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wheel_that_is_not_the_one_the_index_lists_is_cut_off() {
+    let s = setup().await;
+    // The page keeps the original wheel's sha256; the origin now serves another build.
+    s.files.write_wheel(b"print('tampered')\n");
+    let tampered = std::fs::read(s.files.package(WHEEL)).unwrap();
+    let (id, token) = s.d.create(json!({})).await;
+    let dest = s.dir.path().join("downloads");
+    let out = s.pip_download((&id, &token), &["fg-hello==1.0"], &dest);
+    assert!(!out.status.success(), "pip accepted a tampered wheel");
+    assert!(!dest.join(WHEEL).exists());
+
+    let report = s.d.report(&id, &token).await;
+    common::assert_cut_off(
+        &report,
+        WHEEL,
+        &tampered,
+        "pip.wheel",
+        "does not match the project page",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_no_project_page_listed_is_refused_at_request_time() {
+    let s = setup().await;
+    let (id, token) = s.d.create(json!({})).await;
+    // Without the project page first, nothing vouches for the wheel.
+    let url = format!("{}packages/{WHEEL}", s.origin.base());
+    let (_, code, _) = s.d.curl((&id, &token), &url, s.dir.path(), &[]);
+    assert_eq!(code, 403);
+    let report = s.d.report(&id, &token).await;
+    let denied = &report["denied"][0];
+    assert_eq!(denied["stage"], "policy", "{report:#}");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no inspector recognises"),
+        "{denied:#}"
+    );
+}
