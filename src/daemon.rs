@@ -106,6 +106,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .thread_name("fetchgate")
         .build()
         .map_err(|e| DaemonError::Service(format!("cannot start the runtime: {e}")))?;
+    raise_open_files_limit(config.proxy.max_connections);
     let logs_to_file = config.log.file.is_some();
     let result = runtime.block_on(serve(config, log_files));
     if let Err(e) = &result {
@@ -117,6 +118,42 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+/// Raises the soft limit on open files to the hard one: each proxied connection holds
+/// two descriptors (builder and upstream), and a shell's default soft limit (1,024)
+/// would refuse connections long before `proxy.max-connections`. Warns when even the
+/// hard limit is too low for that setting.
+fn raise_open_files_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    // Two per connection, plus the database's files, logs and listeners.
+    let needed = 2 * max_connections as u64 + 512;
+    if soft < needed {
+        tracing::warn!(
+            limit = soft,
+            needed,
+            "the open-files limit is below what proxy.max-connections needs; raise it (LimitNOFILE= in the unit, ulimit -n) or lower proxy.max-connections"
+        );
+    }
 }
 
 async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {

@@ -227,6 +227,53 @@ async fn a_certificate_that_does_not_match_the_key_stops_start_up() {
 }
 
 #[tokio::test]
+async fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = DaemonOpts::new(dir.path()).command();
+    // SAFETY: setrlimit is async-signal-safe; the child calls nothing else before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 8192,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let raised = loop {
+        let text = std::fs::read_to_string(&limits).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap_or_default()
+            .to_owned();
+        if line.split_whitespace().nth(3) == Some("8192") || std::time::Instant::now() > deadline {
+            break line;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        raised
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["8192", "8192"],
+        "{raised}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreadable_ca_key_stops_start_up_with_exit_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
