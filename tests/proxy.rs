@@ -1119,9 +1119,18 @@ async fn connection_and_per_session_limits_answer_503() {
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.d.opts.proxy_port)).unwrap())
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (_, code, body) = s.curl(Some((&id, &token)), &small, &[]);
+    let headers = s.dir.path().join("refused-headers");
+    let dump = headers.display().to_string();
+    let (_, code, body) = s.curl(Some((&id, &token)), &small, &["-D", &dump]);
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("too many connections"));
+    // Refused before a request was read, so in no report: Proxy-Status says so.
+    let head = std::fs::read_to_string(&headers).unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-status: fetchgate; error=connection_limit_reached"),
+        "{head}"
+    );
     drop(idle);
 
     let report = s.report(&id, &token).await;

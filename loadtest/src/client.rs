@@ -164,6 +164,9 @@ pub struct Response {
     /// The body's sha256, when hashing was asked for.
     pub sha256: Option<[u8; 32]>,
     pub latency: Duration,
+    /// The proxy refused the connection before reading the request (fetchgate's
+    /// `Proxy-Status: ...; error=connection_limit_reached`), so no session records it.
+    pub refused_unread: bool,
 }
 
 /// A connection ready for HTTP requests, and whether requests on it use absolute form.
@@ -232,11 +235,12 @@ impl Fetcher {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.exchange(scheme, origin, path)).await;
         match result {
-            Ok(Ok((status, body_len, sha256))) => Ok(Response {
+            Ok(Ok((status, body_len, sha256, refused_unread))) => Ok(Response {
                 status,
                 body_len,
                 sha256,
                 latency: started.elapsed(),
+                refused_unread,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => {
@@ -256,7 +260,7 @@ impl Fetcher {
         scheme: Scheme,
         origin: &Endpoint,
         path: &str,
-    ) -> Result<(StatusCode, u64, Option<[u8; 32]>), FetchError> {
+    ) -> Result<(StatusCode, u64, Option<[u8; 32]>, bool), FetchError> {
         let keep = self.mode == ConnMode::KeepAlive;
         let slot = match scheme {
             Scheme::Http => &mut self.http,
@@ -307,6 +311,11 @@ impl Fetcher {
         }
         let response = conn.send(request, Bytes::new()).await?;
         let status = response.status();
+        let refused_unread = response
+            .headers()
+            .get("proxy-status")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("error=connection_limit_reached"));
         let mut body = response.into_body();
         let mut len = 0u64;
         let mut hasher = self.hash_bodies.then(Sha256::new);
@@ -325,7 +334,12 @@ impl Fetcher {
                 Scheme::Https => self.https = Some(conn),
             }
         }
-        Ok((status, len, hasher.map(|h| h.finalize().into())))
+        Ok((
+            status,
+            len,
+            hasher.map(|h| h.finalize().into()),
+            refused_unread,
+        ))
     }
 }
 

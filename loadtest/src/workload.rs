@@ -215,7 +215,12 @@ pub async fn run_session(
                     rec.error(ErrorKind::for_status(r.status), || {
                         format!("{path}: HTTP {}", r.status)
                     });
-                    Outcome::Status(r.status.as_u16())
+                    if r.refused_unread {
+                        // No session saw it: not expected in the report.
+                        Outcome::Failed
+                    } else {
+                        Outcome::Status(r.status.as_u16())
+                    }
                 } else {
                     if r.body_len != artifact.size || r.sha256.is_some_and(|s| s != digest) {
                         rec.error(ErrorKind::BodyMismatch, || {

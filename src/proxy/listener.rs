@@ -73,11 +73,13 @@ impl ProxyListener {
                         tracing::warn!(%peer, "connection limit reached; answering 503");
                         tokio::spawn(async move {
                             let mut stream = L4Stream::from(tcp);
+                            // Refused before any request is read, so not recorded in
+                            // any session: Proxy-Status (RFC 9209) says so to clients.
                             reply(
                                 &mut stream,
                                 503,
                                 "too many connections to the proxy; retry later",
-                                &[],
+                                &[("Proxy-Status", "fetchgate; error=connection_limit_reached")],
                             )
                             .await;
                         });
