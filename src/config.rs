@@ -844,7 +844,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            ok[0].upstream.as_ref().unwrap().timeout,
+            ok[0].upstream.as_ref().unwrap().timeout(),
             Duration::from_secs(2)
         );
         for (extra, key) in [

@@ -15,6 +15,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod debtags;
+pub mod http_client;
 pub mod idle;
 pub mod inspect;
 pub mod proxy;
