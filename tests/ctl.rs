@@ -74,6 +74,7 @@ async fn a_session_lifecycle_in_tables_and_json() {
         header,
         [
             "SESSION-ID",
+            "OWNER",
             "STATE",
             "POLICY",
             "START-TIME",
@@ -89,9 +90,9 @@ async fn a_session_lifecycle_in_tables_and_json() {
     assert_eq!(rows[0][0], second);
     let first = &rows[1];
     assert_eq!(first[0], id);
-    assert_eq!(&first[1..3], ["active", "strict"]);
-    assert_eq!(first[4], "-", "no end time while active");
-    assert_eq!(first[5], "600");
+    assert_eq!(&first[1..4], ["-", "active", "strict"]);
+    assert_eq!(first[5], "-", "no end time while active");
+    assert_eq!(first[6], "600");
 
     // The report is refused while the token is active: the API's reason reaches the operator.
     let e = failed(&ctl(port, &[CREDS], &["show", &id]));

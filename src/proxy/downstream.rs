@@ -319,6 +319,14 @@ mod tests {
         ) -> fetchgate_storage::Result<Vec<SessionId>> {
             unreachable!("the gate only appends")
         }
+        async fn artifacts_named(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> fetchgate_storage::Result<Vec<([u8; 32], SessionId)>> {
+            unreachable!("the gate only appends")
+        }
     }
 
     fn record() -> AuditRecord {

@@ -90,9 +90,9 @@ pub fn build(
     let acl = Arc::new(Acl::new(bind, own_ports, config.acl.clone()));
     let inspectors = Arc::new(Inspectors::new(config.trust.clone(), inspect_spool(spool)?));
     let forget = Arc::downgrade(&inspectors);
-    sessions.on_finished(move |id| {
+    sessions.on_finished(move |h, _| {
         if let Some(inspectors) = forget.upgrade() {
-            inspectors.forget(id);
+            inspectors.forget(h.id);
         }
     });
     let pipeline = Pipeline {
