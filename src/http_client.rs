@@ -133,9 +133,13 @@ pub async fn send(
             .await
             .map_err(|e| format!("HTTP handshake: {e}"))?;
         let conn = tokio::spawn(conn);
+        let target = match format!("{}{path}", endpoint.base) {
+            t if t.is_empty() => "/".to_owned(),
+            t => t,
+        };
         let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", endpoint.base))
+            .uri(target)
             .header(http::header::HOST, authority)
             .header(http::header::ACCEPT, "application/json");
         if let Some(a) = &options.authorization {

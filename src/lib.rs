@@ -22,3 +22,4 @@ pub mod proxy;
 pub mod rfc3339;
 pub mod session;
 pub mod telemetry;
+pub mod webhook;
