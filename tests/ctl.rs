@@ -186,3 +186,67 @@ async fn credentials_and_addresses_are_checked() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn artifacts_and_owner_listings_as_an_operator_sees_them() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("a.bin"), b"an artifact").unwrap();
+    let sha = hex::encode(Sha256::digest(b"an artifact"));
+    let origin = common::Origin::start(&files, None);
+    let d = DaemonOpts::new(dir.path())
+        .arg("--permissive-mode")
+        .start()
+        .await;
+    let port = d.opts.control_port;
+    let (id, token) = d
+        .create(serde_json::json!({"policy": "permissive", "owner": "farm", "labels": {"arch": "amd64"}}))
+        .await;
+    let (other, _) = d.create(serde_json::json!({})).await;
+    let url = format!("{}a.bin", origin.base());
+    assert_eq!(d.proxy_get(&url, Some((&id, &token))).await, 200);
+
+    let table = ok(&ctl(port, &[CREDS], &["artifacts", "--sha256", &sha]));
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "SESSION-ID",
+            "OWNER",
+            "STATE",
+            "POLICY",
+            "START-TIME",
+            "END-TIME",
+            "RESULT"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], [id.as_str(), "farm", "active", "permissive"]);
+    assert!(lines.next().is_none(), "{table}");
+
+    let json: Value = serde_json::from_str(&ok(&ctl(
+        port,
+        &[CREDS],
+        &["--json", "artifacts", "--sha256", &sha],
+    )))
+    .unwrap();
+    assert_eq!(json["sessions"][0]["labels"]["arch"], "amd64");
+
+    let listed = ok(&ctl(
+        port,
+        &[CREDS],
+        &["list", "--owner", "farm", "--label", "arch=amd64"],
+    ));
+    assert!(listed.contains(&id) && !listed.contains(&other), "{listed}");
+
+    let e = failed(&ctl(port, &[CREDS], &["artifacts"]));
+    assert!(e.contains("--sha256"), "{e}");
+    let e = failed(&ctl(port, &[CREDS], &["artifacts", "--sha256", "xyz"]));
+    assert!(
+        e.contains("400") && e.contains("64 lowercase hexadecimal"),
+        "{e}"
+    );
+}
