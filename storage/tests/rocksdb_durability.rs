@@ -75,7 +75,13 @@ async fn corrupt_and_unknown_version_records_are_errors() {
         let db = rocksdb::DB::open_cf(
             &opts,
             dir.path(),
-            ["sessions", "events", "artifacts", "by_end_time"],
+            [
+                "sessions",
+                "events",
+                "artifacts",
+                "artifact_names",
+                "by_end_time",
+            ],
         )
         .unwrap();
         let events = db.cf_handle("events").unwrap();
