@@ -205,9 +205,25 @@ async fn artifacts_and_owner_listings_as_an_operator_sees_them() {
         .start()
         .await;
     let port = d.opts.control_port;
-    let (id, token) = d
-        .create(serde_json::json!({"policy": "permissive", "owner": "farm", "labels": {"arch": "amd64"}}))
-        .await;
+    let created = ok(&ctl(
+        port,
+        &[CREDS],
+        &[
+            "--json",
+            "create",
+            "--policy",
+            "permissive",
+            "--owner",
+            "farm",
+            "--label",
+            "arch=amd64",
+        ],
+    ));
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let (id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
     let (other, _) = d.create(serde_json::json!({})).await;
     let url = format!("{}a.bin", origin.base());
     assert_eq!(d.proxy_get(&url, Some((&id, &token))).await, 200);

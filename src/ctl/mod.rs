@@ -112,6 +112,12 @@ pub enum CtlCommand {
         /// Time to live in seconds (the daemon's default when absent).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Who the session is for (shown in listings and artifact queries).
+        #[arg(long)]
+        owner: Option<String>,
+        /// A label, `key=value`; may be repeated.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// List sessions, newest first.
     List {
@@ -197,6 +203,8 @@ pub enum CtlError {
     NoCredentials,
     #[error("invalid session id {0:?}: expected 32 lowercase hex characters")]
     SessionId(String),
+    #[error("invalid label {0:?}: use --label key=value")]
+    Label(String),
     #[error("say which artifact: --sha256 HEX, or --name NAME --version VERSION")]
     NoArtifact,
     #[error("cannot start the runtime: {0}")]
@@ -253,8 +261,26 @@ fn run(args: &CtlArgs) -> Result<String, CtlError> {
 /// The API call a command makes.
 fn request(command: &CtlCommand) -> Result<(Method, String, Option<Value>), CtlError> {
     Ok(match command {
-        CtlCommand::Create { policy, timeout } => {
+        CtlCommand::Create {
+            policy,
+            timeout,
+            owner,
+            labels,
+        } => {
             let mut body = json!({});
+            if let Some(o) = owner {
+                body["owner"] = json!(o);
+            }
+            if !labels.is_empty() {
+                let mut map = serde_json::Map::new();
+                for l in labels {
+                    let (k, v) = l
+                        .split_once('=')
+                        .ok_or_else(|| CtlError::Label(l.clone()))?;
+                    map.insert(k.to_owned(), json!(v));
+                }
+                body["labels"] = Value::Object(map);
+            }
             if let Some(p) = policy {
                 body["policy"] = json!(p.as_str());
             }
@@ -470,6 +496,25 @@ mod tests {
             "/sessions?state=revoked&policy=strict&owner=farm%20a&label=arch%3Damd64&limit=5"
         );
         assert!(body.is_none());
+    }
+
+    #[test]
+    fn create_sends_owner_and_labels() {
+        let create = |labels: &[&str]| {
+            request(&CtlCommand::Create {
+                policy: None,
+                timeout: None,
+                owner: Some("farm".into()),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+            })
+        };
+        let (_, _, body) = create(&["arch=amd64", "build=1=2"]).unwrap();
+        assert_eq!(
+            body.unwrap(),
+            json!({"owner": "farm", "labels": {"arch": "amd64", "build": "1=2"}})
+        );
+        let e = create(&["nolabel"]).unwrap_err().to_string();
+        assert!(e.contains("\"nolabel\""), "{e}");
     }
 
     #[test]
