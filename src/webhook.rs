@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::http_client::{self, Endpoint, Options};
 use crate::rfc3339;
-use crate::session::Finish;
+use crate::session::{Finish, end_time};
 use crate::telemetry::metric;
 
 /// Events that may wait for delivery before new ones are dropped.
@@ -42,7 +42,8 @@ pub struct Webhooks {
     queue: mpsc::Sender<Value>,
 }
 
-/// The event a receiver gets.
+/// The event a receiver gets; `end-time` is when the token stopped working
+/// (revocation or expiry, as in the report).
 pub fn event(h: &SessionHeader, how: Finish, at: Timestamp) -> Value {
     json!({
         "event": how.as_str(),
@@ -52,6 +53,7 @@ pub fn event(h: &SessionHeader, how: Finish, at: Timestamp) -> Value {
         "owner": h.owner,
         "labels": h.labels,
         "start-time": rfc3339::format(h.created),
+        "end-time": end_time(h, at).map(rfc3339::format),
     })
 }
 

@@ -308,6 +308,10 @@ async fn webhook_receives_revoke_end_and_expire_events_after_failing_first() {
     assert_eq!(events[0]["owner"], "orchestrator");
     assert_eq!(events[0]["labels"], json!({"compose": "c1"}));
     assert!(events[0]["time"].is_string() && events[0]["policy"] == "strict");
+    assert!(
+        events.iter().all(|e| e["end-time"].is_string()),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
