@@ -26,6 +26,8 @@ fn header() -> SessionHeader {
         ended: None,
         secrets: vec![],
         inspectors_configuration: None,
+        owner: None,
+        labels: Default::default(),
     }
 }
 

@@ -74,6 +74,8 @@ fn header() -> SessionHeader {
         ended: None,
         secrets: Vec::new(),
         inspectors_configuration: None,
+        owner: None,
+        labels: Default::default(),
     }
 }
 

@@ -18,9 +18,11 @@ use crate::cli::{ClusterArgs, LogFormat, ServeArgs, Verbosity};
 use crate::cluster::Peer;
 use crate::debtags::Archive;
 use crate::debtags::upstream::Upstream;
+use crate::http_client::Endpoint;
 use crate::proxy::ProxyConfig;
 use crate::proxy::acl::{Access, AclRules, AddrRule, HostGlob, parse_net};
 use crate::proxy::upstream::UpstreamProxies;
+use crate::webhook::WebhookConfig;
 
 /// The name of the optional configuration file inside the config directory.
 pub const CONFIG_FILE: &str = "fetchgate.toml";
@@ -152,6 +154,8 @@ pub struct Config {
     pub debtags: Vec<Archive>,
     /// `None`: a standalone node with the embedded session store.
     pub cluster: Option<ClusterConfig>,
+    /// Receivers of session events (none by default).
+    pub webhooks: WebhookConfig,
 }
 
 /// A node of an HA pair: the shared Redis, this node's name, the other nodes.
@@ -255,6 +259,52 @@ struct FileConfig {
     acl: AclSection,
     debtags: DebtagsSection,
     cluster: ClusterSection,
+    webhooks: WebhooksSection,
+}
+
+/// `[webhooks]`: where session events (revoked, ended, expired) are POSTed.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct WebhooksSection {
+    urls: Vec<String>,
+    /// One attempt's timeout, in milliseconds.
+    timeout_ms: u64,
+    /// Attempts per event and receiver.
+    attempts: u32,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        WebhooksSection {
+            urls: Vec::new(),
+            timeout_ms: 5000,
+            attempts: 8,
+        }
+    }
+}
+
+fn webhook_config(w: &WebhooksSection) -> Result<WebhookConfig, ConfigError> {
+    if w.timeout_ms == 0 {
+        return Err(invalid("webhooks.timeout-ms", "must be at least 1"));
+    }
+    if w.attempts == 0 {
+        return Err(invalid("webhooks.attempts", "must be at least 1"));
+    }
+    let urls = w
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let (endpoint, userinfo) = Endpoint::parse(u)
+                .map_err(|e| invalid(&format!("webhooks.urls[{i}]"), e.to_string()))?;
+            Ok((u.clone(), endpoint, userinfo))
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(WebhookConfig {
+        urls,
+        timeout: Duration::from_millis(w.timeout_ms),
+        attempts: w.attempts,
+    })
 }
 
 /// `[debtags]`: the archives `GET /debtags/{suite}/{component}` serves.
@@ -569,6 +619,7 @@ impl Config {
         };
 
         let debtags = debtags_archives(&file.debtags)?;
+        let webhooks = webhook_config(&file.webhooks)?;
         let cluster = cluster_config(
             &args.cluster,
             &file.cluster,
@@ -618,6 +669,7 @@ impl Config {
             spool,
             debtags,
             cluster,
+            webhooks,
         })
     }
 }
@@ -848,7 +900,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            ok[0].upstream.as_ref().unwrap().timeout,
+            ok[0].upstream.as_ref().unwrap().timeout(),
             Duration::from_secs(2)
         );
         for (extra, key) in [

@@ -29,8 +29,9 @@ use crate::debtags::Debtags;
 use crate::idle::{Activity, wait_until_idle};
 use crate::proxy;
 use crate::session::membership::Membership;
-use crate::session::{Sessions, expiry};
+use crate::session::{Finish, Sessions, expiry};
 use crate::telemetry::{self, LogFiles};
+use crate::webhook::Webhooks;
 
 /// File under the spool holding generated control credentials.
 pub const GENERATED_AUTH_FILE: &str = "control-auth";
@@ -234,7 +235,26 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
             (sessions, Some(Arc::new(cluster)))
         }
     };
+    if let Some(webhooks) = Webhooks::start(config.webhooks.clone()) {
+        sessions.on_finished(move |h, how| webhooks.notify(h, how));
+    }
     let sessions = Arc::new(sessions);
+    if config.retention.period.is_zero() {
+        // Retention 0: the data goes when the session ends, not at the next sweep.
+        let weak = Arc::downgrade(&sessions);
+        sessions.on_finished(move |_, how| {
+            if how == Finish::Revoked {
+                return;
+            }
+            if let Some(s) = weak.upgrade() {
+                tokio::spawn(async move {
+                    if let Err(e) = expiry::sweep_retained(&s, Duration::ZERO).await {
+                        tracing::warn!(error = %e, "deleting an ended session failed; the next sweep retries");
+                    }
+                });
+            }
+        });
+    }
     let activity = Arc::new(Activity::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -74,6 +74,9 @@ pub mod metric {
     pub const AUDIT_COMMIT_SECONDS: &str = "fetchgate_audit_commit_duration_seconds";
     /// Audit records written durably.
     pub const AUDIT_RECORDS: &str = "fetchgate_audit_records_total";
+    /// Session webhook events, by `outcome` (`delivered`, `failed` after every retry,
+    /// `dropped` because the queue was full); one per receiver for the first two.
+    pub const WEBHOOK_EVENTS: &str = "fetchgate_webhook_events_total";
 }
 
 /// Histogram buckets of every `*_seconds` metric: from a fast fsync to a slow download.

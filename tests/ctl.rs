@@ -44,6 +44,12 @@ fn failed(out: &Output) -> String {
 
 const CREDS: (&str, &str) = ("FETCH_SERVICE_AUTH", "craft:craft");
 
+/// A table's header cells and its rows' cells (cells hold no spaces in these tests).
+fn cells(table: &str) -> (Vec<&str>, Vec<Vec<&str>>) {
+    let mut lines = table.lines().map(|l| l.split_whitespace().collect());
+    (lines.next().unwrap_or_default(), lines.collect())
+}
+
 #[tokio::test]
 async fn a_session_lifecycle_in_tables_and_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,12 +74,12 @@ async fn a_session_lifecycle_in_tables_and_json() {
     let second = lines[0].split_whitespace().nth(1).unwrap().to_owned();
 
     let table = ok(&ctl(port, &[CREDS], &["list", "--state", "active"]));
-    let mut lines = table.lines();
-    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let (header, rows) = cells(&table);
     assert_eq!(
         header,
         [
             "SESSION-ID",
+            "OWNER",
             "STATE",
             "POLICY",
             "START-TIME",
@@ -83,15 +89,14 @@ async fn a_session_lifecycle_in_tables_and_json() {
             "DENIED"
         ]
     );
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{table}");
     // Newest first.
     assert_eq!(rows[0][0], second);
     let first = &rows[1];
     assert_eq!(first[0], id);
-    assert_eq!(&first[1..3], ["active", "strict"]);
-    assert_eq!(first[4], "-", "no end time while active");
-    assert_eq!(first[5], "600");
+    assert_eq!(&first[1..4], ["-", "active", "strict"]);
+    assert_eq!(first[5], "-", "no end time while active");
+    assert_eq!(first[6], "600");
 
     // The report is refused while the token is active: the API's reason reaches the operator.
     let e = failed(&ctl(port, &[CREDS], &["show", &id]));
@@ -182,6 +187,76 @@ async fn credentials_and_addresses_are_checked() {
     let e = failed(&ctl(port, &[CREDS], &["list"]));
     assert!(
         e.contains(&format!("http://127.0.0.1:{port}")) && e.contains("cannot connect"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn artifacts_and_owner_listings_as_an_operator_sees_them() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("a.bin"), b"an artifact").unwrap();
+    let sha = hex::encode(Sha256::digest(b"an artifact"));
+    let origin = common::Origin::start(&files, None);
+    let d = DaemonOpts::new(dir.path())
+        .arg("--permissive-mode")
+        .start()
+        .await;
+    let port = d.opts.control_port;
+    let created = ok(&ctl(
+        port,
+        &[CREDS],
+        &[
+            "--json",
+            "create",
+            "--policy",
+            "permissive",
+            "--owner",
+            "farm",
+            "--label",
+            "arch=amd64",
+        ],
+    ));
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let (id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    let (other, _) = d.create(serde_json::json!({})).await;
+    let url = format!("{}a.bin", origin.base());
+    assert_eq!(d.proxy_get(&url, Some((&id, &token))).await, 200);
+
+    let table = ok(&ctl(port, &[CREDS], &["artifacts", "--sha256", &sha]));
+    let (header, rows) = cells(&table);
+    assert_eq!(
+        header.join(" "),
+        "SESSION-ID OWNER STATE POLICY START-TIME END-TIME RESULT"
+    );
+    assert_eq!(rows.len(), 1, "{table}");
+    assert_eq!(&rows[0][..4], [id.as_str(), "farm", "active", "permissive"]);
+
+    let json: Value = serde_json::from_str(&ok(&ctl(
+        port,
+        &[CREDS],
+        &["--json", "artifacts", "--sha256", &sha],
+    )))
+    .unwrap();
+    assert_eq!(json["sessions"][0]["labels"]["arch"], "amd64");
+
+    let listed = ok(&ctl(
+        port,
+        &[CREDS],
+        &["list", "--owner", "farm", "--label", "arch=amd64"],
+    ));
+    assert!(listed.contains(&id) && !listed.contains(&other), "{listed}");
+
+    let e = failed(&ctl(port, &[CREDS], &["artifacts"]));
+    assert!(e.contains("--sha256"), "{e}");
+    let e = failed(&ctl(port, &[CREDS], &["artifacts", "--sha256", "xyz"]));
+    assert!(
+        e.contains("400") && e.contains("64 lowercase hexadecimal"),
         "{e}"
     );
 }

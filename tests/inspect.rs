@@ -434,6 +434,27 @@ async fn strict_session_approves_a_signed_repository_and_its_package() {
     assert_eq!(meta["size"], served.len());
     assert_eq!(meta["license"], "GPL-2.0-or-later");
     assert_eq!(meta["copyright"], "2026 Jo Tester");
+
+    // The name + version side of the artifact index finds the session, with or
+    // without the type; another version or another type finds nothing.
+    for query in [
+        format!("name={PACKAGE}&version={VERSION}"),
+        format!("name={PACKAGE}&version={VERSION}&type=application/vnd.debian.binary-package"),
+    ] {
+        let rows = s.d.get_json(&format!("/artifacts?{query}")).await;
+        let rows = rows["sessions"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{query}: {rows:?}");
+        assert_eq!(rows[0]["session-id"], id.as_str());
+        assert_eq!(rows[0]["result"], "Approved");
+        assert_eq!(rows[0]["sha256"], sha256_hex(&served));
+    }
+    for query in [
+        format!("name={PACKAGE}&version=1.2-4"),
+        format!("name={PACKAGE}&version={VERSION}&type=text/plain"),
+    ] {
+        let rows = s.d.get_json(&format!("/artifacts?{query}")).await;
+        assert_eq!(rows["sessions"], json!([]), "{query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -102,7 +102,8 @@ pub fn approved(d: &Download, policy: Policy) -> bool {
         && (policy == Policy::Permissive || any(&d.request_inspection, Opinion::Pending))
 }
 
-fn result(d: &Download, policy: Policy) -> &'static str {
+/// The report's `result` of a download: `Approved` or `Rejected` (see [`approved`]).
+pub fn result(d: &Download, policy: Policy) -> &'static str {
     if approved(d, policy) {
         "Approved"
     } else {
@@ -124,6 +125,13 @@ impl Serialize for Report {
             &end_time(&self.header, self.now).map(rfc3339::format),
         )?;
         m.serialize_entry("policy", self.header.policy.as_str())?;
+        // Extensions: clients that do not know them ignore them.
+        if let Some(owner) = &self.header.owner {
+            m.serialize_entry("owner", owner)?;
+        }
+        if !self.header.labels.is_empty() {
+            m.serialize_entry("labels", &self.header.labels)?;
+        }
         m.serialize_entry("spool-path", &self.spool_path)?;
         m.serialize_entry("inspectors", &self.inspectors)?;
         m.serialize_entry("artifacts", &Artifacts(self))?;
@@ -342,6 +350,8 @@ mod tests {
             ended: None,
             secrets: vec![],
             inspectors_configuration: None,
+            owner: None,
+            labels: Default::default(),
         }
     }
 

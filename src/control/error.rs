@@ -51,6 +51,7 @@ impl From<SessionError> for ApiError {
             | PermissiveNotAllowed
             | InvalidTimeout { .. }
             | InvalidSecret { .. }
+            | InvalidOwnerOrLabels(_)
             | StillActive(_) => StatusCode::BAD_REQUEST,
             WrongState { .. } => StatusCode::CONFLICT,
             Storage(fetchgate_storage::Error::Backend(_)) => StatusCode::SERVICE_UNAVAILABLE,

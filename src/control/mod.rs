@@ -5,6 +5,7 @@
 //! become statuses in one place ([`error::ApiError`]). Nothing here touches storage
 //! except through the session service.
 
+mod artifacts;
 mod auth;
 mod debtags;
 mod error;
@@ -96,6 +97,7 @@ pub fn router(state: Arc<ControlState>) -> Router {
         )
         .route("/resources/{id}", delete(sessions::delete_resources))
         .route("/sessions", get(sessions::list))
+        .route("/artifacts", get(artifacts::query))
         .route("/reports/{id}", get(sessions::get_final_report))
         .route("/debtags/{suite}/{component}", get(debtags::lookup))
         .route("/internal/records/{id}", get(sessions::node_records))

@@ -1,6 +1,7 @@
 //! Session endpoints: create, revoke, report, end, resources, renew, list, and the
 //! retained final report.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -36,6 +37,8 @@ struct CreateBody {
     secrets: Vec<SecretSpec>,
     #[serde(rename = "inspectors-configuration")]
     inspectors_configuration: Option<Value>,
+    owner: Option<String>,
+    labels: BTreeMap<String, String>,
 }
 
 /// `POST /session`.
@@ -64,6 +67,8 @@ pub async fn create(
             timeout_secs: body.timeout,
             secrets: body.secrets,
             inspectors_configuration,
+            owner: body.owner,
+            labels: body.labels,
         })
         .await?;
     tracing::info!(session = %header.id, policy = header.policy.as_str(), timeout = header.timeout_secs, "session created");
@@ -112,7 +117,10 @@ pub async fn revoke(
 }
 
 /// The session's records: this node's alone, or in an HA pair every node's.
-async fn records(st: &ControlState, id: SessionId) -> Result<Vec<AuditRecord>, ApiError> {
+pub(super) async fn records(
+    st: &ControlState,
+    id: SessionId,
+) -> Result<Vec<AuditRecord>, ApiError> {
     match (&st.cluster, st.sessions.membership()) {
         (Some(cluster), Some(membership)) => {
             Ok(cluster.gather(membership, st.sessions.log(), id).await?)
@@ -239,11 +247,17 @@ pub async fn patch(
 }
 
 /// One row of a session listing.
-fn row(h: &SessionHeader, now: Timestamp, counters: fetchgate_storage::Counters) -> Value {
+pub(super) fn row(
+    h: &SessionHeader,
+    now: Timestamp,
+    counters: fetchgate_storage::Counters,
+) -> Value {
     json!({
         "session-id": h.id.to_string(),
         "state": state(h, now).as_str(),
         "policy": h.policy.as_str(),
+        "owner": h.owner,
+        "labels": h.labels,
         "start-time": rfc3339::format(h.created),
         "end-time": end_time(h, now).map(rfc3339::format),
         "expires-at": rfc3339::format(h.expires_at()),
@@ -257,21 +271,124 @@ fn row(h: &SessionHeader, now: Timestamp, counters: fetchgate_storage::Counters)
 const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
 
+/// Where a listing row sorts, newest first: the session's start time and id, then (for
+/// artifact rows, which may list a session once per matching content) the sha256.
+pub(super) type RowKey = (Timestamp, SessionId, [u8; 32]);
+
+/// One page of a listing: its size and the key the previous page ended at.
+pub(super) struct Page {
+    limit: usize,
+    after: Option<RowKey>,
+}
+
+impl Page {
+    /// Reads `?limit=` and `?cursor=`.
+    pub(super) fn parse(limit: Option<&str>, cursor: Option<&str>) -> Result<Self, ApiError> {
+        let limit = match limit {
+            None => DEFAULT_LIMIT,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be between 1 and {MAX_LIMIT}"
+                    )));
+                }
+            },
+        };
+        let after = cursor
+            .map(|c| {
+                parse_cursor(c).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid cursor: pass the `next` value of the previous page",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Page { limit, after })
+    }
+
+    /// Sorts `items` newest first, keeps those after the cursor, and returns this page
+    /// with the cursor of the next one (`None` on the last page).
+    pub(super) fn take<T>(
+        &self,
+        mut items: Vec<T>,
+        key: impl Fn(&T) -> RowKey,
+    ) -> (Vec<T>, Option<String>) {
+        items.retain(|i| self.after.is_none_or(|a| key(i) < a));
+        items.sort_unstable_by_key(|i| std::cmp::Reverse(key(i)));
+        let more = items.len() > self.limit;
+        items.truncate(self.limit);
+        let next = items.last().filter(|_| more).map(|i| {
+            let (t, id, sha) = key(i);
+            if sha == [0; 32] {
+                format!("{}-{id}", t.as_micros())
+            } else {
+                format!("{}-{id}-{}", t.as_micros(), hex::encode(sha))
+            }
+        });
+        (items, next)
+    }
+}
+
+/// The position after which a page starts: `micros-id` or `micros-id-sha256`.
+fn parse_cursor(s: &str) -> Option<RowKey> {
+    let mut parts = s.split('-');
+    let t = Timestamp::from_micros(parts.next()?.parse().ok()?);
+    let id = parts.next()?.parse().ok()?;
+    let sha = match parts.next() {
+        None => [0; 32],
+        Some(hex) => hex::decode(hex).ok()?.try_into().ok()?,
+    };
+    parts.next().is_none().then_some((t, id, sha))
+}
+
+/// The counters of each listed session, as listing rows.
+async fn rows(
+    st: &ControlState,
+    headers: &[SessionHeader],
+    now: Timestamp,
+) -> Result<Vec<Value>, ApiError> {
+    let mut rows = Vec::with_capacity(headers.len());
+    for h in headers {
+        let counters = st
+            .sessions
+            .log()
+            .counters(h.id)
+            .await
+            .map_err(SessionError::from)?;
+        rows.push(row(h, now, counters));
+    }
+    Ok(rows)
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
     policy: Option<String>,
+    owner: Option<String>,
+    /// `key=value`: sessions with that label.
+    label: Option<String>,
+    /// Sessions started at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Sessions started before this time (RFC 3339).
+    until: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-/// The position after which a page starts: newest first, by (start time, id).
-fn parse_cursor(s: &str) -> Option<(Timestamp, SessionId)> {
-    let (t, id) = s.split_once('-')?;
-    Some((Timestamp::from_micros(t.parse().ok()?), id.parse().ok()?))
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            rfc3339::parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be an RFC 3339 time such as 2026-01-02T03:04:05Z, got {v:?}"
+                ))
+            })
+        })
+        .transpose()
 }
 
-/// `GET /sessions?state=&policy=&limit=&cursor=`.
+/// `GET /sessions?state=&policy=&owner=&label=key=value&since=&until=&limit=&cursor=`.
 pub async fn list(
     State(st): State<Arc<ControlState>>,
     Query(q): Query<ListQuery>,
@@ -294,26 +411,17 @@ pub async fn list(
             "unknown policy {p:?}: use strict or permissive"
         )));
     }
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be between 1 and {MAX_LIMIT}"
-                )));
-            }
-        },
-    };
-    let after = q
-        .cursor
+    let label = q
+        .label
         .as_deref()
-        .map(|c| {
-            parse_cursor(c).ok_or_else(|| {
-                ApiError::bad_request("invalid cursor: pass the `next` value of the previous page")
-            })
+        .map(|l| {
+            l.split_once('=')
+                .ok_or_else(|| ApiError::bad_request(format!("label must be key=value, got {l:?}")))
         })
         .transpose()?;
+    let since = time_param("since", q.since.as_deref())?;
+    let until = time_param("until", q.until.as_deref())?;
+    let page = Page::parse(q.limit.as_deref(), q.cursor.as_deref())?;
 
     let now = Timestamp::now();
     let mut all = st
@@ -325,24 +433,14 @@ pub async fn list(
     all.retain(|h| {
         want_state.is_none_or(|s| state(h, now) == s)
             && q.policy.as_deref().is_none_or(|p| h.policy.as_str() == p)
-            && after.is_none_or(|a| (h.created, h.id) < a)
+            && q.owner
+                .as_deref()
+                .is_none_or(|o| h.owner.as_deref() == Some(o))
+            && label.is_none_or(|(k, v)| h.labels.get(k).is_some_and(|x| x == v))
+            && since.is_none_or(|t| h.created >= t)
+            && until.is_none_or(|t| h.created < t)
     });
-    all.sort_unstable_by_key(|h| std::cmp::Reverse((h.created, h.id)));
-    let more = all.len() > limit;
-    all.truncate(limit);
-    let mut rows = Vec::with_capacity(all.len());
-    for h in &all {
-        let counters = st
-            .sessions
-            .log()
-            .counters(h.id)
-            .await
-            .map_err(SessionError::from)?;
-        rows.push(row(h, now, counters));
-    }
-    let next = all
-        .last()
-        .filter(|_| more)
-        .map(|h| format!("{}-{}", h.created.as_micros(), h.id));
+    let (page, next) = page.take(all, |h| (h.created, h.id, [0; 32]));
+    let rows = rows(&st, &page, now).await?;
     Ok(Json(json!({ "sessions": rows, "next": next })))
 }

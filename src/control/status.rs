@@ -56,7 +56,10 @@ pub async fn status(
             })
         })
         .collect();
+    let retained = st.sessions.store().retained().await.map_err(unavailable)?;
     Ok(Json(json!({
+        "retained-sessions": retained.count,
+        "oldest-retained-end-time": retained.oldest_end.map(rfc3339::format),
         "uptime": st.started_at.elapsed().as_secs(),
         "start-time": rfc3339::format(st.started),
         "session-count": st.sessions.created_since_start(),

@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use http::{Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde_json::Value;
+
+use crate::http_client::{self, Endpoint, Options, UrlError};
 
 /// The largest answer accepted (a report of a very large session fits easily).
 const MAX_BODY: usize = 1 << 30;
@@ -35,12 +33,8 @@ pub enum ClientError {
 /// Where the control API is and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
-    host: String,
-    port: u16,
-    /// The base path, without a trailing slash.
-    base: String,
-    authorization: Option<String>,
-    timeout: Duration,
+    endpoint: Endpoint,
+    options: Options,
 }
 
 impl ControlClient {
@@ -50,44 +44,31 @@ impl ControlClient {
         credentials: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let bad = |reason: &str| ClientError::Url {
+        let bad = |reason: String| ClientError::Url {
             url: url.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        let uri: Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("use http://host:port (the control API is plain HTTP)"));
-        }
-        if uri.query().is_some() {
-            return Err(bad("the URL may not have a query"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
-        if authority.as_str().contains('@') {
+        let (endpoint, userinfo) = Endpoint::parse(url).map_err(|e| match e {
+            UrlError::Scheme => bad("use http://host:port (the control API is plain HTTP)".into()),
+            e => bad(e.to_string()),
+        })?;
+        if userinfo.is_some() {
             return Err(bad(
-                "put credentials in --auth or FETCH_SERVICE_AUTH, not in the URL",
+                "put credentials in --auth or FETCH_SERVICE_AUTH, not in the URL".into(),
             ));
         }
-        let authorization = credentials.map(|c| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(c)
-            )
-        });
         Ok(ControlClient {
-            host: authority.host().trim_matches(['[', ']']).to_owned(),
-            port: authority.port_u16().unwrap_or(80),
-            base: uri.path().trim_end_matches('/').to_owned(),
-            authorization,
-            timeout,
+            endpoint,
+            options: Options {
+                timeout,
+                authorization: credentials.map(http_client::basic),
+                max_body: MAX_BODY,
+            },
         })
     }
 
     fn url(&self, path: &str) -> String {
-        if self.host.contains(':') {
-            format!("http://[{}]:{}{}{path}", self.host, self.port, self.base)
-        } else {
-            format!("http://{}:{}{}{path}", self.host, self.port, self.base)
-        }
+        self.endpoint.url(path)
     }
 
     /// Sends `method path` with an optional JSON body and returns the JSON answer of a
@@ -99,85 +80,24 @@ impl ControlClient {
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
         let url = self.url(path);
-        let raw = match tokio::time::timeout(self.timeout, self.send(&method, path, body)).await {
-            Ok(r) => r.map_err(|reason| ClientError::Transport {
+        let resp = http_client::send(&self.endpoint, &self.options, method.clone(), path, body)
+            .await
+            .map_err(|reason| ClientError::Transport {
                 url: url.clone(),
                 reason,
-            })?,
-            Err(_) => {
-                return Err(ClientError::Transport {
-                    url,
-                    reason: format!("no answer within {:?}", self.timeout),
-                });
-            }
-        };
-        let (status, bytes) = raw;
-        if !status.is_success() {
-            let reason = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+            })?;
+        if !resp.status.is_success() {
             return Err(ClientError::Status {
                 method,
                 url,
-                status,
-                reason,
+                status: resp.status,
+                reason: resp.error_reason(),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::NotJson {
+        resp.json().map_err(|e| ClientError::NotJson {
             url,
             reason: e.to_string(),
         })
-    }
-
-    async fn send(
-        &self,
-        method: &Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<(StatusCode, Bytes), String> {
-        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-        let conn = tokio::spawn(conn);
-        let host = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let mut req = http::Request::builder()
-            .method(method.clone())
-            .uri(format!("{}{path}", self.base))
-            .header(http::header::HOST, host)
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(a) = &self.authorization {
-            req = req.header(http::header::AUTHORIZATION, a);
-        }
-        let payload = match body {
-            Some(v) => {
-                req = req.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(v.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|e| format!("request: {e}"))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        conn.abort();
-        Ok((status, bytes))
     }
 }
 
@@ -192,7 +112,7 @@ mod tests {
         let c = ControlClient::new("http://[::1]:1/base/", None, Duration::from_secs(1)).unwrap();
         assert_eq!(c.url("/status"), "http://[::1]:1/base/status");
         let c = ControlClient::new("http://host", None, Duration::from_secs(1)).unwrap();
-        assert_eq!(c.port, 80);
+        assert_eq!(c.url("/status"), "http://host:80/status");
     }
 
     #[test]

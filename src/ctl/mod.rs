@@ -44,6 +44,48 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
+/// Paging of a listing.
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// At most this many rows (1–1000; the daemon's default is 100).
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+    /// Continue after a previous page (its `next` value).
+    #[arg(long, value_name = "CURSOR")]
+    cursor: Option<String>,
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `path?k=v&...` for the given (key, value) pairs and the page, values percent-encoded.
+fn with_query(path: &str, pairs: &[(&str, Option<String>)], page: &PageArgs) -> String {
+    let paging = [
+        ("limit", page.limit.map(|l| l.to_string())),
+        ("cursor", page.cursor.clone()),
+    ];
+    let query: Vec<String> = pairs
+        .iter()
+        .chain(&paging)
+        .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", query_value(v))))
+        .collect();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
 /// A session's policy, as the API names it.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PolicyArg {
@@ -70,6 +112,12 @@ pub enum CtlCommand {
         /// Time to live in seconds (the daemon's default when absent).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Who the session is for (shown in listings and artifact queries).
+        #[arg(long)]
+        owner: Option<String>,
+        /// A label, `key=value`; may be repeated.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// List sessions, newest first.
     List {
@@ -77,12 +125,35 @@ pub enum CtlCommand {
         state: Option<StateArg>,
         #[arg(long, value_enum)]
         policy: Option<PolicyArg>,
-        /// At most this many rows (1–1000; the daemon's default is 100).
-        #[arg(long, value_name = "N")]
-        limit: Option<u32>,
-        /// Continue after a previous page (its `next` value).
-        #[arg(long, value_name = "CURSOR")]
-        cursor: Option<String>,
+        /// Only sessions created with this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only sessions with this label, `key=value`.
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Option<String>,
+        /// Only sessions started at or after this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only sessions started before this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Which retained sessions fetched an artifact: by --sha256, or by --name and
+    /// --version (and --type), newest first.
+    Artifacts {
+        #[arg(long, value_name = "HEX", conflicts_with_all = ["name", "version", "kind"])]
+        sha256: Option<String>,
+        #[arg(long, requires = "version")]
+        name: Option<String>,
+        #[arg(long, requires = "name")]
+        version: Option<String>,
+        /// The metadata type (e.g. application/vnd.debian.binary-package).
+        #[arg(long = "type", value_name = "TYPE", requires = "name")]
+        kind: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Show a session's report (after revocation), or with --final the retained report
     /// of an ended session.
@@ -132,8 +203,10 @@ pub enum CtlError {
     NoCredentials,
     #[error("invalid session id {0:?}: expected 32 lowercase hex characters")]
     SessionId(String),
-    #[error("invalid cursor {0:?}: pass the `next` value of a previous page")]
-    Cursor(String),
+    #[error("invalid label {0:?}: use --label key=value")]
+    Label(String),
+    #[error("say which artifact: --sha256 HEX, or --name NAME --version VERSION")]
+    NoArtifact,
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -188,8 +261,26 @@ fn run(args: &CtlArgs) -> Result<String, CtlError> {
 /// The API call a command makes.
 fn request(command: &CtlCommand) -> Result<(Method, String, Option<Value>), CtlError> {
     Ok(match command {
-        CtlCommand::Create { policy, timeout } => {
+        CtlCommand::Create {
+            policy,
+            timeout,
+            owner,
+            labels,
+        } => {
             let mut body = json!({});
+            if let Some(o) = owner {
+                body["owner"] = json!(o);
+            }
+            if !labels.is_empty() {
+                let mut map = serde_json::Map::new();
+                for l in labels {
+                    let (k, v) = l
+                        .split_once('=')
+                        .ok_or_else(|| CtlError::Label(l.clone()))?;
+                    map.insert(k.to_owned(), json!(v));
+                }
+                body["labels"] = Value::Object(map);
+            }
             if let Some(p) = policy {
                 body["policy"] = json!(p.as_str());
             }
@@ -201,32 +292,39 @@ fn request(command: &CtlCommand) -> Result<(Method, String, Option<Value>), CtlE
         CtlCommand::List {
             state,
             policy,
-            limit,
-            cursor,
+            owner,
+            label,
+            since,
+            until,
+            page,
         } => {
-            let mut query = Vec::new();
-            if let Some(s) = state {
-                query.push(format!("state={}", s.as_str()));
+            let pairs = [
+                ("state", state.map(|s| s.as_str().to_owned())),
+                ("policy", policy.map(|p| p.as_str().to_owned())),
+                ("owner", owner.clone()),
+                ("label", label.clone()),
+                ("since", since.clone()),
+                ("until", until.clone()),
+            ];
+            (Method::GET, with_query("/sessions", &pairs, page), None)
+        }
+        CtlCommand::Artifacts {
+            sha256,
+            name,
+            version,
+            kind,
+            page,
+        } => {
+            if sha256.is_none() && name.is_none() {
+                return Err(CtlError::NoArtifact);
             }
-            if let Some(p) = policy {
-                query.push(format!("policy={}", p.as_str()));
-            }
-            if let Some(l) = limit {
-                query.push(format!("limit={l}"));
-            }
-            if let Some(c) = cursor {
-                // Cursors are `<micros>-<hex id>`; anything else would break the query.
-                if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    return Err(CtlError::Cursor(c.clone()));
-                }
-                query.push(format!("cursor={c}"));
-            }
-            let path = if query.is_empty() {
-                "/sessions".to_owned()
-            } else {
-                format!("/sessions?{}", query.join("&"))
-            };
-            (Method::GET, path, None)
+            let pairs = [
+                ("sha256", sha256.clone()),
+                ("name", name.clone()),
+                ("version", version.clone()),
+                ("type", kind.clone()),
+            ];
+            (Method::GET, with_query("/artifacts", &pairs, page), None)
         }
         CtlCommand::Show {
             session_id,
@@ -258,7 +356,8 @@ fn request(command: &CtlCommand) -> Result<(Method, String, Option<Value>), CtlE
 fn readable(command: &CtlCommand, answer: &Value) -> String {
     match command {
         CtlCommand::Create { .. } => table::key_values(answer, &["id", "token"]),
-        CtlCommand::List { .. } => list_table(answer),
+        CtlCommand::List { .. } => list_table(answer, &LIST_COLUMNS),
+        CtlCommand::Artifacts { .. } => list_table(answer, &ARTIFACT_COLUMNS),
         CtlCommand::Show { .. } => report_tables(answer),
         CtlCommand::Revoke { .. } => table::key_values(
             answer,
@@ -271,9 +370,21 @@ fn readable(command: &CtlCommand, answer: &Value) -> String {
     }
 }
 
-/// The listing's columns: API key and header.
-const LIST_COLUMNS: [(&str, &str); 8] = [
+/// The artifact query's columns: API key and header.
+const ARTIFACT_COLUMNS: [(&str, &str); 7] = [
     ("session-id", "SESSION-ID"),
+    ("owner", "OWNER"),
+    ("state", "STATE"),
+    ("policy", "POLICY"),
+    ("start-time", "START-TIME"),
+    ("end-time", "END-TIME"),
+    ("result", "RESULT"),
+];
+
+/// The listing's columns: API key and header.
+const LIST_COLUMNS: [(&str, &str); 9] = [
+    ("session-id", "SESSION-ID"),
+    ("owner", "OWNER"),
     ("state", "STATE"),
     ("policy", "POLICY"),
     ("start-time", "START-TIME"),
@@ -283,20 +394,16 @@ const LIST_COLUMNS: [(&str, &str); 8] = [
     ("denied", "DENIED"),
 ];
 
-fn list_table(answer: &Value) -> String {
+fn list_table(answer: &Value, columns: &[(&str, &str)]) -> String {
     let rows: Vec<Vec<String>> = answer["sessions"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .map(|r| {
-            LIST_COLUMNS
-                .iter()
-                .map(|(k, _)| table::cell(&r[*k]))
-                .collect()
-        })
+        .map(|r| columns.iter().map(|(k, _)| table::cell(&r[*k])).collect())
         .collect();
-    let mut out = table::render(&LIST_COLUMNS.map(|(_, h)| h), &rows);
+    let headers: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
+    let mut out = table::render(&headers, &rows);
     if let Some(next) = answer["next"].as_str() {
         out.push_str(&format!("(more: --cursor {})\n", table::cell(&json!(next))));
     }
@@ -373,26 +480,60 @@ mod tests {
         let (m, path, body) = request(&CtlCommand::List {
             state: Some(StateArg::Revoked),
             policy: Some(PolicyArg::Strict),
-            limit: Some(5),
-            cursor: None,
+            owner: Some("farm a".into()),
+            label: Some("arch=amd64".into()),
+            since: None,
+            until: None,
+            page: PageArgs {
+                limit: Some(5),
+                cursor: None,
+            },
         })
         .unwrap();
         assert_eq!(m, Method::GET);
-        assert_eq!(path, "/sessions?state=revoked&policy=strict&limit=5");
+        assert_eq!(
+            path,
+            "/sessions?state=revoked&policy=strict&owner=farm%20a&label=arch%3Damd64&limit=5"
+        );
         assert!(body.is_none());
     }
 
     #[test]
-    fn a_cursor_that_would_break_the_query_is_refused() {
-        let e = request(&CtlCommand::List {
-            state: None,
-            policy: None,
-            limit: None,
-            cursor: Some("1-ab&state=ended".into()),
+    fn create_sends_owner_and_labels() {
+        let create = |labels: &[&str]| {
+            request(&CtlCommand::Create {
+                policy: None,
+                timeout: None,
+                owner: Some("farm".into()),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+            })
+        };
+        let (_, _, body) = create(&["arch=amd64", "build=1=2"]).unwrap();
+        assert_eq!(
+            body.unwrap(),
+            json!({"owner": "farm", "labels": {"arch": "amd64", "build": "1=2"}})
+        );
+        let e = create(&["nolabel"]).unwrap_err().to_string();
+        assert!(e.contains("\"nolabel\""), "{e}");
+    }
+
+    #[test]
+    fn query_values_cannot_break_the_query() {
+        let (_, path, _) = request(&CtlCommand::Artifacts {
+            sha256: None,
+            name: Some("libc6&x".into()),
+            version: Some("2.36+deb12u1".into()),
+            kind: None,
+            page: PageArgs {
+                limit: None,
+                cursor: Some("1-ab&state=ended".into()),
+            },
         })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("invalid cursor \"1-ab&state=ended\""), "{e}");
+        .unwrap();
+        assert_eq!(
+            path,
+            "/artifacts?name=libc6%26x&version=2.36%2Bdeb12u1&cursor=1-ab%26state%3Dended"
+        );
     }
 
     #[test]
@@ -400,9 +541,12 @@ mod tests {
         let answer = json!({"sessions": [{"session-id": "ab", "state": "active", "policy": "strict",
             "start-time": "t", "end-time": null, "timeout": 60, "downloads": 2, "denied": 0}],
             "next": "1-ab"});
-        let text = list_table(&answer);
+        let text = list_table(&answer, &LIST_COLUMNS);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("SESSION-ID  STATE   POLICY"), "{text}");
+        assert!(
+            lines[0].starts_with("SESSION-ID  OWNER  STATE   POLICY"),
+            "{text}"
+        );
         assert!(
             lines[1].contains("active") && lines[1].contains(" - "),
             "{text}"

@@ -472,6 +472,8 @@ mod tests {
             ended: None,
             secrets: Vec::new(),
             inspectors_configuration: None,
+            owner: None,
+            labels: Default::default(),
         }
     }
 

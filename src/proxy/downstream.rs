@@ -354,6 +354,14 @@ mod tests {
         async fn check_writable(&self) -> fetchgate_storage::Result<()> {
             unreachable!("the gate only appends")
         }
+        async fn artifacts_named(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> fetchgate_storage::Result<Vec<([u8; 32], SessionId)>> {
+            unreachable!("the gate only appends")
+        }
     }
 
     fn record() -> AuditRecord {

@@ -110,9 +110,9 @@ pub fn build(
         Some(debtags),
     ));
     let forget = Arc::downgrade(&inspectors);
-    sessions.on_finished(move |id| {
+    sessions.on_finished(move |h, _| {
         if let Some(inspectors) = forget.upgrade() {
-            inspectors.forget(id);
+            inspectors.forget(h.id);
         }
     });
     let pipeline = Pipeline {

@@ -113,7 +113,7 @@ pub fn spawn(
 mod tests {
     use super::*;
     use crate::config::SessionConfig;
-    use crate::session::{NewSession, State, state};
+    use crate::session::{Finish, NewSession, State, state};
     use fetchgate_storage::memory::MemoryStorage;
     use fetchgate_storage::{AuditRecord, Denied, DeniedStage};
 
@@ -158,7 +158,7 @@ mod tests {
         let s = service(dir.path());
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&told);
-        s.on_finished(move |id| sink.lock().unwrap().push(id));
+        s.on_finished(move |h, how| sink.lock().unwrap().push((h.id, how)));
         let (revoked, token) = s.create(NewSession::default()).await.unwrap();
         let (ended, _) = s.create(NewSession::default()).await.unwrap();
         let (expiring, _) = s
@@ -174,7 +174,11 @@ mod tests {
         assert_eq!(reap_expired(&s).await.unwrap(), 1);
         assert_eq!(
             *told.lock().unwrap(),
-            vec![revoked.id, ended.id, expiring.id]
+            vec![
+                (revoked.id, Finish::Revoked),
+                (ended.id, Finish::Ended),
+                (expiring.id, Finish::Expired)
+            ]
         );
     }
 

@@ -8,6 +8,7 @@ pub mod expiry;
 pub mod membership;
 pub mod token;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +100,57 @@ pub struct NewSession {
     pub timeout_secs: Option<u64>,
     pub secrets: Vec<SecretSpec>,
     pub inspectors_configuration: Option<String>,
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Bounds on a session's owner and labels: they are kept with every session and shown
+/// in every listing, so they stay small.
+pub mod limits {
+    /// Longest owner, label key and label value, in bytes.
+    pub const MAX_OWNER: usize = 128;
+    pub const MAX_LABEL_KEY: usize = 64;
+    pub const MAX_LABEL_VALUE: usize = 256;
+    /// Most labels on one session.
+    pub const MAX_LABELS: usize = 32;
+}
+
+/// Checks an owner: 1 to [`limits::MAX_OWNER`] printable characters.
+fn validate_owner(owner: &str) -> Result<(), String> {
+    if owner.is_empty() || owner.len() > limits::MAX_OWNER {
+        return Err(format!("owner must be 1 to {} bytes", limits::MAX_OWNER));
+    }
+    if owner.chars().any(char::is_control) {
+        return Err("owner may not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks labels: at most [`limits::MAX_LABELS`]; keys of 1 to [`limits::MAX_LABEL_KEY`]
+/// characters out of `[A-Za-z0-9._/-]` (so `label=key=value` filters parse), values
+/// of at most [`limits::MAX_LABEL_VALUE`] bytes without control characters.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > limits::MAX_LABELS {
+        return Err(format!("at most {} labels", limits::MAX_LABELS));
+    }
+    for (k, v) in labels {
+        let key_ok = (1..=limits::MAX_LABEL_KEY).contains(&k.len())
+            && k.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/'));
+        if !key_ok {
+            return Err(format!(
+                "label key {k:?}: 1 to {} characters out of letters, digits and . _ - /",
+                limits::MAX_LABEL_KEY
+            ));
+        }
+        if v.len() > limits::MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(format!(
+                "label {k:?}: the value must be at most {} bytes without control characters",
+                limits::MAX_LABEL_VALUE
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why a session operation was refused.
@@ -116,6 +168,8 @@ pub enum SessionError {
     PermissiveNotAllowed,
     #[error("timeout must be between 1 and {max} seconds, got {got}")]
     InvalidTimeout { got: u64, max: u64 },
+    #[error("{0}")]
+    InvalidOwnerOrLabels(String),
     #[error("secret #{index}: {reason}")]
     InvalidSecret { index: usize, reason: String },
     #[error("session {0} is still active: revoke its token first")]
@@ -126,8 +180,27 @@ pub enum SessionError {
     Storage(#[from] fetchgate_storage::Error),
 }
 
-/// Told the id of a session that will serve no more requests.
-type FinishedHook = Box<dyn Fn(SessionId) + Send + Sync>;
+/// How a session stopped serving requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Revoked,
+    Ended,
+    Expired,
+}
+
+impl Finish {
+    /// The wire name (`revoked`, `ended`, `expired`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Finish::Revoked => "revoked",
+            Finish::Ended => "ended",
+            Finish::Expired => "expired",
+        }
+    }
+}
+
+/// Told of a session that will serve no more requests, as it is now, and how.
+type FinishedHook = Box<dyn Fn(&SessionHeader, Finish) + Send + Sync>;
 
 /// The session service shared by the control API, the proxy and the background tasks.
 pub struct Sessions {
@@ -164,23 +237,23 @@ impl Sessions {
         }
     }
 
-    /// Calls `hook` with a session's id when this node revokes its token, ends it or
-    /// expires it: from then on it serves no new request (in-flight downloads finish).
-    pub fn on_finished(&self, hook: impl Fn(SessionId) + Send + Sync + 'static) {
+    /// Calls `hook` with a session when this node revokes its token, ends it or expires
+    /// it: from then on it serves no new request (in-flight downloads finish).
+    pub fn on_finished(&self, hook: impl Fn(&SessionHeader, Finish) + Send + Sync + 'static) {
         self.finished
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(hook));
     }
 
-    fn finished(&self, id: SessionId) {
+    fn finished(&self, h: &SessionHeader, how: Finish) {
         for hook in self
             .finished
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            hook(id);
+            hook(h, how);
         }
     }
 
@@ -239,6 +312,11 @@ impl Sessions {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        if let Some(owner) = &req.owner {
+            validate_owner(owner).map_err(SessionError::InvalidOwnerOrLabels)?;
+        }
+        validate_labels(&req.labels).map_err(SessionError::InvalidOwnerOrLabels)?;
+
         let token = Token::generate();
         let header = SessionHeader {
             id: new_session_id(),
@@ -250,6 +328,8 @@ impl Sessions {
             ended: None,
             secrets,
             inspectors_configuration: req.inspectors_configuration,
+            owner: req.owner,
+            labels: req.labels,
         };
         self.store.create(&header).await?;
         self.created_since_start.fetch_add(1, Ordering::Relaxed);
@@ -326,7 +406,7 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound(id))?;
         tracing::info!(session = %id, "token revoked");
-        self.finished(id);
+        self.finished(&h, Finish::Revoked);
         Ok(h)
     }
 
@@ -343,18 +423,19 @@ impl Sessions {
             .ok_or(SessionError::NotFound(id))?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "ended").increment(1);
         tracing::info!(session = %id, "session ended");
-        self.finished(id);
+        self.finished(&h, Finish::Ended);
         Ok(h)
     }
 
     /// Ends a session whose timeout has passed, as of its expiry time.
     pub async fn expire(&self, h: &SessionHeader) -> Result<(), SessionError> {
-        self.store
+        let ended = self
+            .store
             .end(h.id, h.expires_at(), EndReason::Expired)
             .await?;
         metrics::counter!(metric::SESSIONS_ENDED, "reason" => "expired").increment(1);
         tracing::info!(session = %h.id, "session expired");
-        self.finished(h.id);
+        self.finished(ended.as_ref().unwrap_or(h), Finish::Expired);
         Ok(())
     }
 
@@ -459,6 +540,8 @@ mod tests {
             ended: None,
             secrets: vec![],
             inspectors_configuration: None,
+            owner: None,
+            labels: Default::default(),
         }
     }
 

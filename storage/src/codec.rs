@@ -2,14 +2,20 @@
 //!
 //! Every value the backends persist goes through here, so the on-disk format can be
 //! changed (or bincode swapped) in one place. Unknown versions are refused with an
-//! error, never guessed at.
+//! error, never guessed at. Session headers have their own version
+//! ([`HEADER_VERSION`]): version 1 headers (before owner and labels) still load.
 
-use serde::{Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 
-use crate::{Error, Result};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{Ended, Error, Policy, Result, SecretRule, SessionHeader, SessionId, Timestamp};
 
 /// The format version written by this build.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The format version of session headers written by this build.
+pub const HEADER_VERSION: u8 = 2;
 
 /// The buffer [`encode`] starts with.
 const ENCODE_CAPACITY: usize = 1024;
@@ -39,6 +45,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
             supported: FORMAT_VERSION,
         });
     }
+    decode_body(body)
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let (value, used) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| Error::Corrupt(e.to_string()))?;
     if used != body.len() {
@@ -48,6 +58,55 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         )));
     }
     Ok(value)
+}
+
+/// A session header as version 1 wrote it: no owner, no labels.
+#[derive(Serialize, Deserialize)]
+struct SessionHeaderV1 {
+    id: SessionId,
+    token_hash: [u8; 32],
+    policy: Policy,
+    created: Timestamp,
+    timeout_secs: u64,
+    revoked: Option<Timestamp>,
+    ended: Option<Ended>,
+    secrets: Vec<SecretRule>,
+    inspectors_configuration: Option<String>,
+}
+
+/// Encodes a session header as `[HEADER_VERSION] ‖ bincode(header)`.
+pub fn encode_header(header: &SessionHeader) -> Result<Vec<u8>> {
+    let mut out = encode(header)?;
+    out[0] = HEADER_VERSION;
+    Ok(out)
+}
+
+/// Decodes a session header of this or an earlier version.
+pub fn decode_header(bytes: &[u8]) -> Result<SessionHeader> {
+    match bytes.split_first() {
+        Some((&HEADER_VERSION, body)) => decode_body(body),
+        Some((1, body)) => {
+            let v1: SessionHeaderV1 = decode_body(body)?;
+            Ok(SessionHeader {
+                id: v1.id,
+                token_hash: v1.token_hash,
+                policy: v1.policy,
+                created: v1.created,
+                timeout_secs: v1.timeout_secs,
+                revoked: v1.revoked,
+                ended: v1.ended,
+                secrets: v1.secrets,
+                inspectors_configuration: v1.inspectors_configuration,
+                owner: None,
+                labels: BTreeMap::new(),
+            })
+        }
+        Some((&found, _)) => Err(Error::UnsupportedVersion {
+            found,
+            supported: HEADER_VERSION,
+        }),
+        None => Err(Error::Corrupt("empty session header".into())),
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +144,51 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(decode::<String>(&long), Err(Error::Corrupt(_))));
+    }
+
+    /// A version 1 header, as a build before owners and labels wrote it (bytes kept
+    /// verbatim, so a change to the structs cannot silently move this format).
+    const V1_HEADER_HEX: &str = "0107070707070707070707070707070707aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01fd00803c3048140c00fb100e0000010a62617369632d617574680b68747470733a2f2f782f2a03753a7000";
+
+    #[test]
+    fn version_1_headers_still_load_and_new_ones_round_trip() {
+        let v1 = hex_decode(V1_HEADER_HEX);
+        let h = decode_header(&v1).unwrap();
+        assert_eq!(h.id, SessionId::from_bytes([7; 16]));
+        assert_eq!((h.timeout_secs, h.policy), (3600, Policy::Permissive));
+        assert_eq!(h.secrets.len(), 1);
+        assert_eq!((h.owner.clone(), h.labels.len()), (None, 0));
+        // The bytes are what the version 1 struct encodes to.
+        let again = SessionHeaderV1 {
+            id: h.id,
+            token_hash: h.token_hash,
+            policy: h.policy,
+            created: h.created,
+            timeout_secs: h.timeout_secs,
+            revoked: None,
+            ended: None,
+            secrets: h.secrets.clone(),
+            inspectors_configuration: None,
+        };
+        assert_eq!(encode(&again).unwrap(), v1);
+        let mut h2 = h.clone();
+        h2.owner = Some("farm".into());
+        h2.labels.insert("arch".into(), "amd64".into());
+        let bytes = encode_header(&h2).unwrap();
+        assert_eq!(bytes[0], HEADER_VERSION);
+        assert_eq!(decode_header(&bytes).unwrap(), h2);
+        let mut future = bytes;
+        future[0] = 9;
+        assert!(matches!(
+            decode_header(&future),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+
+    fn hex_decode(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }

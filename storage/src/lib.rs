@@ -16,8 +16,8 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use model::{
-    AuditRecord, BodyDigest, Counters, Denied, DeniedStage, Download, EndReason, Ended, Failure,
-    Inspection, InvalidNodeId, InvalidSessionId, NodeId, Opinion, Policy, SecretRule,
-    SessionHeader, SessionId, Timestamp,
+    ArtifactName, AuditRecord, BodyDigest, Counters, Denied, DeniedStage, Download, EndReason,
+    Ended, Failure, Inspection, InvalidNodeId, InvalidSessionId, NodeId, Opinion, Policy, Retained,
+    SecretRule, SessionHeader, SessionId, Timestamp,
 };
 pub use traits::{AuditLog, NodeSets, SessionStore};

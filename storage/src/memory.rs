@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::{
-    AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, SessionHeader, SessionId,
-    SessionStore, Timestamp, codec,
+    ArtifactName, AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained,
+    SessionHeader, SessionId, SessionStore, Timestamp, codec,
 };
 
 #[derive(Default)]
@@ -18,6 +18,7 @@ struct Inner {
     events: HashMap<SessionId, Vec<Vec<u8>>>,
     counters: HashMap<SessionId, Counters>,
     artifacts: BTreeSet<([u8; 32], SessionId)>,
+    names: BTreeSet<(ArtifactName, SessionId)>,
 }
 
 /// Both stores, kept in process memory.
@@ -114,6 +115,14 @@ impl SessionStore for MemoryStorage {
             .collect())
     }
 
+    async fn retained(&self) -> Result<Retained> {
+        let inner = self.lock();
+        Ok(Retained {
+            count: inner.by_end_time.len() as u64,
+            oldest_end: inner.by_end_time.first().map(|(at, _)| *at),
+        })
+    }
+
     async fn purge(&self, id: SessionId) -> Result<()> {
         let mut inner = self.lock();
         if let Some(h) = inner.sessions.remove(&id)
@@ -136,6 +145,9 @@ impl AuditLog for MemoryStorage {
         let mut inner = self.lock();
         if let Some(sha) = record.artifact_sha256() {
             inner.artifacts.insert((sha, session));
+        }
+        if let Some(name) = record.artifact_name() {
+            inner.names.insert((name, session));
         }
         inner.counters.entry(session).or_default().add(&record);
         let log = inner.events.entry(session).or_default();
@@ -166,6 +178,7 @@ impl AuditLog for MemoryStorage {
         inner.events.remove(&session);
         inner.counters.remove(&session);
         inner.artifacts.retain(|(_, s)| *s != session);
+        inner.names.retain(|(_, s)| *s != session);
         Ok(())
     }
 
@@ -182,5 +195,24 @@ impl AuditLog for MemoryStorage {
 
     async fn check_writable(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn artifacts_named(
+        &self,
+        name: &str,
+        version: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<([u8; 32], SessionId)>> {
+        let mut out: Vec<_> = self
+            .lock()
+            .names
+            .iter()
+            .filter(|(a, _)| {
+                a.name == name && a.version == version && kind.is_none_or(|k| a.kind == k)
+            })
+            .map(|(a, id)| (a.kind.clone(), a.sha256, *id))
+            .collect();
+        out.sort_unstable();
+        Ok(out.into_iter().map(|(_, sha, id)| (sha, id)).collect())
     }
 }

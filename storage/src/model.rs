@@ -232,6 +232,10 @@ pub struct SessionHeader {
     pub secrets: Vec<SecretRule>,
     /// The `inspectors-configuration` object from session creation, as JSON text.
     pub inspectors_configuration: Option<String>,
+    /// Who asked for the session (a build farm's user or service name), if given.
+    pub owner: Option<String>,
+    /// Small string map the creator attached (build id, recipe, architecture, ...).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl SessionHeader {
@@ -343,6 +347,40 @@ impl AuditRecord {
             AuditRecord::Denied(_) => None,
         }
     }
+
+    /// The name, version and type an inspector gave the body, for the name + version
+    /// side of the artifact index; `None` without a body or without both name and
+    /// version.
+    pub fn artifact_name(&self) -> Option<ArtifactName> {
+        let AuditRecord::Download(d) = self else {
+            return None;
+        };
+        let body = d.body?;
+        Some(ArtifactName {
+            name: d.metadata.get("name")?.clone(),
+            version: d.metadata.get("version")?.clone(),
+            kind: d.metadata.get("type").cloned().unwrap_or_default(),
+            sha256: body.sha256,
+        })
+    }
+}
+
+/// An artifact as the name + version index knows it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ArtifactName {
+    pub name: String,
+    pub version: String,
+    /// The metadata `type` (a MIME type); empty when no inspector set one.
+    pub kind: String,
+    pub sha256: [u8; 32],
+}
+
+/// What the retention queue holds: sessions that ended and whose data is still kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub count: u64,
+    /// The earliest end time among them.
+    pub oldest_end: Option<Timestamp>,
 }
 
 /// Per-session record counts, kept as records are appended.

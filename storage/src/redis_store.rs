@@ -34,8 +34,8 @@ use redis::{AsyncCommands, Script};
 use tokio_stream::StreamExt;
 
 use crate::{
-    EndReason, Ended, Error, NodeId, NodeSets, Result, SessionHeader, SessionId, SessionStore,
-    Timestamp, codec,
+    EndReason, Ended, Error, NodeId, NodeSets, Result, Retained, SessionHeader, SessionId,
+    SessionStore, Timestamp, codec,
 };
 
 /// How much longer than the retention period a session's keys are kept: Redis expiring
@@ -431,7 +431,7 @@ fn header_from_fields(fields: &HashMap<String, Vec<u8>>) -> Result<SessionHeader
     let bytes = fields
         .get("header")
         .ok_or_else(|| Error::Corrupt("session hash without a header".into()))?;
-    let mut h: SessionHeader = codec::decode(bytes)?;
+    let mut h = codec::decode_header(bytes)?;
     if let Some(t) = field_i64(fields, "timeout")? {
         h.timeout_secs =
             u64::try_from(t).map_err(|_| Error::Corrupt("negative session timeout".into()))?;
@@ -474,7 +474,7 @@ const fn reason_name(r: EndReason) -> &'static str {
 #[async_trait]
 impl SessionStore for RedisStorage {
     async fn create(&self, header: &SessionHeader) -> Result<()> {
-        let bytes = codec::encode(header)?;
+        let bytes = codec::encode_header(header)?;
         let keys = [
             self.session_key(header.id),
             self.sessions_key(),
@@ -636,6 +636,24 @@ impl SessionStore for RedisStorage {
                     .map_err(|_| Error::Corrupt(format!("retention queue entry {s:?}")))
             })
             .collect()
+    }
+
+    async fn retained(&self) -> Result<Retained> {
+        let key = self.ended_key();
+        let (count, oldest): (u64, Vec<(String, f64)>) = self
+            .retry(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.zcard(&key).zrange_withscores(&key, 0, 0);
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        Ok(Retained {
+            count,
+            // Scores are end times in microseconds, exact in a double until 2255.
+            oldest_end: oldest
+                .first()
+                .map(|(_, us)| Timestamp::from_micros(*us as i64)),
+        })
     }
 
     async fn purge(&self, id: SessionId) -> Result<()> {

@@ -6,6 +6,8 @@
 //!   holds the session's [`LogState`] (next sequence number and counters), so a session
 //!   is one prefix and deleting it is one range delete
 //! - `artifacts`: `sha256 ‖ session_id` → empty (who fetched this content)
+//! - `artifact_names`: `name ‖ version ‖ type ‖ sha256 ‖ session_id` → empty, each string
+//!   prefixed by its length (u16 BE): the name + version side of the artifact index
 //! - `by_end_time`: `end_us (u64 BE) ‖ session_id` → empty (the retention queue)
 //!
 //! Every write (appends, session changes, deletes) goes through one writer thread that
@@ -39,13 +41,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, SessionHeader, SessionId,
-    SessionStore, Timestamp, codec,
+    ArtifactName, AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained,
+    SessionHeader, SessionId, SessionStore, Timestamp, codec,
 };
 
 const CF_SESSIONS: &str = "sessions";
 const CF_EVENTS: &str = "events";
 const CF_ARTIFACTS: &str = "artifacts";
+const CF_ARTIFACT_NAMES: &str = "artifact_names";
 const CF_BY_END_TIME: &str = "by_end_time";
 
 /// Appends one writer batch may hold at most.
@@ -113,6 +116,7 @@ fn open_db(path: &Path) -> Result<DB> {
         ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
         ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
         ColumnFamilyDescriptor::new(CF_ARTIFACTS, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_ARTIFACT_NAMES, db_opts.clone()),
         ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
     ];
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
@@ -202,7 +206,7 @@ impl Shared {
     fn get_header(&self, id: SessionId) -> Result<Option<SessionHeader>> {
         let db = self.db()?;
         match db.get_pinned_cf(cf(&db, CF_SESSIONS)?, id.as_bytes())? {
-            Some(bytes) => codec::decode(&bytes).map(Some),
+            Some(bytes) => codec::decode_header(&bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -249,6 +253,40 @@ fn artifact_key(sha256: &[u8; 32], session: SessionId) -> [u8; 48] {
     key
 }
 
+/// Appends `s` with its length (u16 BE); `None` if it is longer than that can say.
+fn push_string(key: &mut Vec<u8>, s: &str) -> Option<()> {
+    key.extend_from_slice(&u16::try_from(s.len()).ok()?.to_be_bytes());
+    key.extend_from_slice(s.as_bytes());
+    Some(())
+}
+
+/// The `artifact_names` key of `name` in `session`; `None` for strings too long to index.
+fn artifact_name_key(name: &ArtifactName, session: SessionId) -> Option<Vec<u8>> {
+    let mut key =
+        Vec::with_capacity(6 + name.name.len() + name.version.len() + name.kind.len() + 48);
+    push_string(&mut key, &name.name)?;
+    push_string(&mut key, &name.version)?;
+    push_string(&mut key, &name.kind)?;
+    key.extend_from_slice(&name.sha256);
+    key.extend_from_slice(session.as_bytes());
+    Some(key)
+}
+
+/// The (type, sha256, session) an `artifact_names` key ends with, after `prefix_len`
+/// bytes of name and version.
+fn split_name_key(key: &[u8], prefix_len: usize) -> Result<(Vec<u8>, [u8; 32], SessionId)> {
+    let corrupt = || Error::Corrupt("malformed artifact name index key".into());
+    let rest = key.get(prefix_len..).ok_or_else(corrupt)?;
+    let (len, rest) = rest.split_at_checked(2).ok_or_else(corrupt)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let (kind, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+    if rest.len() != 48 {
+        return Err(corrupt());
+    }
+    let sha: [u8; 32] = rest[..32].try_into().map_err(|_| corrupt())?;
+    Ok((kind.to_vec(), sha, session_from_key(&rest[32..])?))
+}
+
 fn end_time_key(at: Timestamp, session: SessionId) -> [u8; 24] {
     let mut key = [0u8; 24];
     // Times before the epoch do not occur; clamp rather than wrap.
@@ -273,6 +311,7 @@ enum WriterMsg {
         session: SessionId,
         bytes: Vec<u8>,
         sha256: Option<[u8; 32]>,
+        name: Option<ArtifactName>,
         delta: Counters,
         reply: oneshot::Sender<Result<u64>>,
     },
@@ -409,9 +448,10 @@ fn run_writer(
                     session,
                     bytes,
                     sha256,
+                    name,
                     delta,
                     reply,
-                } => writer.stage(session, bytes, sha256, delta, reply),
+                } => writer.stage(session, bytes, sha256, name, delta, reply),
                 WriterMsg::Session { id, change, reply } => writer.stage_session(id, change, reply),
                 WriterMsg::Recover => {
                     let _ = writer.writable();
@@ -441,6 +481,8 @@ struct Writer<'a> {
     events: Vec<([u8; 24], Vec<u8>)>,
     /// Staged `artifacts` index keys.
     artifacts: Vec<[u8; 48]>,
+    /// Staged `artifact_names` index keys.
+    names: Vec<Vec<u8>>,
     touched: HashSet<SessionId>,
     pending: Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)>,
     /// Session headers changed by the staged commit (`None`: purged), newest state.
@@ -461,6 +503,7 @@ impl<'a> Writer<'a> {
             states: HashMap::new(),
             events: Vec::with_capacity(MAX_BATCH),
             artifacts: Vec::with_capacity(MAX_BATCH),
+            names: Vec::new(),
             touched: HashSet::new(),
             pending: Vec::with_capacity(MAX_BATCH),
             headers: HashMap::new(),
@@ -565,6 +608,7 @@ impl<'a> Writer<'a> {
         session: SessionId,
         bytes: Vec<u8>,
         sha256: Option<[u8; 32]>,
+        name: Option<ArtifactName>,
         delta: Counters,
         reply: oneshot::Sender<Result<u64>>,
     ) {
@@ -592,6 +636,8 @@ impl<'a> Writer<'a> {
         if let Some(sha) = sha256 {
             self.artifacts.push(artifact_key(&sha, session));
         }
+        self.names
+            .extend(name.and_then(|n| artifact_name_key(&n, session)));
         self.touched.insert(session);
         self.pending.push((reply, session, seq));
     }
@@ -614,7 +660,7 @@ impl<'a> Writer<'a> {
                 let sessions = cf(&db, CF_SESSIONS)?;
                 for (id, header) in &self.headers {
                     match header {
-                        Some(h) => batch.put_cf(sessions, id.as_bytes(), codec::encode(h)?),
+                        Some(h) => batch.put_cf(sessions, id.as_bytes(), codec::encode_header(h)?),
                         None => batch.delete_cf(sessions, id.as_bytes()),
                     }
                 }
@@ -637,6 +683,11 @@ impl<'a> Writer<'a> {
             for key in &self.artifacts {
                 batch.put_cf(artifacts, key, []);
             }
+            self.names.sort_unstable();
+            let names = cf(&db, CF_ARTIFACT_NAMES)?;
+            for key in &self.names {
+                batch.put_cf(names, key, []);
+            }
             if batch.is_empty() {
                 return Ok(());
             }
@@ -648,6 +699,7 @@ impl<'a> Writer<'a> {
         });
         self.events.clear();
         self.artifacts.clear();
+        self.names.clear();
         self.end_times.clear();
         match written {
             Ok(()) => {
@@ -706,9 +758,17 @@ impl<'a> Writer<'a> {
 
 fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     let mut shas = Vec::new();
+    let mut names = Vec::new();
     shared.for_each_event(session, |bytes| {
         match codec::decode::<AuditRecord>(bytes) {
-            Ok(record) => shas.extend(record.artifact_sha256()),
+            Ok(record) => {
+                shas.extend(record.artifact_sha256());
+                names.extend(
+                    record
+                        .artifact_name()
+                        .and_then(|n| artifact_name_key(&n, session)),
+                );
+            }
             Err(e) => {
                 tracing::warn!(%session, error = %e, "unreadable record skipped while deleting")
             }
@@ -722,6 +782,10 @@ fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     let artifacts = cf(db, CF_ARTIFACTS)?;
     for sha in shas {
         batch.delete_cf(artifacts, artifact_key(&sha, session));
+    }
+    let artifact_names = cf(db, CF_ARTIFACT_NAMES)?;
+    for key in names {
+        batch.delete_cf(artifact_names, key);
     }
     sync_write(db, batch)
 }
@@ -773,7 +837,7 @@ impl SessionStore for RocksStorage {
         self.blocking(|s| {
             let db = s.db()?;
             db.iterator_cf(cf(&db, CF_SESSIONS)?, IteratorMode::Start)
-                .map(|item| codec::decode(&item?.1))
+                .map(|item| codec::decode_header(&item?.1))
                 .collect()
         })
         .await
@@ -796,6 +860,29 @@ impl SessionStore for RocksStorage {
                 out.push(session_from_key(id)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn retained(&self) -> Result<Retained> {
+        self.blocking(|s| {
+            let mut retained = Retained::default();
+            let db = s.db()?;
+            for item in db.iterator_cf(cf(&db, CF_BY_END_TIME)?, IteratorMode::Start) {
+                let (key, _) = item?;
+                if retained.oldest_end.is_none() {
+                    let at: [u8; 8] =
+                        key.get(..8)
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(|| {
+                                Error::Corrupt("retention queue key shorter than 8 bytes".into())
+                            })?;
+                    let us = i64::try_from(u64::from_be_bytes(at)).unwrap_or(i64::MAX);
+                    retained.oldest_end = Some(Timestamp::from_micros(us));
+                }
+                retained.count += 1;
+            }
+            Ok(retained)
         })
         .await
     }
@@ -825,6 +912,7 @@ impl AuditLog for RocksStorage {
             session,
             bytes,
             sha256: record.artifact_sha256(),
+            name: record.artifact_name(),
             delta,
             reply,
         };
@@ -879,6 +967,40 @@ impl AuditLog for RocksStorage {
                     break;
                 }
                 out.push(session_from_key(&key[32..])?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn artifacts_named(
+        &self,
+        name: &str,
+        version: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<([u8; 32], SessionId)>> {
+        let mut prefix = Vec::new();
+        let fits = push_string(&mut prefix, name).and_then(|()| push_string(&mut prefix, version));
+        if fits.is_none() {
+            return Ok(Vec::new());
+        }
+        let name_len = prefix.len();
+        if let Some(k) = kind
+            && push_string(&mut prefix, k).is_none()
+        {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            let mode = IteratorMode::From(&prefix, Direction::Forward);
+            let db = s.db()?;
+            for item in db.iterator_cf(cf(&db, CF_ARTIFACT_NAMES)?, mode) {
+                let (key, _) = item?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let (_, sha, id) = split_name_key(&key, name_len)?;
+                out.push((sha, id));
             }
             Ok(out)
         })

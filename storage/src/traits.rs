@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::{
-    AuditRecord, Counters, EndReason, NodeId, Result, SessionHeader, SessionId, Timestamp,
+    AuditRecord, Counters, EndReason, NodeId, Result, Retained, SessionHeader, SessionId, Timestamp,
 };
 
 /// Sessions and their token hashes.
@@ -47,6 +47,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Up to `limit` sessions that ended strictly before `cutoff`, oldest first.
     async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>>;
 
+    /// How many ended sessions the retention queue holds, and the oldest end time.
+    async fn retained(&self) -> Result<Retained>;
+
     /// Removes a session (header and retention-queue entry) for good.
     async fn purge(&self, id: SessionId) -> Result<()>;
 
@@ -75,6 +78,15 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Whether records can be appended now (an error says why not).
     async fn check_writable(&self) -> Result<()>;
+
+    /// The (sha256, session) pairs of bodies an inspector named `name` at `version`
+    /// (and, if given, of type `kind`), in (type, sha256, session) order.
+    async fn artifacts_named(
+        &self,
+        name: &str,
+        version: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<([u8; 32], SessionId)>>;
 }
 
 /// Which nodes of an HA pair served each session, kept beside the shared session store

@@ -12,7 +12,7 @@ use fetchgate_storage::memory::MemoryStorage;
 use fetchgate_storage::redis_store::{RedisConfig, RedisStorage};
 use fetchgate_storage::rocks::RocksStorage;
 use fetchgate_storage::{
-    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, Policy,
+    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, Policy, Retained,
     SessionHeader, SessionId, SessionStore, Timestamp,
 };
 
@@ -92,6 +92,7 @@ for_each_session_store!(
     purge_removes_header_and_queue_entry,
     concurrent_session_changes_apply_each_exactly_once,
     unknown_session_reads_as_empty_or_none,
+    retained_counts_ended_sessions_and_the_oldest_end,
 );
 
 mod audit_log {
@@ -102,6 +103,7 @@ mod audit_log {
         delete_removes_records_counters_and_index_entries,
         concurrent_appenders_lose_nothing,
         artifact_index_finds_every_session,
+        name_index_finds_sessions_by_name_version_and_type,
         unknown_records_read_as_empty,
     );
 }
@@ -121,6 +123,8 @@ fn header(n: u8) -> SessionHeader {
         ended: None,
         secrets: vec![],
         inspectors_configuration: Some("{}".into()),
+        owner: Some(format!("owner-{n}")),
+        labels: [("build".to_owned(), format!("b{n}"))].into(),
     }
 }
 
@@ -462,6 +466,105 @@ async fn artifact_index_finds_every_session(b: Backend) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn retained_counts_ended_sessions_and_the_oldest_end(b: Backend) {
+    assert_eq!(b.sessions.retained().await.unwrap(), Retained::default());
+    for n in 1..=3 {
+        b.sessions.create(&header(n)).await.unwrap();
+    }
+    let at = |us: i64| Timestamp::from_micros(1_800_000_000_000_000 + us);
+    b.sessions
+        .end(id(2), at(5), EndReason::Ended)
+        .await
+        .unwrap();
+    b.sessions
+        .end(id(3), at(2), EndReason::Expired)
+        .await
+        .unwrap();
+    // Ending twice does not count twice; a live session is not retained.
+    b.sessions
+        .end(id(3), at(9), EndReason::Ended)
+        .await
+        .unwrap();
+    let r = b.sessions.retained().await.unwrap();
+    assert_eq!((r.count, r.oldest_end), (2, Some(at(2))));
+    b.sessions.purge(id(3)).await.unwrap();
+    let r = b.sessions.retained().await.unwrap();
+    assert_eq!((r.count, r.oldest_end), (1, Some(at(5))));
+}
+
+fn named(sha: u8, name: &str, version: &str, kind: Option<&str>) -> AuditRecord {
+    let mut r = download("http://a/pool/x.deb", Some(sha));
+    if let AuditRecord::Download(d) = &mut r {
+        d.metadata.insert("name".into(), name.into());
+        d.metadata.insert("version".into(), version.into());
+        if let Some(k) = kind {
+            d.metadata.insert("type".into(), k.into());
+        }
+    }
+    r
+}
+
+async fn name_index_finds_sessions_by_name_version_and_type(b: Backend) {
+    const DEB: &str = "application/vnd.debian.binary-package";
+    b.log
+        .append(id(3), named(1, "libc6", "2.36", Some(DEB)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(1), named(1, "libc6", "2.36", Some(DEB)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(2), named(2, "libc6", "2.37", Some(DEB)))
+        .await
+        .unwrap();
+    b.log
+        .append(id(4), named(3, "libc6", "2.36", None))
+        .await
+        .unwrap();
+    // A name that is a prefix of another, and a record without a version, match nothing.
+    b.log
+        .append(id(5), named(4, "libc", "62.36", Some(DEB)))
+        .await
+        .unwrap();
+    let mut no_version = download("http://a/y", Some(5));
+    if let AuditRecord::Download(d) = &mut no_version {
+        d.metadata.insert("name".into(), "libc6".into());
+    }
+    b.log.append(id(6), no_version).await.unwrap();
+
+    assert_eq!(
+        b.log
+            .artifacts_named("libc6", "2.36", Some(DEB))
+            .await
+            .unwrap(),
+        vec![([1; 32], id(1)), ([1; 32], id(3))]
+    );
+    assert_eq!(
+        b.log.artifacts_named("libc6", "2.36", None).await.unwrap(),
+        vec![([3; 32], id(4)), ([1; 32], id(1)), ([1; 32], id(3))]
+    );
+    assert_eq!(
+        b.log.artifacts_named("libc6", "2.37", None).await.unwrap(),
+        vec![([2; 32], id(2))]
+    );
+    assert!(
+        b.log
+            .artifacts_named("libc", "6", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.log.delete(id(1)).await.unwrap();
+    assert_eq!(
+        b.log
+            .artifacts_named("libc6", "2.36", Some(DEB))
+            .await
+            .unwrap(),
+        vec![([1; 32], id(3))]
     );
 }
 

@@ -33,6 +33,8 @@ fn live_header(n: u8, timeout_secs: u64) -> SessionHeader {
         ended: None,
         secrets: vec![],
         inspectors_configuration: None,
+        owner: None,
+        labels: Default::default(),
     }
 }
 

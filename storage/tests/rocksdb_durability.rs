@@ -33,6 +33,8 @@ fn header() -> SessionHeader {
         ended: None,
         secrets: vec![],
         inspectors_configuration: None,
+        owner: None,
+        labels: Default::default(),
     }
 }
 
@@ -73,7 +75,13 @@ async fn corrupt_and_unknown_version_records_are_errors() {
         let db = rocksdb::DB::open_cf(
             &opts,
             dir.path(),
-            ["sessions", "events", "artifacts", "by_end_time"],
+            [
+                "sessions",
+                "events",
+                "artifacts",
+                "artifact_names",
+                "by_end_time",
+            ],
         )
         .unwrap();
         let events = db.cf_handle("events").unwrap();
@@ -140,4 +148,42 @@ async fn the_writer_reports_every_durable_append_to_its_observer() {
     let commits = observer.commits.load(Ordering::SeqCst);
     assert!((1..=40).contains(&commits), "{commits} commits");
     assert!(observer.max_queued.load(Ordering::SeqCst) >= 1);
+}
+
+/// A session header exactly as the build before owners and labels wrote it (format
+/// version 1), in a database with that build's column families.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_written_by_the_previous_format_load_after_an_upgrade() {
+    const V1_HEADER: &str = "0107070707070707070707070707070707aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01fd00803c3048140c00fb100e0000010a62617369632d617574680b68747470733a2f2f782f2a03753a7000";
+    let bytes: Vec<u8> = (0..V1_HEADER.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&V1_HEADER[i..i + 2], 16).unwrap())
+        .collect();
+    let id = SessionId::from_bytes([7; 16]);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let old = rocksdb::DB::open_cf(
+            &opts,
+            dir.path(),
+            ["sessions", "events", "artifacts", "by_end_time"],
+        )
+        .unwrap();
+        old.put_cf(old.cf_handle("sessions").unwrap(), id.as_bytes(), &bytes)
+            .unwrap();
+    }
+    let s = RocksStorage::open(dir.path()).unwrap();
+    let h = s.get(id).await.unwrap().expect("the old session is there");
+    assert_eq!((h.policy, h.timeout_secs), (Policy::Permissive, 3600));
+    assert_eq!(h.created, Timestamp::from_micros(1_700_000_000_000_000));
+    assert_eq!(h.secrets[0].url_glob, "https://x/*");
+    assert_eq!((h.owner.as_deref(), h.labels.len()), (None, 0));
+    assert_eq!(s.list().await.unwrap(), vec![h.clone()]);
+    // Changed, it is written in the new format and still reads back.
+    s.set_timeout(id, 7200).await.unwrap();
+    drop(s);
+    let s = RocksStorage::open(dir.path()).unwrap();
+    assert_eq!(s.get(id).await.unwrap().map(|h| h.timeout_secs), Some(7200));
 }
