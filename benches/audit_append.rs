@@ -5,6 +5,10 @@
 
 mod common;
 
+/// The daemon's allocator (`src/main.rs`), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

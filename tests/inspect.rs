@@ -99,39 +99,7 @@ impl Repo {
             .trim()
             .to_owned();
         let root = dir.join("repo");
-        let pkg = dir.join("pkg");
-        std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-        std::fs::create_dir_all(pkg.join("usr/share/doc").join(PACKAGE)).unwrap();
-        std::fs::write(
-            pkg.join("DEBIAN/control"),
-            format!(
-                "Package: {PACKAGE}\nVersion: {VERSION}\nArchitecture: all\nMaintainer: Jo Tester <jo@example.org>\nSource: fg-hello-src\nDescription: a tiny package for tests\n It says hello.\n"
-            ),
-        )
-        .unwrap();
-        // Incompressible, so the package streams in several chunks.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(pkg.join("usr/share/doc").join(PACKAGE).join("data"), noise).unwrap();
-        std::fs::write(
-            pkg.join("usr/share/doc").join(PACKAGE).join("copyright"),
-            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: GPL-2+\n\nFiles: debian/*\nCopyright: 2026 Someone Else\nLicense: Expat\n",
-        )
-        .unwrap();
-        let pool = root.join("pool/main");
-        std::fs::create_dir_all(&pool).unwrap();
-        let deb = pool.join(format!("{PACKAGE}_{VERSION}_all.deb"));
-        run(Command::new("dpkg-deb")
-            .args(["-Zxz", "--root-owner-group", "--build"])
-            .arg(&pkg)
-            .arg(&deb));
+        let deb = build_deb(dir, &root, VERSION);
         let repo = Repo { root, arch, deb };
         repo.index(key);
         repo
@@ -203,6 +171,44 @@ impl Repo {
             .arg(dists.join("Release.gpg"))
             .arg(dists.join("Release")));
     }
+}
+
+/// Builds version `version` of the test package into `root`'s pool; returns its path.
+fn build_deb(dir: &Path, root: &Path, version: &str) -> PathBuf {
+    let pkg = dir.join(format!("pkg-{version}"));
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/doc").join(PACKAGE)).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        format!(
+            "Package: {PACKAGE}\nVersion: {version}\nArchitecture: all\nMaintainer: Jo Tester <jo@example.org>\nSource: fg-hello-src\nDescription: a tiny package for tests\n It says hello.\n"
+        ),
+    )
+    .unwrap();
+    // Incompressible, so the package streams in several chunks.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(pkg.join("usr/share/doc").join(PACKAGE).join("data"), noise).unwrap();
+    std::fs::write(
+        pkg.join("usr/share/doc").join(PACKAGE).join("copyright"),
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: GPL-2+\n\nFiles: debian/*\nCopyright: 2026 Someone Else\nLicense: Expat\n",
+    )
+    .unwrap();
+    let pool = root.join("pool/main");
+    std::fs::create_dir_all(&pool).unwrap();
+    let deb = pool.join(format!("{PACKAGE}_{version}_all.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["-Zxz", "--root-owner-group", "--build"])
+        .arg(&pkg)
+        .arg(&deb));
+    deb
 }
 
 /// A repository, its origin, and a daemon trusting it through `inspectors.yaml`.
@@ -982,4 +988,70 @@ async fn verified_packages_indexes_feed_the_debtags_lookup_and_unverified_ones_d
         body,
         json!({ PACKAGE: "role::program, works-with::image, works-with::text" })
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_in_three_sessions_and_another_version_in_a_fourth_are_found_by_sha256_and_name()
+{
+    let s = setup().await;
+    let newer = "1.2-4";
+    let newer_deb = build_deb(s.dir.path(), &s.repo.root, newer);
+    s.repo.index(&s.key);
+    let mut sessions = Vec::new();
+    for (i, version) in [VERSION, VERSION, VERSION, newer].into_iter().enumerate() {
+        let (id, token) = s.d.create(json!({})).await;
+        // Each session fetches the indexes itself (its inspectors verify them).
+        let _ = std::fs::remove_dir_all(s.dir.path().join("apt/state/lists"));
+        let cwd = s.dir.path().join(format!("session-{i}"));
+        std::fs::create_dir_all(&cwd).unwrap();
+        assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+        let want = format!("{PACKAGE}={version}");
+        assert_success(
+            &s.apt_get((&id, &token), &["download", &want], &cwd),
+            "apt-get download",
+        );
+        let report = s.d.report(&id, &token).await;
+        assert_eq!(artifact(&report, ".deb")["metadata"]["version"], version);
+        sessions.push(id);
+    }
+    let ids = |rows: &Value| -> Vec<String> {
+        rows["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|r| assert_eq!(r["result"], "Approved", "{r}"))
+            .map(|r| r["session-id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let older_sha = sha256_hex(&std::fs::read(&s.repo.deb).unwrap());
+    let newer_sha = sha256_hex(&std::fs::read(&newer_deb).unwrap());
+    let first_three: Vec<String> = sessions[..3].iter().rev().cloned().collect();
+
+    // By sha256, newest first, in pages of two.
+    let page =
+        s.d.get_json(&format!("/artifacts?sha256={older_sha}&limit=2"))
+            .await;
+    assert_eq!(ids(&page), first_three[..2]);
+    let cursor = page["next"].as_str().expect("a second page").to_owned();
+    let page =
+        s.d.get_json(&format!(
+            "/artifacts?sha256={older_sha}&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(ids(&page), first_three[2..]);
+    assert_eq!(page["next"], Value::Null);
+    let page =
+        s.d.get_json(&format!("/artifacts?sha256={newer_sha}"))
+            .await;
+    assert_eq!(ids(&page), [sessions[3].clone()]);
+
+    // By name and version: the same sets.
+    let page =
+        s.d.get_json(&format!("/artifacts?name={PACKAGE}&version={VERSION}"))
+            .await;
+    assert_eq!(ids(&page), first_three);
+    let page =
+        s.d.get_json(&format!("/artifacts?name={PACKAGE}&version={newer}"))
+            .await;
+    assert_eq!(ids(&page), [sessions[3].clone()]);
 }
