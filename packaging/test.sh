@@ -168,10 +168,10 @@ ctl() { /usr/bin/fetchgate ctl --url "http://127.0.0.1:$control_port" "$@"; }
 export FETCH_SERVICE_AUTH=ops:deb-secret
 
 step "a session lifecycle with fetchgate ctl"
-created=$(ctl --json create --timeout 900)
+created=$(ctl --json create --timeout 900 --owner packaging)
 id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
 token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$created")
-ctl list --state active | grep -q "^$id  active  strict " || fail "ctl list does not show $id active"
+ctl list --state active | grep -q "^$id  packaging  active  strict " || fail "ctl list does not show $id active: $(ctl list --state active)"
 ctl revoke "$id" --token "$token" | grep -q "^session-id  $id$" || fail "ctl revoke"
 ctl show "$id" | grep -q "^artifacts: 0$" || fail "ctl show"
 ctl end "$id" | grep -q "^state       ended$" || fail "ctl end"
