@@ -352,16 +352,29 @@ impl AuditRecord {
     /// side of the artifact index; `None` without a body or without both name and
     /// version.
     pub fn artifact_name(&self) -> Option<ArtifactName> {
+        let (name, version, kind, sha256) = self.artifact_name_parts()?;
+        Some(ArtifactName {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            kind: kind.to_owned(),
+            sha256,
+        })
+    }
+
+    /// [`AuditRecord::artifact_name`] borrowed from the record: (name, version, type,
+    /// sha256).
+    pub fn artifact_name_parts(&self) -> Option<(&str, &str, &str, [u8; 32])> {
         let AuditRecord::Download(d) = self else {
             return None;
         };
         let body = d.body?;
-        Some(ArtifactName {
-            name: d.metadata.get("name")?.clone(),
-            version: d.metadata.get("version")?.clone(),
-            kind: d.metadata.get("type").cloned().unwrap_or_default(),
-            sha256: body.sha256,
-        })
+        let kind = d.metadata.get("type").map_or("", String::as_str);
+        Some((
+            d.metadata.get("name")?,
+            d.metadata.get("version")?,
+            kind,
+            body.sha256,
+        ))
     }
 }
 

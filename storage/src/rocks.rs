@@ -34,15 +34,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lru::LruCache;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    SliceTransform, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
+    MemtableFactory, Options, SliceTransform, WriteBatch, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ArtifactName, AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained,
-    SessionHeader, SessionId, SessionStore, Timestamp, codec,
+    AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained, SessionHeader,
+    SessionId, SessionStore, Timestamp, codec,
 };
 
 const CF_SESSIONS: &str = "sessions";
@@ -98,6 +98,40 @@ fn sync_write(db: &DB, batch: WriteBatch) -> Result<()> {
     Ok(db.write_opt(batch, &opts)?)
 }
 
+/// Hash buckets of an index column family's memtable (8 bytes each, per memtable).
+const INDEX_BUCKETS: usize = 256 * 1024;
+
+/// The memtable of the index column families: a hash of small skip lists.
+fn index_memtable() -> MemtableFactory {
+    MemtableFactory::HashSkipList {
+        bucket_count: INDEX_BUCKETS,
+        height: 4,
+        branching_factor: 4,
+    }
+}
+
+/// The length of the `name ‖ version` part an `artifact_names` key starts with (each
+/// prefixed by its u16 BE length): what a name query seeks by.
+fn name_version_len(key: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    for _ in 0..2 {
+        let len = key.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    }
+    (at <= key.len()).then_some(at)
+}
+
+/// The `artifact_names` prefix extractor; RocksDB calls it from C++, so it must not
+/// panic: a key without the prefix (never written; see [`has_name_version_prefix`]) is
+/// its own prefix.
+fn name_version_prefix(key: &[u8]) -> &[u8] {
+    &key[..name_version_len(key).unwrap_or(key.len())]
+}
+
+fn has_name_version_prefix(key: &[u8]) -> bool {
+    name_version_len(key).is_some()
+}
+
 /// Opens (or creates) the database with fetchgate's options.
 fn open_db(path: &Path) -> Result<DB> {
     let mut db_opts = Options::default();
@@ -112,11 +146,25 @@ fn open_db(path: &Path) -> Result<DB> {
 
     let mut events_opts = db_opts.clone();
     events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
+    // The index keys of consecutive appends are random (a sha256 first), so in one
+    // large skip list each insert is a search from near the top, a cache miss per step:
+    // that was a third of the writer thread's time. Hashed on the prefix every query
+    // asks by, an insert lands in a small per-prefix list, and a query reads one bucket.
+    let mut artifacts_opts = db_opts.clone();
+    artifacts_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
+    artifacts_opts.set_memtable_factory(index_memtable());
+    let mut names_opts = db_opts.clone();
+    names_opts.set_prefix_extractor(SliceTransform::create(
+        "fetchgate.name-version",
+        name_version_prefix,
+        Some(has_name_version_prefix),
+    ));
+    names_opts.set_memtable_factory(index_memtable());
     let cfs = vec![
         ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
         ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
-        ColumnFamilyDescriptor::new(CF_ARTIFACTS, db_opts.clone()),
-        ColumnFamilyDescriptor::new(CF_ARTIFACT_NAMES, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_ARTIFACTS, artifacts_opts),
+        ColumnFamilyDescriptor::new(CF_ARTIFACT_NAMES, names_opts),
         ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
     ];
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
@@ -260,14 +308,15 @@ fn push_string(key: &mut Vec<u8>, s: &str) -> Option<()> {
     Some(())
 }
 
-/// The `artifact_names` key of `name` in `session`; `None` for strings too long to index.
-fn artifact_name_key(name: &ArtifactName, session: SessionId) -> Option<Vec<u8>> {
-    let mut key =
-        Vec::with_capacity(6 + name.name.len() + name.version.len() + name.kind.len() + 48);
-    push_string(&mut key, &name.name)?;
-    push_string(&mut key, &name.version)?;
-    push_string(&mut key, &name.kind)?;
-    key.extend_from_slice(&name.sha256);
+/// The `artifact_names` key of `record`'s artifact in `session`; `None` for a record
+/// without a named artifact, or with strings too long to index.
+fn artifact_name_key(record: &AuditRecord, session: SessionId) -> Option<Vec<u8>> {
+    let (name, version, kind, sha256) = record.artifact_name_parts()?;
+    let mut key = Vec::with_capacity(6 + name.len() + version.len() + kind.len() + 48);
+    push_string(&mut key, name)?;
+    push_string(&mut key, version)?;
+    push_string(&mut key, kind)?;
+    key.extend_from_slice(&sha256);
     key.extend_from_slice(session.as_bytes());
     Some(key)
 }
@@ -311,7 +360,8 @@ enum WriterMsg {
         session: SessionId,
         bytes: Vec<u8>,
         sha256: Option<[u8; 32]>,
-        name: Option<ArtifactName>,
+        /// Built by the appender, off the writer thread.
+        name_key: Option<Vec<u8>>,
         delta: Counters,
         reply: oneshot::Sender<Result<u64>>,
     },
@@ -448,10 +498,10 @@ fn run_writer(
                     session,
                     bytes,
                     sha256,
-                    name,
+                    name_key,
                     delta,
                     reply,
-                } => writer.stage(session, bytes, sha256, name, delta, reply),
+                } => writer.stage(session, bytes, sha256, name_key, delta, reply),
                 WriterMsg::Session { id, change, reply } => writer.stage_session(id, change, reply),
                 WriterMsg::Recover => {
                     let _ = writer.writable();
@@ -608,7 +658,7 @@ impl<'a> Writer<'a> {
         session: SessionId,
         bytes: Vec<u8>,
         sha256: Option<[u8; 32]>,
-        name: Option<ArtifactName>,
+        name_key: Option<Vec<u8>>,
         delta: Counters,
         reply: oneshot::Sender<Result<u64>>,
     ) {
@@ -636,8 +686,7 @@ impl<'a> Writer<'a> {
         if let Some(sha) = sha256 {
             self.artifacts.push(artifact_key(&sha, session));
         }
-        self.names
-            .extend(name.and_then(|n| artifact_name_key(&n, session)));
+        self.names.extend(name_key);
         self.touched.insert(session);
         self.pending.push((reply, session, seq));
     }
@@ -763,11 +812,7 @@ fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
         match codec::decode::<AuditRecord>(bytes) {
             Ok(record) => {
                 shas.extend(record.artifact_sha256());
-                names.extend(
-                    record
-                        .artifact_name()
-                        .and_then(|n| artifact_name_key(&n, session)),
-                );
+                names.extend(artifact_name_key(&record, session));
             }
             Err(e) => {
                 tracing::warn!(%session, error = %e, "unreadable record skipped while deleting")
@@ -912,7 +957,7 @@ impl AuditLog for RocksStorage {
             session,
             bytes,
             sha256: record.artifact_sha256(),
-            name: record.artifact_name(),
+            name_key: artifact_name_key(&record, session),
             delta,
             reply,
         };
