@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::deb822::Stanza;
+
 /// Package name → normalised tag string.
 pub type TagMap = BTreeMap<String, String>;
 
@@ -53,6 +55,13 @@ pub fn normalise(raw: &str) -> String {
         out.push_str(t);
     }
     out
+}
+
+/// The normalised tags of one Packages stanza, if it has any.
+pub fn stanza_tags(stanza: &Stanza) -> Option<(String, String)> {
+    let (pkg, raw) = (stanza.get("Package")?, stanza.get("Tag")?);
+    let t = normalise(raw);
+    (!t.is_empty()).then(|| (pkg.to_owned(), t))
 }
 
 /// Splits at commas that are not inside braces.
