@@ -19,7 +19,7 @@ pub mod git;
 pub mod gomod;
 pub mod npm;
 pub mod pip;
-pub mod tarball;
+mod tarball;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod urls;

@@ -7,7 +7,7 @@ use std::io::Read;
 /// The first file whose path (without a leading `./`) is `{top}/{name}`, for any single
 /// top-level directory `top` accepted by `top_ok`: its bytes, at most `max_file`.
 /// `None` when the archive has no such file within `max_expanded` expanded bytes.
-pub fn find_top_level_file(
+pub(crate) fn find_top_level_file(
     reader: impl Read,
     name: &str,
     top_ok: impl Fn(&str) -> bool,

@@ -3,7 +3,7 @@
 
 /// An absolute URL as the pipeline writes request URLs (`scheme://host:port/path?query`,
 /// no fragment); `None` unless it is http(s) with a host.
-pub fn normalise_url(url: &url::Url) -> Option<String> {
+pub(crate) fn normalise_url(url: &url::Url) -> Option<String> {
     let scheme = url.scheme();
     if scheme != "http" && scheme != "https" {
         return None;
