@@ -2,7 +2,7 @@
 # Runs fetchgate's whole test suite on a fresh Debian/Ubuntu machine: installs the
 # system packages the build and the tests need (as root, or through sudo), then checks
 # formatting and lints and runs every test, including the integration tests that start
-# the real binary and a smoke run of each benchmark.
+# the real binary, a smoke run of each benchmark and a short run of each fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +36,19 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 # Note: clippy's check build and the test build each run RocksDB's C++ build script
 # on a cold machine; a cold run took about 30 minutes here (2 cores).
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --all-targets --locked
+# Every parser of untrusted bytes (fetchgate-formats) under libFuzzer and the address
+# sanitizer, 30 s per target; fuzz/run-all.sh without an argument runs 5 minutes each.
+# It builds only fetchgate-formats and its pure-Rust dependencies (fuzz/target), never
+# RocksDB or Pingora.
+echo "==> fuzz/run-all.sh 30"
+fuzz/run-all.sh 30
 # Packages the binary the tests just built (no second profile), installs and checks them.
 echo "==> packaging/test.sh"
 if [ "$(id -u)" -eq 0 ]; then

@@ -56,7 +56,8 @@ pub struct DebtagsArgs {
 fn debtags(args: DebtagsArgs) -> ExitCode {
     use std::io::Write;
 
-    use crate::debtags::{cache::PackagesCache, tags, valid_name};
+    use crate::debtags::{cache::PackagesCache, valid_name};
+    use fetchgate_formats::debtags as tags;
 
     for (what, v) in [("suite", &args.suite), ("component", &args.component)]
         .into_iter()

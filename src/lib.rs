@@ -6,7 +6,6 @@
 //! `docs/architecture.md`.
 
 pub mod audit;
-pub mod basic_auth;
 pub mod ca;
 pub mod cli;
 pub mod cluster;

@@ -42,7 +42,7 @@ impl Registry {
             "[package]\nname = \"{CRATE}\"\nversion = \"{VERSION}\"\nedition = \"2021\"\nlicense = \"MIT OR Apache-2.0\"\ndescription = \"says hello\"\nauthors = [\"Jo Tester <jo@example.org>\"]\n"
         );
         let top = format!("{CRATE}-{VERSION}");
-        let bytes = common::tar_gz(&[
+        let bytes = fetchgate_formats::testing::tar_gz(&[
             (&format!("{top}/Cargo.toml"), manifest.as_bytes()),
             (&format!("{top}/src/lib.rs"), lib.as_bytes()),
         ]);

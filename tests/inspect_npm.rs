@@ -42,7 +42,7 @@ impl Registry {
             "description": "says hello", "author": "Jo Tester <jo@example.org>",
             "main": "index.js"})
         .to_string();
-        let bytes = common::tar_gz(&[
+        let bytes = fetchgate_formats::testing::tar_gz(&[
             ("package/package.json", package.as_bytes()),
             ("package/index.js", code.as_bytes()),
         ]);

@@ -35,7 +35,7 @@ impl PyIndex {
             b"[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n";
         let backend = b"import os, shutil\n\ndef get_requires_for_build_wheel(config_settings=None):\n    return []\n\ndef prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):\n    name = 'fg_src-2.0.dist-info'\n    os.makedirs(os.path.join(metadata_directory, name))\n    shutil.copy('PKG-INFO', os.path.join(metadata_directory, name, 'METADATA'))\n    return name\n";
         let pkg_info = b"Metadata-Version: 2.1\nName: fg-src\nVersion: 2.0\nSummary: a tiny sdist for tests\nLicense: Apache-2.0\n";
-        let sdist = common::tar_gz(&[
+        let sdist = fetchgate_formats::testing::tar_gz(&[
             ("fg_src-2.0/pyproject.toml", &pyproject[..]),
             ("fg_src-2.0/backend.py", &backend[..]),
             ("fg_src-2.0/PKG-INFO", &pkg_info[..]),

@@ -15,7 +15,7 @@ use crate::telemetry::{SECURITY, metric};
 
 /// The `user` and `password` of an `Authorization: Basic` header, if well formed.
 pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    crate::basic_auth::parse(headers.get(header::AUTHORIZATION)?.as_bytes())
+    fetchgate_formats::basic_auth::parse(headers.get(header::AUTHORIZATION)?.as_bytes())
 }
 
 fn authorised(credentials: &Credentials, headers: &HeaderMap) -> bool {

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::ControlState;
 use super::error::ApiError;
-use crate::debtags::{LookupError, tags, valid_name};
+use crate::debtags::{LookupError, valid_name};
+use fetchgate_formats::debtags as tags;
 
 impl From<LookupError> for ApiError {
     fn from(e: LookupError) -> Self {

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use super::deb822::{self, Item, Paragraphs};
-use super::tags::{self, Overrides, TagMap};
 use crate::telemetry::metric;
+use fetchgate_formats::deb822::{Compression, Item, Paragraphs};
+use fetchgate_formats::debtags::{self as tags, Overrides, TagMap, stanza_tags};
 
 /// A file's identity for caching: a rewrite changes its size or modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +292,9 @@ fn find_indexes(dir: &Path, arch: Option<&str>) -> io::Result<Vec<(PathBuf, Stam
 /// Reads one Packages file into package → normalised tags, skipping (with a warning
 /// naming the file and line) malformed stanzas and leaving out packages without tags.
 pub fn parse_packages(path: &Path) -> io::Result<TagMap> {
-    parse_stream(deb822::open(path)?, &path.display().to_string())
+    let file = std::fs::File::open(path)?;
+    let paragraphs = Paragraphs::new(Compression::from_path(path).reader(file));
+    parse_stream(paragraphs, &path.display().to_string())
 }
 
 /// Where a Packages index fetched through the proxy sits in its archive.
@@ -327,13 +329,6 @@ impl FedIndex {
             dir: dir.to_owned(),
         })
     }
-}
-
-/// The normalised tags of one stanza, if it has any.
-pub fn stanza_tags(stanza: &deb822::Stanza) -> Option<(String, String)> {
-    let (pkg, raw) = (stanza.get("Package")?, stanza.get("Tag")?);
-    let t = tags::normalise(raw);
-    (!t.is_empty()).then(|| (pkg.to_owned(), t))
 }
 
 /// Package → normalised tags from a stream of stanzas; `name` is used in warnings.

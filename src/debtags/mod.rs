@@ -5,12 +5,11 @@
 //! Sources, in order: the archive's upstream debtags service (short timeout, its answer
 //! becomes the cache for that key), then the tags in the archive's last-written Packages
 //! files ([`cache::PackagesCache`], parsed once per file version); the overrides file
-//! is applied on top of either. [`deb822`] and [`tags`] are pure parsers with no
-//! RocksDB or Pingora imports, for fuzzing and for reuse by the apt inspector.
+//! is applied on top of either. The stanzas come from `fetchgate_formats::deb822`,
+//! shared with the apt inspector; `fetchgate_formats::debtags` normalises
+//! what they say.
 
 pub mod cache;
-pub mod deb822;
-pub mod tags;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -19,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use self::cache::{PackagesCache, Snapshot};
-use self::tags::TagMap;
 use self::upstream::{Answer, Upstream};
 use crate::telemetry::metric;
+use fetchgate_formats::debtags::{self as tags, TagMap};
 
 /// One configured archive (`[[debtags.archive]]` in `fetchgate.toml`).
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::tags::{self, TagMap};
 use crate::http_client::{self, Endpoint, Options};
+use fetchgate_formats::debtags::{self as tags, TagMap};
 
 /// The largest upstream answer accepted.
 const MAX_BODY: usize = 64 << 20;

@@ -12,18 +12,19 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fetchgate_formats::apt::{ReleaseIndex, parse_release};
+use fetchgate_formats::deb822::{Compression, Item, Paragraphs};
+use fetchgate_formats::debtags::{TagMap, stanza_tags};
+use fetchgate_formats::parse_sha256;
 use fetchgate_storage::BodyDigest;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc2822;
 
 use super::config::AptRepository;
 use super::spool::{Buffer, Spool};
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
-use crate::debtags::cache::{FedIndex, PackagesCache, stanza_tags};
-use crate::debtags::deb822::{Compression, Item, Paragraphs};
-use crate::debtags::tags::TagMap;
+use crate::debtags::cache::{FedIndex, PackagesCache};
 
 pub const RELEASE_ID: &str = "apt.release";
 pub const PACKAGES_ID: &str = "apt.packages";
@@ -58,30 +59,6 @@ impl AptMemory {
     }
 }
 
-/// A verified Release file's SHA256 list.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReleaseIndex {
-    /// Path under `dists/<suite>/` → (sha256, size).
-    files: HashMap<String, ([u8; 32], u64)>,
-    /// Its `Origin` (the archive's vendor, `Debian`, `Ubuntu`, ...).
-    origin: Option<String>,
-}
-
-impl ReleaseIndex {
-    /// Whether the Release lists this path (under `dists/<suite>/`).
-    #[cfg(test)]
-    pub(crate) fn lists(&self, path: &str) -> bool {
-        self.files.contains_key(path)
-    }
-
-    fn path_of(&self, sha: &[u8; 32]) -> Option<&str> {
-        self.files
-            .iter()
-            .find(|(_, (s, _))| s == sha)
-            .map(|(p, _)| p.as_str())
-    }
-}
-
 /// One package of a verified Packages index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageEntry {
@@ -109,92 +86,6 @@ pub enum IndexError {
     Release(String),
     #[error("Packages index: {0}")]
     Packages(String),
-}
-
-/// Parses a Release file's text: its SHA256 list, after checking it is for `suite` and,
-/// when it says `Valid-Until`, still valid at `now` (an old signed Release replayed
-/// would otherwise hide security updates).
-pub fn parse_release(
-    text: &[u8],
-    suite: &str,
-    now: OffsetDateTime,
-) -> Result<ReleaseIndex, IndexError> {
-    let err = |m: String| IndexError::Release(m);
-    let mut paragraphs = Paragraphs::new(text);
-    let stanza = match paragraphs.next_item() {
-        Ok(Some(Item::Stanza(s))) => s,
-        Ok(Some(Item::Malformed(m))) => return Err(err(format!("line {}: {}", m.line, m.reason))),
-        Ok(None) => return Err(err("empty".into())),
-        Err(e) => return Err(err(e.to_string())),
-    };
-    let names: Vec<&str> = ["Suite", "Codename"]
-        .iter()
-        .filter_map(|f| stanza.get(f))
-        .collect();
-    let last = suite.rsplit('/').next().unwrap_or(suite);
-    if !names.is_empty() && !names.iter().any(|n| *n == suite || *n == last) {
-        return Err(err(format!(
-            "it is for suite {}, not {suite}",
-            names.join(" / ")
-        )));
-    }
-    if let Some(until) = stanza.get("Valid-Until") {
-        let parsed = release_date(until)
-            .ok_or_else(|| err(format!("Valid-Until {until:?} is not a date")))?;
-        if parsed < now {
-            return Err(err(format!("expired (Valid-Until {until})")));
-        }
-    }
-    let list = stanza
-        .get("SHA256")
-        .ok_or_else(|| err("no SHA256 list".into()))?;
-    let mut files = HashMap::new();
-    for (i, line) in list
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let mut parts = line.split_ascii_whitespace();
-        let (Some(hash), Some(size), Some(path), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err(format!(
-                "SHA256 line {}: expected `hash size path`",
-                i + 1
-            )));
-        };
-        let sha = parse_sha256(hash)
-            .ok_or_else(|| err(format!("SHA256 line {}: bad hash {hash:?}", i + 1)))?;
-        let size: u64 = size
-            .parse()
-            .map_err(|_| err(format!("SHA256 line {}: bad size {size:?}", i + 1)))?;
-        files.insert(path.to_owned(), (sha, size));
-    }
-    if files.is_empty() {
-        return Err(err("the SHA256 list is empty".into()));
-    }
-    Ok(ReleaseIndex {
-        files,
-        origin: stanza.get("Origin").map(str::to_owned),
-    })
-}
-
-/// A Release date (RFC 2822, where Debian writes `UTC` for the zone).
-fn release_date(text: &str) -> Option<OffsetDateTime> {
-    let text = text.trim();
-    let numeric = match text.strip_suffix("UTC") {
-        Some(rest) => format!("{rest}+0000"),
-        None => text.to_owned(),
-    };
-    OffsetDateTime::parse(&numeric, &Rfc2822).ok()
-}
-
-/// 64 hex digits → bytes.
-pub fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_text, &mut out).ok()?;
-    Some(out)
 }
 
 /// What one Packages index holds.
@@ -397,9 +288,11 @@ impl BodyObserver for ReleaseObserver {
                     Ok(s) => s,
                     Err(e) => return ResponseFinding::rejected(format!("InRelease: {e}")),
                 };
-                match parse_release(signed.as_bytes(), &self.suite, OffsetDateTime::now_utc()) {
+                match parse_release(signed.as_bytes(), &self.suite, OffsetDateTime::now_utc())
+                    .map_err(IndexError::Release)
+                {
                     Ok(index) => {
-                        let n = index.files.len();
+                        let n = index.file_count();
                         memory.releases.insert(key, index);
                         ResponseFinding::approved()
                             .note("signature", "verified")
@@ -409,7 +302,9 @@ impl BodyObserver for ReleaseObserver {
                 }
             }
             ReleaseKind::Release => {
-                match parse_release(&text, &self.suite, OffsetDateTime::now_utc()) {
+                match parse_release(&text, &self.suite, OffsetDateTime::now_utc())
+                    .map_err(IndexError::Release)
+                {
                     Ok(_) => {
                         memory.unsigned.insert(key, text);
                         ResponseFinding::approved().note(
@@ -429,9 +324,11 @@ impl BodyObserver for ReleaseObserver {
                 if let Err(e) = self.repo.keys.verify_detached(release, &text) {
                     return ResponseFinding::rejected(format!("Release.gpg: {e}"));
                 }
-                match parse_release(release, &self.suite, OffsetDateTime::now_utc()) {
+                match parse_release(release, &self.suite, OffsetDateTime::now_utc())
+                    .map_err(IndexError::Release)
+                {
                     Ok(index) => {
-                        let n = index.files.len();
+                        let n = index.file_count();
                         memory.unsigned.remove(&key);
                         memory.releases.insert(key, index);
                         ResponseFinding::approved()
@@ -527,7 +424,7 @@ impl BodyObserver for IndexObserver {
             };
             let listing = Listing {
                 suite: self.suite.clone(),
-                vendor: release.origin.clone(),
+                vendor: release.origin().map(str::to_owned),
             };
             match listed_path(release, &self.path, body) {
                 Ok(p) => (p, Arc::new(listing)),
@@ -598,12 +495,13 @@ fn listed_path(release: &ReleaseIndex, path: &str, body: &BodyDigest) -> Result<
             )),
         };
     }
-    match release.files.get(path) {
+    match release.get(path) {
         None => Err(format!("{path} is not listed in the Release file")),
-        Some((sha, size)) if *sha != body.sha256 || *size != body.size => Err(format!(
-            "content (sha256 {got}, {} bytes) does not match the Release file (sha256 {}, {size} bytes)",
+        Some(l) if l.sha256 != body.sha256 || l.size != body.size => Err(format!(
+            "content (sha256 {got}, {} bytes) does not match the Release file (sha256 {}, {} bytes)",
             body.size,
-            hex::encode(sha)
+            hex::encode(l.sha256),
+            l.size
         )),
         Some(_) => Ok(path.to_owned()),
     }
@@ -620,10 +518,6 @@ mod tests {
             suite: "s".into(),
             vendor: None,
         })
-    }
-
-    fn now() -> OffsetDateTime {
-        time::macros::datetime!(2026-06-01 12:00 UTC)
     }
 
     fn session(components: &[&str]) -> SessionInspection {
@@ -688,54 +582,6 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_release_is_refused() {
-        let text = |until: &str| {
-            format!(
-                "Suite: s\nValid-Until: {until}\nSHA256:\n {SHA} 0 main/binary-amd64/Packages\n"
-            )
-        };
-        assert!(
-            parse_release(text("Sat, 06 Jun 2026 00:00:00 UTC").as_bytes(), "s", now()).is_ok()
-        );
-        let e = parse_release(text("Fri, 01 May 2026 00:00:00 UTC").as_bytes(), "s", now())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("expired"), "{e}");
-        let e = parse_release(text("tomorrow").as_bytes(), "s", now())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not a date"), "{e}");
-    }
-
-    #[test]
-    fn release_list_is_parsed_and_suite_checked() {
-        let text = format!(
-            "Suite: stable\nCodename: bookworm\nSHA256:\n {SHA} 0 main/binary-amd64/Packages\n {SHA}   0 main/binary-amd64/Packages.gz\n"
-        );
-        let index = parse_release(text.as_bytes(), "bookworm", now()).unwrap();
-        assert_eq!(index.files.len(), 2);
-        let e = parse_release(text.as_bytes(), "sid", now()).unwrap_err();
-        assert!(e.to_string().contains("not sid"), "{e}");
-    }
-
-    #[test]
-    fn hostile_release_files_are_refused_with_a_reason() {
-        for (text, needle) in [
-            ("", "empty"),
-            ("Suite: s\n", "no SHA256"),
-            ("Suite: s\nSHA256:\n zz 1 p\n", "bad hash"),
-            (&format!("Suite: s\nSHA256:\n {SHA} -1 p\n"), "bad size"),
-            (&format!("Suite: s\nSHA256:\n {SHA} 1\n"), "expected"),
-            ("\u{0}\u{1}garbage without colon\n", "line 1"),
-        ] {
-            let e = parse_release(text.as_bytes(), "s", now())
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(needle), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
     fn packages_stanzas_without_required_fields_are_skipped() {
         let text = format!(
             "Package: a\nVersion: 1\nArchitecture: all\nSize: 3\nSHA256: {SHA}\n\nPackage: b\nVersion: 1\n\nnot a field\n"
@@ -757,10 +603,8 @@ mod tests {
     #[test]
     fn by_hash_content_must_be_listed_under_the_same_directory() {
         let sha = parse_sha256(SHA).unwrap();
-        let mut release = ReleaseIndex::default();
-        release
-            .files
-            .insert("main/binary-amd64/Packages".into(), (sha, 0));
+        let text = format!("SHA256:\n {SHA} 0 main/binary-amd64/Packages\n");
+        let release = parse_release(text.as_bytes(), "s", OffsetDateTime::now_utc()).unwrap();
         let body = BodyDigest {
             sha1: [0; 20],
             sha256: sha,

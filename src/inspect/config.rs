@@ -373,46 +373,6 @@ pub fn normalise_base(url: &str) -> Result<String, &'static str> {
     Ok(format!("{scheme}://{host}:{port}{path}"))
 }
 
-/// An absolute URL as the pipeline writes request URLs (`scheme://host:port/path?query`,
-/// no fragment); `None` unless it is http(s) with a host.
-pub fn normalise_url(url: &url::Url) -> Option<String> {
-    let scheme = url.scheme();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let host = match url.host()? {
-        url::Host::Ipv6(a) => format!("[{a}]"),
-        h => h.to_string(),
-    };
-    let port = url.port_or_known_default()?;
-    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
-    Some(format!("{scheme}://{host}:{port}{}{query}", url.path()))
-}
-
-/// `%xx` escapes decoded (invalid ones kept as they are).
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

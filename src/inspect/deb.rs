@@ -16,7 +16,7 @@ use super::copyright::CopyrightScan;
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
-use crate::debtags::deb822::{Item, Paragraphs};
+use fetchgate_formats::deb822::{Item, Paragraphs};
 
 pub const ID: &str = "deb";
 

@@ -30,7 +30,6 @@ pub mod openpgp;
 pub mod pip;
 pub mod sniff;
 pub mod spool;
-pub mod tarball;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -424,36 +423,6 @@ pub(crate) fn with_request<R>(method: &str, url: &str, f: impl FnOnce(&RequestIn
         url,
         headers: &headers,
     })
-}
-
-/// Hostile variants of a valid input, for the parsers' no-panic tests: every truncation
-/// (in `sample.len() / 64` steps) and `n` copies with a few bytes overwritten
-/// (deterministic pseudo-random positions and values).
-#[cfg(test)]
-pub(crate) fn mutations(sample: &[u8], n: usize) -> Vec<Vec<u8>> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ sample.len() as u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let step = (sample.len() / 64).max(1);
-    let mut out: Vec<Vec<u8>> = (0..sample.len())
-        .step_by(step)
-        .map(|len| sample[..len].to_vec())
-        .collect();
-    for _ in 0..n {
-        let mut m = sample.to_vec();
-        for _ in 0..1 + next() % 4 {
-            if !m.is_empty() {
-                let at = (next() % m.len() as u64) as usize;
-                m[at] = next() as u8;
-            }
-        }
-        out.push(m);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -280,13 +280,13 @@ mod tests {
         let ring = Keyring::from_file(&fixture("debian-archive-keyring.gpg")).unwrap();
         let text = ring.verify_cleartext_at(&in_release(), SIGNED_AT).unwrap();
         let at = time::OffsetDateTime::from_unix_timestamp(SIGNED_AT as i64).unwrap();
-        let index =
-            crate::inspect::apt::parse_release(text.as_bytes(), "bookworm-security", at).unwrap();
-        assert!(index.lists("main/binary-amd64/Packages.xz"));
+        let index = fetchgate_formats::apt::parse_release(text.as_bytes(), "bookworm-security", at)
+            .unwrap();
+        assert!(index.get("main/binary-amd64/Packages.xz").is_some());
         // Valid for a week: a replay a month later is refused.
         let later = at + time::Duration::days(30);
         assert!(
-            crate::inspect::apt::parse_release(text.as_bytes(), "bookworm-security", later)
+            fetchgate_formats::apt::parse_release(text.as_bytes(), "bookworm-security", later)
                 .is_err()
         );
     }

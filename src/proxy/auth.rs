@@ -59,7 +59,7 @@ pub async fn authenticate(
     header: Option<&[u8]>,
     client: &str,
 ) -> Result<SessionHeader, Refusal> {
-    let result = match header.and_then(crate::basic_auth::parse) {
+    let result = match header.and_then(fetchgate_formats::basic_auth::parse) {
         None => Err(Refusal::anonymous(
             "proxy credentials required (Basic session-id:token)",
         )),

@@ -91,20 +91,6 @@ pub fn bare_repository(root: &Path, home: &Path, name: &str, readme: &str) -> St
         .to_owned()
 }
 
-/// A gzip-compressed tarball of these files (sdists, crates, npm packages).
-pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, path, *data).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
 /// The artifact of a report downloaded from a URL ending with `url_end` (its first
 /// download's URL).
 pub fn artifact<'a>(report: &'a Value, url_end: &str) -> &'a Value {

@@ -13,22 +13,18 @@
 //! same session, wherever it is hosted; an unlisted file under a trusted index is
 //! rejected at request time.
 
-pub mod index;
-pub mod metadata;
-pub mod sdist;
-pub mod wheel;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use fetchgate_storage::BodyDigest;
 
-use self::index::IndexedFile;
 use super::spool::{Buffer, Spool};
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
+use fetchgate_formats::pip::index::{self, IndexedFile};
+use fetchgate_formats::pip::{metadata, sdist, wheel};
 
 pub const INDEX_ID: &str = "pip.simple-index";
 pub const WHEEL_ID: &str = "pip.wheel";

@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn mutated_wheels_never_panic() {
         let w = wheel(&[("fg_hello/__init__.py", b"print('hi')\n")], |r| r);
-        for m in crate::inspect::mutations(&w, 500) {
+        for m in crate::testing::mutations(&w, 500) {
             let _ = inspect(Cursor::new(m), &name());
         }
     }

@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::deb822::Stanza;
+
 /// Package name → normalised tag string.
 pub type TagMap = BTreeMap<String, String>;
 
@@ -27,20 +29,12 @@ pub fn normalise(raw: &str) -> String {
                 for inner in item[open + 1..close].split(',') {
                     let inner = inner.trim();
                     if !inner.is_empty() {
-                        tags.push(Cow::Owned(format!(
-                            "{}{inner}{}",
-                            prefix.trim(),
-                            suffix.trim()
-                        )));
+                        let tag = format!("{}{inner}{}", prefix.trim(), suffix.trim());
+                        tags.push(Cow::Owned(one_line(&tag).into_owned()));
                     }
                 }
             }
-            _ if item.contains(char::is_whitespace) => {
-                tags.push(Cow::Owned(
-                    item.split_whitespace().collect::<Vec<_>>().join(" "),
-                ));
-            }
-            _ => tags.push(Cow::Borrowed(item)),
+            _ => tags.push(one_line(item)),
         }
     }
     tags.sort_unstable();
@@ -53,6 +47,28 @@ pub fn normalise(raw: &str) -> String {
         out.push_str(t);
     }
     out
+}
+
+/// Runs of whitespace (line breaks included) as one space: a tag never spans lines, so
+/// the `package: tags` text form keeps one line per package whatever the input held.
+fn one_line(tag: &str) -> Cow<'_, str> {
+    if tag.contains(|c: char| c.is_whitespace() && c != ' ') || tag.contains("  ") {
+        Cow::Owned(tag.split_whitespace().collect::<Vec<_>>().join(" "))
+    } else {
+        Cow::Borrowed(tag)
+    }
+}
+
+/// The normalised tags of one Packages stanza, if it has any and a valid package name
+/// (a name is one token of `[a-z0-9+.-]`, so it cannot smuggle a line into
+/// [`to_text`]).
+pub fn stanza_tags(stanza: &Stanza) -> Option<(String, String)> {
+    let (pkg, raw) = (stanza.get("Package")?, stanza.get("Tag")?);
+    if pkg.is_empty() || !valid_package_name(pkg) {
+        return None;
+    }
+    let t = normalise(raw);
+    (!t.is_empty()).then(|| (pkg.to_owned(), t))
 }
 
 /// Splits at commas that are not inside braces.
@@ -182,6 +198,37 @@ mod tests {
             "an unclosed brace swallows the rest"
         );
         assert_eq!(normalise("é::{ü,ß}"), "é::ß, é::ü");
+    }
+
+    /// Found by the `debtags` fuzz target: the text after a facet group's `}` kept its
+    /// line break, so the text form grew a line for a package nobody tagged.
+    #[test]
+    fn a_tag_never_holds_a_line_break() {
+        let raw = "# commento, v, usa::{editing,m: }# comment\nhello, vim: rrol";
+        let t = normalise(raw);
+        assert!(!t.contains('\n'), "{t:?}");
+        assert_eq!(normalise(&t), t);
+        let tags: TagMap = [("pkg".to_owned(), t)].into();
+        assert_eq!(to_text(&tags).lines().count(), 1);
+        assert_eq!(normalise("a::{b\r\n c,d}\tx"), "a::b cx, a::dx");
+    }
+
+    #[test]
+    fn stanza_tags_need_a_valid_package_name() {
+        let tags_of = |text: &str| {
+            let mut p = crate::deb822::Paragraphs::new(text.as_bytes());
+            match p.next_item().unwrap() {
+                Some(crate::deb822::Item::Stanza(s)) => stanza_tags(s),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            tags_of("Package: vim\nTag: role::{program,data}\n"),
+            Some(("vim".into(), "role::data, role::program".into()))
+        );
+        assert_eq!(tags_of("Package: vim\n evil: x\nTag: a\n"), None);
+        assert_eq!(tags_of("Package: Vim\nTag: a\n"), None);
+        assert_eq!(tags_of("Package: vim\nTag: , \n"), None);
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! skipped; the caller decides how to warn. Nothing here knows about debtags: any field is
 //! reachable through [`Stanza::get`], so apt `Packages` inspection can reuse it.
 //!
-//! This module imports neither RocksDB nor Pingora, so a fuzz target builds in seconds.
+//! It reads only the reader it is given (the caller opens files), so a fuzz target
+//! drives it with bytes.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::Range;
 use std::path::Path;
@@ -53,12 +53,6 @@ impl Compression {
             )),
         }
     }
-}
-
-/// Opens a (possibly compressed) deb822 file for streaming.
-pub fn open(path: &Path) -> io::Result<Paragraphs<Box<dyn BufRead>>> {
-    let file = File::open(path)?;
-    Ok(Paragraphs::new(Compression::from_path(path).reader(file)))
 }
 
 /// One field of a stanza: byte ranges into the stanza's text.

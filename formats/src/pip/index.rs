@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::inspect::config::{normalise_url, percent_decode};
+use crate::urls::{normalise_url, percent_decode};
 
 /// The largest page read (expanded, when the origin sent it gzip-compressed).
 pub const MAX_PAGE: usize = 64 << 20;
@@ -67,14 +67,13 @@ fn json_files(text: &str, base: &url::Url) -> Result<Vec<IndexedFile>, String> {
                     hashes
                         .get("sha256")
                         .and_then(|v| v.as_str())
-                        .and_then(super::super::apt::parse_sha256),
+                        .and_then(crate::parse_sha256),
                 ),
                 Some(_) => Some(None),
             };
             let sha256 = match f.hashes.get("sha256") {
                 Some(h) => Some(
-                    super::super::apt::parse_sha256(h)
-                        .ok_or_else(|| format!("{}: bad sha256 {h:?}", f.url))?,
+                    crate::parse_sha256(h).ok_or_else(|| format!("{}: bad sha256 {h:?}", f.url))?,
                 ),
                 None => None,
             };
@@ -112,20 +111,16 @@ fn html_files(text: &str, base: &url::Url) -> Result<Vec<IndexedFile>, String> {
             None => (href.as_str(), None),
         };
         let sha256 = match fragment.and_then(|f| f.strip_prefix("sha256=")) {
-            Some(h) => Some(
-                super::super::apt::parse_sha256(h)
-                    .ok_or_else(|| format!("{href}: bad sha256 fragment"))?,
-            ),
+            Some(h) => {
+                Some(crate::parse_sha256(h).ok_or_else(|| format!("{href}: bad sha256 fragment"))?)
+            }
             None => None,
         };
         let metadata = attribute(&attributes, "data-core-metadata")
             .or_else(|| attribute(&attributes, "data-dist-info-metadata"))
             .and_then(|v| match v.as_str() {
                 "false" => None,
-                v => Some(
-                    v.strip_prefix("sha256=")
-                        .and_then(super::super::apt::parse_sha256),
-                ),
+                v => Some(v.strip_prefix("sha256=").and_then(crate::parse_sha256)),
             });
         let (url, filename) = resolve(base, link)?;
         files.push(IndexedFile {
@@ -286,7 +281,7 @@ mod tests {
             "https://idx.example.org:443/files/fg_hello-1.0-py3-none-any.whl"
         );
         assert_eq!(files[0].filename, "fg_hello-1.0-py3-none-any.whl");
-        assert_eq!(files[0].sha256, super::super::super::apt::parse_sha256(SHA));
+        assert_eq!(files[0].sha256, crate::parse_sha256(SHA));
         assert_eq!(files[0].metadata, Some(files[0].sha256));
         assert_eq!(
             files[1].url,
@@ -333,7 +328,7 @@ mod tests {
     #[test]
     fn mutated_pages_never_panic() {
         for sample in [html_page(), json_page()] {
-            for m in crate::inspect::mutations(sample.as_bytes(), 500) {
+            for m in crate::testing::mutations(sample.as_bytes(), 500) {
                 let _ = parse_page(&m, "https://idx:443/simple/x/");
             }
         }

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn mutated_metadata_never_panics() {
         let sample = b"Metadata-Version: 2.1\nName: fg-hello\nVersion: 1.0\nAuthor-email: \"Jo\" <jo@example.org>\nDescription: a\n  b\n\nbody\n";
-        for m in crate::inspect::mutations(sample, 500) {
+        for m in crate::testing::mutations(sample, 500) {
             let _ = parse(&m);
         }
     }

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use super::metadata::{self, CoreMetadata, MAX_METADATA};
-use crate::inspect::tarball::find_top_level_file;
+use crate::tarball::find_top_level_file;
 
 /// The most an sdist is expanded while looking for `PKG-INFO`.
 const MAX_EXPANDED: u64 = 4 << 30;
@@ -33,7 +33,7 @@ pub fn inspect(reader: impl Read, filename: &str) -> Result<CoreMetadata, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::tarball::tests::tar_gz as sdist;
+    use crate::testing::tar_gz as sdist;
 
     #[test]
     fn pkg_info_names_the_sdist() {
@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn mutated_sdists_never_panic() {
         let s = sdist(&[("fg-hello-1.0/PKG-INFO", b"Name: fg-hello\nVersion: 1.0\n")]);
-        for m in crate::inspect::mutations(&s, 300) {
+        for m in crate::testing::mutations(&s, 300) {
             let _ = inspect(&m[..], "fg-hello-1.0.tar.gz");
         }
     }

@@ -7,7 +7,7 @@ use std::io::Read;
 /// The first file whose path (without a leading `./`) is `{top}/{name}`, for any single
 /// top-level directory `top` accepted by `top_ok`: its bytes, at most `max_file`.
 /// `None` when the archive has no such file within `max_expanded` expanded bytes.
-pub fn find_top_level_file(
+pub(crate) fn find_top_level_file(
     reader: impl Read,
     name: &str,
     top_ok: impl Fn(&str) -> bool,
@@ -46,22 +46,9 @@ pub fn find_top_level_file(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A gzip-compressed tarball of these files (for the inspectors' tests).
-    pub(crate) fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        for (path, data) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, path, *data).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap()
-    }
+    use crate::testing::tar_gz;
 
     #[test]
     fn only_the_file_directly_under_an_accepted_top_directory_is_read() {

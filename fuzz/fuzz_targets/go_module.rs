@@ -1,0 +1,17 @@
+//! Fuzz target: GOPROXY texts: go.mod, .info, @v/list, escaped module paths.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+use fetchgate_formats::gomod::{
+    declared_module, unescape, valid_module, version_info, version_list,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = declared_module(data);
+    let _ = version_info(data);
+    let _ = version_list(data);
+    if let Some(path) = unescape(&String::from_utf8_lossy(data)) {
+        let _ = valid_module(&path);
+    }
+});
