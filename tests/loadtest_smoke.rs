@@ -46,6 +46,7 @@ fn workload(scheme: SchemeMix, connection: ConnMode) -> Workload {
         hash_bodies: true,
         policy: "permissive".into(),
         request_timeout: Duration::from_secs(30),
+        completions: None,
     }
 }
 

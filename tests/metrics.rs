@@ -254,6 +254,7 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
         hash_bodies: true,
         policy: "permissive".into(),
         request_timeout: Duration::from_secs(30),
+        completions: None,
     });
     let run = run_and_summarise(h.clone(), w, Arc::new(Live::default()), "metrics").await;
     assert_eq!(run.error_total, 0, "{:?}", run.error_examples);

@@ -126,6 +126,8 @@ pub enum ErrorKind {
     Report,
     /// A revoked token was still accepted after the revocation scenario gave up waiting.
     RevokedAccepted,
+    /// The completions log (`--completions`) could not be written.
+    Completions,
 }
 
 impl ErrorKind {

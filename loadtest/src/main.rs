@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fetchgate_loadtest::client::ConnMode;
+use fetchgate_loadtest::completions::CompletionLog;
 use fetchgate_loadtest::harness::Harness;
 use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::progress::Progress;
@@ -161,6 +162,10 @@ struct RunArgs {
     /// Exit with status 3 if any error or report-verification failure was counted.
     #[arg(long)]
     fail_on_error: bool,
+    /// Log every download a builder received whole to FILE, one JSON line each
+    /// (session-id, url, sha256, size), written as it completes (bodies are hashed).
+    #[arg(long, value_name = "FILE")]
+    completions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -328,6 +333,14 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         bandwidth: args.bandwidth,
         error_rate: args.error_rate,
     };
+    let completions = match &args.completions {
+        Some(path) => {
+            Some(Arc::new(CompletionLog::create(path).map_err(|e| {
+                format!("--completions {}: {e}", path.display())
+            })?))
+        }
+        None => None,
+    };
     let harness = Arc::new(args.target.harness(&spec, behaviour).await?);
     let workload = Arc::new(Workload {
         builders: args.builders,
@@ -341,6 +354,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         hash_bodies: args.hash_bodies,
         policy: args.target.policy.clone(),
         request_timeout,
+        completions,
     });
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), &args.output.label, args.output.quiet);

@@ -3,6 +3,8 @@
 //! download sits under an artifact whose `sha256` and `size` are the content's, nothing
 //! else is listed, and nothing was denied. A request that failed in transit may or may
 //! not have reached the proxy, so it is allowed to appear (once) but not required.
+//! [`verify_included`] is the weaker check for a run the proxy crashed in: only that
+//! every answered request is listed.
 
 use serde_json::Value;
 
@@ -88,6 +90,51 @@ fn listed(report: &Value) -> Result<Vec<Listed<'_>>, Mismatch> {
     Ok(out)
 }
 
+/// Marks the download of `listed` that answers the request `e`, preferring one with the
+/// content's digest when `e` got a body; a request that got no answer needs none.
+fn claim(listed: &mut [Listed<'_>], e: &Expected) -> Result<(), Mismatch> {
+    let status = match e.outcome {
+        Outcome::Body { .. } => 200,
+        Outcome::Status(s) => s,
+        Outcome::Failed => return Ok(()),
+    };
+    let content = match &e.outcome {
+        Outcome::Body { sha256, size } => Some((hex::encode(sha256), *size)),
+        _ => None,
+    };
+    let fits = |l: &Listed<'_>| !l.matched && l.url == e.url && l.status == status;
+    let same_content = |l: &Listed<'_>| {
+        content
+            .as_ref()
+            .is_none_or(|(sha256, size)| l.sha256 == Some(sha256.as_str()) && l.size == Some(*size))
+    };
+    if let Some(entry) = listed.iter_mut().find(|l| fits(l) && same_content(l)) {
+        entry.matched = true;
+        return Ok(());
+    }
+    match (listed.iter().find(|l| fits(l)), content) {
+        (Some(entry), Some((sha256, size))) => Err(Mismatch::Digest {
+            url: e.url.clone(),
+            sha256,
+            size,
+            got_sha256: entry.sha256.map(str::to_owned),
+            got_size: entry.size,
+        }),
+        _ => Err(Mismatch::Missing {
+            url: e.url.clone(),
+            status,
+        }),
+    }
+}
+
+/// Checks that `report` lists every request in `expected` the builder got an answer to,
+/// with its status and content, and allows anything else: after a crash the report may
+/// also hold requests whose answer never reached the builder.
+pub fn verify_included(expected: &[Expected], report: &Value) -> Result<(), Mismatch> {
+    let mut listed = listed(report)?;
+    expected.iter().try_for_each(|e| claim(&mut listed, e))
+}
+
 /// Checks `report` against the requests in `expected`.
 pub fn verify(expected: &[Expected], report: &Value) -> Result<(), Mismatch> {
     match report.get("denied") {
@@ -98,33 +145,7 @@ pub fn verify(expected: &[Expected], report: &Value) -> Result<(), Mismatch> {
     }
     let mut listed = listed(report)?;
     for e in expected {
-        let status = match e.outcome {
-            Outcome::Body { .. } => 200,
-            Outcome::Status(s) => s,
-            Outcome::Failed => continue,
-        };
-        let Some(entry) = listed
-            .iter_mut()
-            .find(|l| !l.matched && l.url == e.url && l.status == status)
-        else {
-            return Err(Mismatch::Missing {
-                url: e.url.clone(),
-                status,
-            });
-        };
-        entry.matched = true;
-        if let Outcome::Body { sha256, size } = &e.outcome {
-            let hex = hex::encode(sha256);
-            if entry.sha256 != Some(hex.as_str()) || entry.size != Some(*size) {
-                return Err(Mismatch::Digest {
-                    url: e.url.clone(),
-                    sha256: hex,
-                    size: *size,
-                    got_sha256: entry.sha256.map(str::to_owned),
-                    got_size: entry.size,
-                });
-            }
-        }
+        claim(&mut listed, e)?;
     }
     let mut failed: Vec<&str> = expected
         .iter()
@@ -243,6 +264,28 @@ mod tests {
         assert!(matches!(
             verify(&expected, &wrong_status),
             Err(Mismatch::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn included_allows_extra_downloads_but_not_missing_or_wrong_ones() {
+        let expected = [body(A, 1)];
+        // A second, cut-off download of the same URL does not hide the complete one.
+        let with_extra = report(vec![
+            artifact(7, 2, &[(A, 200)]),
+            artifact(1, 3, &[(A, 200)]),
+            artifact(2, 3, &[(B, 200)]),
+        ]);
+        assert_eq!(verify_included(&expected, &with_extra), Ok(()));
+        let missing = report(vec![artifact(2, 3, &[(B, 200)])]);
+        assert!(matches!(
+            verify_included(&expected, &missing),
+            Err(Mismatch::Missing { .. })
+        ));
+        let truncated = report(vec![artifact(1, 2, &[(A, 200)])]);
+        assert!(matches!(
+            verify_included(&expected, &truncated),
+            Err(Mismatch::Digest { .. })
         ));
     }
 

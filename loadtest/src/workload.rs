@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{ConnMode, ErrorKind, Fetcher, Scheme, url};
+use crate::completions::{Completion, CompletionLog};
 use crate::content::{Artifact, Rng};
 use crate::harness::Harness;
 use crate::procstat::Usage;
@@ -52,6 +53,8 @@ pub struct Workload {
     pub hash_bodies: bool,
     pub policy: String,
     pub request_timeout: Duration,
+    /// Where to log every download a builder received whole (bodies are then hashed).
+    pub completions: Option<Arc<CompletionLog>>,
 }
 
 /// One session's requests and what the report said about them.
@@ -193,7 +196,7 @@ pub async fn run_session(
         workload.connection,
         harness.tls.clone(),
         workload.request_timeout,
-        workload.hash_bodies,
+        workload.hash_bodies || workload.completions.is_some(),
     );
     let mut expected = Vec::with_capacity(workload.requests_per_session);
     for _ in 0..workload.requests_per_session {
@@ -208,6 +211,7 @@ pub async fn run_session(
         let scheme = if https { Scheme::Https } else { Scheme::Http };
         let origin = harness.endpoint(scheme);
         let path = artifact.path();
+        let normalised = url(scheme, &origin, &path);
         let outcome = match fetcher.get(scheme, &origin, &path).await {
             Ok(r) => {
                 rec.answered(r.latency, r.body_len);
@@ -226,6 +230,16 @@ pub async fn run_session(
                         rec.error(ErrorKind::BodyMismatch, || {
                             format!("{path}: {} bytes or a wrong digest", r.body_len)
                         });
+                    } else if let (Some(log), Some(sha256)) = (&workload.completions, r.sha256) {
+                        let completion = Completion {
+                            session_id: session.as_ref().map(|s| s.id.clone()),
+                            url: normalised.clone(),
+                            sha256: hex::encode(sha256),
+                            size: r.body_len,
+                        };
+                        if let Err(e) = log.record(&completion) {
+                            rec.error(ErrorKind::Completions, || e.to_string());
+                        }
                     }
                     Outcome::Body {
                         sha256: digest,
@@ -239,7 +253,7 @@ pub async fn run_session(
             }
         };
         expected.push(Expected {
-            url: url(scheme, &origin, &path),
+            url: normalised,
             outcome,
         });
     }

@@ -3,14 +3,17 @@
 //! documented answer (a status, or a clean close), and then checks that the daemon is
 //! still healthy and never panicked (it runs with `RUST_BACKTRACE=1`; any panic line in
 //! its log fails the test). What each answer is, and why, is in `docs/security.md`.
-//! `faults.rs` breaks what the daemon stands on (the disk) instead.
+//! `faults.rs` breaks what the daemon stands on (the disk) instead, and `upstream.rs`
+//! has origins break off mid-response; `crash.rs` kills the daemon under load.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod control_input;
+mod crash;
 mod faults;
 mod proxy_input;
+mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,10 +29,17 @@ use tokio::net::{TcpListener, TcpStream};
 /// slow-client tests finish quickly, and permissive sessions allowed (for the health
 /// probe).
 pub fn daemon_opts(dir: &Path) -> DaemonOpts {
+    daemon_opts_with(dir, "")
+}
+
+/// [`daemon_opts`] with more settings for the `[proxy]` table of `fetchgate.toml`.
+pub fn daemon_opts_with(dir: &Path, proxy_toml: &str) -> DaemonOpts {
     DaemonOpts::new(dir)
         .env("RUST_BACKTRACE", "1")
         .arg("--permissive-mode")
-        .config_toml("[proxy]\nheader-timeout = 2\nidle-timeout = 3\n")
+        .config_toml(&format!(
+            "[proxy]\nheader-timeout = 2\nidle-timeout = 3\n{proxy_toml}"
+        ))
 }
 
 /// A daemon started with [`daemon_opts`].

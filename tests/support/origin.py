@@ -6,6 +6,8 @@ Serves files from --dir, plus:
   /redirect?to=<path>     302 to <path>
   /slow/<bytes>?ms=<n>    <bytes> of deterministic data in 64 KiB chunks, n ms apart
   /echo-auth              the Authorization header it received, as the body
+  /reset/<bytes>?after=<n>  headers for <bytes> of /slow's data, the first n bytes, then
+                          a TCP reset (SO_LINGER 0; over TLS, no close_notify)
   /git/<repo>/...         git smart HTTP, served by `git http-backend` from --git-root
   Range: bytes=N-         206 with the rest of a file
 Prints "ready <port>" once listening.
@@ -13,7 +15,9 @@ Prints "ready <port>" once listening.
 import argparse
 import http.server
 import os
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -101,6 +105,24 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 self.wfile.flush()
                 sent += n
                 time.sleep(delay)
+        elif parts[0] == "reset" and len(parts) == 2:
+            total = int(parts[1])
+            after = int(query.get("after", [str(total // 2)])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            self.wfile.write(bytes(i % 251 for i in range(after)))
+            self.wfile.flush()
+            # Let the proxy forward what was sent before the reset discards it.
+            time.sleep(0.2)
+            # Closed with linger 0: a reset, no FIN; a TLS socket closed without
+            # unwrap() sends no close_notify either. (The real close happens once the
+            # handler's rfile lets go, before socketserver's shutdown(SHUT_WR) could
+            # send a FIN; that call then fails quietly.)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
         elif self.headers.get("Range", "").startswith("bytes=") and os.path.isfile(self.translate_path(url.path)):
             self.send_range(self.translate_path(url.path))
         else:
