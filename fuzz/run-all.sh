@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of fetchgate-formats for SECONDS each (default 300), one after
-# the other, with the address sanitizer; fails if any target crashes, leaks, times out
-# or runs out of memory. Each target's corpus is fuzz/corpus/<target> (the committed
-# seed-* inputs plus whatever the runs add, which git ignores); a crashing input is
-# left in fuzz/artifacts/<target>/ and its log's tail is printed.
+# Runs every fuzz target (of fetchgate-formats, -config and -report) for SECONDS each
+# (default 300), one after the other, with the address sanitizer; fails if any target
+# crashes, leaks, times out or runs out of memory. Each target's corpus is
+# fuzz/corpus/<target> (the committed seed-* inputs plus whatever the runs add, which git
+# ignores); a crashing input is left in fuzz/artifacts/<target>/ and its log's tail is
+# printed.
 #
 # Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc take the -Z flags
 # cargo-fuzz passes (-Zsanitizer=address). cargo-fuzz is installed if missing.

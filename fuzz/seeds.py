@@ -138,3 +138,41 @@ advertisement = pkt(b"# service=git-upload-pack\n") + b"0000" + pkt(oid + b" HEA
 seed("git", "advertisement", advertisement)
 seed("git", "request", pkt(b"want " + oid + b" side-band-64k\n") + b"0000" + pkt(b"done\n"))
 seed("git", "response", bytes([7]) + pkt(b"NAK\n") + pkt(b"\x02Counting\n") + pkt(b"\x01" + pack(b"objects")) + b"0000")
+
+# The configuration formats (the packaged fetchgate.toml's keys, the reference's acl.yaml).
+seed("config_toml", "full",
+     '[control]\nauth = "craft:secret"\nmetrics-require-auth = true\n'
+     '[sessions]\ndefault-timeout = 3600\nmax-timeout = 86400\nreaper-interval = 1\n'
+     '[storage]\nretention = 604800\nsweep-interval = 60\n[logging]\nformat = "json"\n'
+     '[proxy]\nheader-timeout = 30\nmax-header-bytes = 65536\ncert-cache-size = 16\n'
+     '[acl]\npolicy = "deny"\nallow = ["10.1.2.3", "192.0.2.0/24"]\ndeny = ["10.0.0.0/8", "fd00::/8"]\n'
+     'allow-hosts = ["*.debian.org", "pypi.org"]\ndeny-hosts = ["Bad.Example"]\n'
+     '[[debtags.archive]]\nname = "main"\nroot = "/srv/debian"\nupstream = "http://u:p@127.0.0.1:1/base/"\n'
+     '[cluster]\nredis = "redis://r:6379/"\nnode-id = "a"\npeers = ["http://b:9999"]\n'
+     '[webhooks]\nurls = ["http://hooks.example:8080/events"]\ntimeout-ms = 500\nattempts = 3\n')
+seed("config_toml", "invalid", '[sessions]\nmax-timeout = 10\ndefault-timeout = 11\n')
+
+seed("acl_yaml", "reference",
+     "http-proxy:\n  policy: deny\n  rules:\n    - dst: [10.1.0.0/16, 192.0.2.1]\n      access: deny\n"
+     "    - dst: ['::1', fe80::/10]\n      access: allow\n"
+     "  allow-hosts: ['*.example.org', mirror?.example.net]\n  deny-hosts: [Bad.Example]\n")
+seed("acl_yaml", "empty", "# no rules yet\n")
+
+inspectors_yaml = ("apt:\n  repositories:\n    - url: http://deb.debian.org/debian\n"
+                   "      suites: [bookworm, bookworm-updates]\n      components: [main]\n"
+                   "      keys:\n        - /usr/share/keyrings/debian-archive-keyring.gpg\n"
+                   "pip:\n  indexes:\n    - https://pypi.org/simple\n"
+                   "cargo:\n  registries:\n    - sparse+https://index.crates.io/\n"
+                   "npm:\n  registries:\n    - https://registry.npmjs.org/\n"
+                   "git:\n  hosts:\n    - https://github.com\n"
+                   "go:\n  proxies:\n    - https://[::1]:8443/go/\n")
+seed("inspectors_config", "yaml", b"\x00" + inspectors_yaml.encode())
+seed("inspectors_config", "json", b"\x01" + json.dumps({
+    "apt": {"repositories": [{"url": "https://Archive.Ubuntu.com:443/ubuntu/", "suites": ["noble"],
+                              "keys": ["-----BEGIN PGP PUBLIC KEY BLOCK-----\n..."]}]},
+    "pip": {"indexes": ["https://PyPI.org/simple/"]}, "conda": {"channels": ["x"]}}).encode())
+
+# Records are built from arbitrary bytes (see fuzz_targets/report_fold.rs), so any
+# bytes will do; these make records of every kind from the start.
+seed("report_fold", "records", bytes(range(256)) * 2)
+seed("report_fold", "codec-tail", b"\x10\x00" + bytes(range(0, 256, 17)) + b"\x01\x01" + b"\x00" * 12)

@@ -187,14 +187,8 @@ pub struct ClusterArgs {
     pub peers: Vec<String>,
 }
 
-/// How log lines are written: for people, or one JSON object per line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+/// How log lines are written (`--log-format`, `logging.format` in fetchgate.toml).
+pub use fetchgate_config::file::LogFormat;
 
 /// How much to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

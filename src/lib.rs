@@ -18,7 +18,7 @@ pub mod http_client;
 pub mod idle;
 pub mod inspect;
 pub mod proxy;
-pub mod rfc3339;
+pub use fetchgate_report::rfc3339;
 pub mod session;
 pub mod telemetry;
 pub mod webhook;

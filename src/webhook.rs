@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::http_client::{self, Endpoint, Options};
 use crate::rfc3339;
-use crate::session::{Finish, end_time};
+use crate::session::Finish;
 use crate::telemetry::metric;
 
 /// Events that may wait for delivery before new ones are dropped.
@@ -53,7 +53,7 @@ pub fn event(h: &SessionHeader, how: Finish, at: Timestamp) -> Value {
         "owner": h.owner,
         "labels": h.labels,
         "start-time": rfc3339::format(h.created),
-        "end-time": end_time(h, at).map(rfc3339::format),
+        "end-time": h.end_time(at).map(rfc3339::format),
     })
 }
 

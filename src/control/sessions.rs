@@ -20,9 +20,7 @@ use super::json::{parse_body, stream};
 use crate::audit::report;
 use crate::cluster::NodeRecords;
 use crate::rfc3339;
-use crate::session::{
-    NewSession, SecretSpec, SessionError, State as SessionState, end_time, state,
-};
+use crate::session::{NewSession, SecretSpec, SessionError, State as SessionState, state};
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     Ok(raw.parse::<SessionId>()?)
@@ -111,7 +109,7 @@ pub async fn revoke(
     Ok(Json(json!({
         "session-id": h.id.to_string(),
         "start-time": rfc3339::format(h.created),
-        "end-time": end_time(&h, now).map(rfc3339::format),
+        "end-time": h.end_time(now).map(rfc3339::format),
         "spool-path": st.sessions.spool_path(h.id).display().to_string(),
     })))
 }
@@ -259,7 +257,7 @@ pub(super) fn row(
         "owner": h.owner,
         "labels": h.labels,
         "start-time": rfc3339::format(h.created),
-        "end-time": end_time(h, now).map(rfc3339::format),
+        "end-time": h.end_time(now).map(rfc3339::format),
         "expires-at": rfc3339::format(h.expires_at()),
         "timeout": h.timeout_secs,
         "downloads": counters.downloads,

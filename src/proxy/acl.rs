@@ -9,14 +9,14 @@
 //! first-match semantics), configured deny ranges, the default link-local deny (cloud
 //! metadata services live there); no match means the policy (allow by default).
 //! Host globs are case-insensitive and matched against the host without its port.
-//! Parsing of rule text lives here too, so the config loader only says where it came
-//! from. This type must never be bypassed by a code path that connects upstream.
+//! The rules are parsed from their text by `fetchgate_config::acl` (re-exported here).
+//! This type must never be bypassed by a code path that connects upstream.
 
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
-use serde::Deserialize;
-use wildmatch::WildMatch;
+
+pub use fetchgate_config::acl::{Access, AclRules, AddrRule, HostGlob};
 
 use super::target::HostPort;
 
@@ -43,101 +43,8 @@ pub enum AclDenial {
     HostNotAllowed(String),
 }
 
-/// What a rule or the policy does with a destination (the reference's `access` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    Allow,
-    Deny,
-}
-
-impl Access {
-    /// The word used in the configuration files.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Access::Allow => "allow",
-            Access::Deny => "deny",
-        }
-    }
-}
-
 /// Ranges denied by default: IPv4 and IPv6 link-local.
 pub const DEFAULT_DENY: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
-
-/// One address rule: ranges, what to do with an address inside them, and where the rule
-/// was written (named in refusals).
-#[derive(Debug, Clone)]
-pub struct AddrRule {
-    pub nets: Vec<IpNet>,
-    pub access: Access,
-    pub origin: String,
-}
-
-/// One host glob and where it was written.
-#[derive(Debug, Clone)]
-pub struct HostGlob {
-    pattern: String,
-    glob: WildMatch,
-    origin: String,
-}
-
-impl HostGlob {
-    /// Parses a host glob (`*.example.org`, `mirror?.example.net`, `127.0.0.2`).
-    pub fn parse(text: &str, origin: String) -> Result<Self, String> {
-        let pattern = text.trim().to_ascii_lowercase();
-        if pattern.is_empty() {
-            return Err("an empty host glob matches nothing".into());
-        }
-        if let Some(c) = pattern
-            .chars()
-            .find(|c| c.is_whitespace() || matches!(c, '/' | '@' | '[' | ']'))
-        {
-            return Err(format!(
-                "{text:?} is not a host glob ({c:?} cannot be part of a host name; give the host without scheme, path or port)"
-            ));
-        }
-        Ok(HostGlob {
-            glob: WildMatch::new(&pattern),
-            pattern,
-            origin,
-        })
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        self.glob.matches(&host.to_ascii_lowercase())
-    }
-}
-
-/// Parses a CIDR range, or a bare address as a single-address range (as the reference does).
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
-}
-
-/// Operator rules, gathered from `fetchgate.toml` and `acl.yaml` before the ACL is built.
-#[derive(Debug, Clone)]
-pub struct AclRules {
-    /// Address rules in precedence order, before the default link-local deny.
-    pub rules: Vec<AddrRule>,
-    /// What happens to an address no rule matches.
-    pub policy: Access,
-    pub allow_hosts: Vec<HostGlob>,
-    pub deny_hosts: Vec<HostGlob>,
-}
-
-impl Default for AclRules {
-    fn default() -> Self {
-        AclRules {
-            rules: Vec::new(),
-            policy: Access::Allow,
-            allow_hosts: Vec::new(),
-            deny_hosts: Vec::new(),
-        }
-    }
-}
 
 /// The destination rules.
 #[derive(Debug, Clone)]
@@ -176,8 +83,8 @@ impl Acl {
         if let Some(g) = self.deny_hosts.iter().find(|g| g.matches(&dest.host)) {
             return Err(AclDenial::DeniedHost {
                 host: dest.host.clone(),
-                glob: g.pattern.clone(),
-                rule: g.origin.clone(),
+                glob: g.pattern().to_owned(),
+                rule: g.origin().to_owned(),
             });
         }
         if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|g| g.matches(&dest.host)) {
@@ -224,6 +131,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fetchgate_config::acl::parse_net;
 
     fn rule(nets: &[&str], access: Access, origin: &str) -> AddrRule {
         AddrRule {
@@ -366,20 +274,5 @@ mod tests {
             a.check_destination(&dest("127.0.0.1", 9999)),
             Err(AclDenial::OwnSocket(_))
         ));
-    }
-
-    #[test]
-    fn bad_rule_text_is_refused_with_the_text() {
-        assert!(
-            parse_net("10.0.0.0/33")
-                .unwrap_err()
-                .contains("10.0.0.0/33")
-        );
-        assert!(parse_net("example.org").is_err());
-        assert_eq!(parse_net("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(parse_net("10.1.2.3/16").unwrap().to_string(), "10.1.0.0/16");
-        for bad in ["", " ", "http://x", "x:80/", "a b", "u@x"] {
-            assert!(HostGlob::parse(bad, "t".into()).is_err(), "{bad:?}");
-        }
     }
 }

@@ -72,17 +72,6 @@ pub fn state(h: &SessionHeader, now: Timestamp) -> State {
     }
 }
 
-/// When the session stopped accepting its token: revocation or expiry, whichever came
-/// first; `None` while active.
-pub fn end_time(h: &SessionHeader, now: Timestamp) -> Option<Timestamp> {
-    let expiry = h.expires_at();
-    match h.revoked {
-        Some(r) => Some(r.min(expiry)),
-        None if now >= expiry => Some(expiry),
-        None => None,
-    }
-}
-
 /// A secret as given at session creation.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct SecretSpec {
@@ -554,7 +543,7 @@ mod tests {
             State::Active
         );
         assert_eq!(state(&h, just_before), State::Expired);
-        assert_eq!(end_time(&h, just_before), Some(h.expires_at()));
+        assert_eq!(h.end_time(just_before), Some(h.expires_at()));
     }
 
     #[test]
@@ -562,10 +551,10 @@ mod tests {
         let now = Timestamp::from_micros(1_000_000_001);
         let mut h = header(10);
         assert_eq!(state(&h, now), State::Active);
-        assert_eq!(end_time(&h, now), None);
+        assert_eq!(h.end_time(now), None);
         h.revoked = Some(now);
         assert_eq!(state(&h, now), State::Revoked);
-        assert_eq!(end_time(&h, now), Some(now));
+        assert_eq!(h.end_time(now), Some(now));
         h.ended = Some(Ended {
             at: now,
             reason: EndReason::Ended,

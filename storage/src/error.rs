@@ -20,6 +20,7 @@ pub enum Error {
     Backend(String),
 }
 
+#[cfg(feature = "rocksdb")]
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Backend(e.into_string())

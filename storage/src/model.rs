@@ -243,6 +243,17 @@ impl SessionHeader {
     pub fn expires_at(&self) -> Timestamp {
         self.created.plus_secs(self.timeout_secs)
     }
+
+    /// When the session stopped accepting its token: revocation or expiry, whichever
+    /// came first; `None` while active at `now`.
+    pub fn end_time(&self, now: Timestamp) -> Option<Timestamp> {
+        let expiry = self.expires_at();
+        match self.revoked {
+            Some(r) => Some(r.min(expiry)),
+            None if now >= expiry => Some(expiry),
+            None => None,
+        }
+    }
 }
 
 /// An inspector's opinion on a request or response.

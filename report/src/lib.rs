@@ -1,6 +1,10 @@
 //! The session report: a fold over the session's audit records into the JSON document of
 //! `shared/spec/report.md` (artifacts deduplicated by sha256, every download and every
-//! denied request kept).
+//! denied request kept), and the RFC 3339 time format it and the control API share.
+//!
+//! Pure data in, JSON out: no storage backend, HTTP or async runtime, so the daemon's
+//! control API and the fuzz target (`fuzz/fuzz_targets/report_fold.rs`) run the same
+//! code. It must never panic on a record, whatever the record holds.
 //!
 //! The fold only groups record indices; serialisation then writes straight from the
 //! records into the output stream, so producing a report allocates little beyond the
@@ -13,8 +17,7 @@ use fetchgate_storage::{
 };
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::rfc3339;
-use crate::session::end_time;
+pub mod rfc3339;
 
 /// The report format's artifact metadata version.
 pub const ARTIFACT_METADATA_VERSION: &str = "0.3";
@@ -114,6 +117,7 @@ pub fn result(d: &Download, policy: Policy) -> &'static str {
 impl Serialize for Report {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(9))?;
+        // The workspace shares one version, so this is the daemon's version too.
         m.serialize_entry(
             "generator",
             concat!("fetchgate ", env!("CARGO_PKG_VERSION")),
@@ -122,7 +126,7 @@ impl Serialize for Report {
         m.serialize_entry("start-time", &rfc3339::format(self.header.created))?;
         m.serialize_entry(
             "end-time",
-            &end_time(&self.header, self.now).map(rfc3339::format),
+            &self.header.end_time(self.now).map(rfc3339::format),
         )?;
         m.serialize_entry("policy", self.header.policy.as_str())?;
         // Extensions: clients that do not know them ignore them.
