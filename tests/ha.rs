@@ -384,7 +384,7 @@ async fn downloads_through_haproxy_land_on_both_nodes_and_either_node_reports_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_revoked_on_one_node_is_refused_on_the_other_within_a_second() {
-    let p = Pair::start().await;
+    let mut p = Pair::start().await;
     let (id, token) = p.create().await;
     // Node b has just admitted the session (and may cache that for a moment).
     assert_eq!(
@@ -408,6 +408,21 @@ async fn a_token_revoked_on_one_node_is_refused_on_the_other_within_a_second() {
         );
     }
     assert!(revoked.elapsed() < Duration::from_secs(1));
+    // Refused on both nodes, and by node b again after it restarts (the revocation is
+    // in the shared store, not in a node's memory).
+    assert_eq!(
+        p.curl(p.a.opts.proxy_port, &id, &token, &p.file_url(2)),
+        407
+    );
+    let mut b = p.b.take().unwrap();
+    b.signal(libc::SIGKILL);
+    b.wait_exit(Duration::from_secs(5)).expect("b died");
+    drop(b);
+    p.b = Some(p.b_opts.clone().start().await);
+    assert_eq!(
+        p.curl(p.b().opts.proxy_port, &id, &token, &p.file_url(3)),
+        407
+    );
 }
 
 /// The load-test harness's revocation scenario (what `docs/performance.md` measures)

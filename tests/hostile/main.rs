@@ -4,13 +4,15 @@
 //! still healthy and never panicked (it runs with `RUST_BACKTRACE=1`; any panic line in
 //! its log fails the test). What each answer is, and why, is in `docs/security.md`.
 //! `faults.rs` breaks what the daemon stands on (the disk) instead, and `upstream.rs`
-//! has origins break off mid-response; `crash.rs` kills the daemon under load.
+//! has origins break off mid-response; `crash.rs` kills the daemon under load;
+//! `escapes.rs` tries one session's token on another session and across restarts.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod control_input;
 mod crash;
+mod escapes;
 mod faults;
 mod proxy_input;
 mod upstream;
