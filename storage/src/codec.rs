@@ -67,6 +67,74 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// The first byte of a stored value that holds several records (a [`Chunk`]) rather
+/// than one; above every record format version, so the two cannot be confused.
+pub const CHUNK_TAG: u8 = 0xC0;
+
+/// Several encoded records stored as one value: `[CHUNK_TAG] ‖ (len u32 LE ‖ record)*`.
+/// A chunk of one record is stored as that record alone (see [`Chunk::value`]), which
+/// is also how values were written before chunks existed; [`for_each_in_value`] reads
+/// both.
+#[derive(Debug)]
+pub struct Chunk {
+    buf: Vec<u8>,
+    records: usize,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Chunk {
+            buf: vec![CHUNK_TAG],
+            records: 0,
+        }
+    }
+}
+
+impl Chunk {
+    /// Appends one record as [`encode`] wrote it.
+    pub fn push(&mut self, record: &[u8]) -> Result<()> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| Error::Encode(format!("a record of {} bytes", record.len())))?;
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(record);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// The value to store: the record itself when there is only one.
+    pub fn value(&self) -> &[u8] {
+        if self.records == 1 {
+            &self.buf[5..]
+        } else {
+            &self.buf
+        }
+    }
+}
+
+/// Calls `f` with each encoded record of a stored value, a [`Chunk`] or one record, in
+/// order. A chunk cut short is [`Error::Corrupt`].
+pub fn for_each_in_value(value: &[u8], mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let Some((&CHUNK_TAG, mut rest)) = value.split_first() else {
+        return f(value);
+    };
+    while !rest.is_empty() {
+        let (len, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::Corrupt("a record length cut short in a chunk".into()))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if after.len() < len {
+            return Err(Error::Corrupt(format!(
+                "a chunk's record claims {len} bytes, {} are left",
+                after.len()
+            )));
+        }
+        let (record, next) = after.split_at(len);
+        f(record)?;
+        rest = next;
+    }
+    Ok(())
+}
+
 /// A session header as version 1 wrote it: no owner, no labels.
 #[derive(Serialize, Deserialize)]
 struct SessionHeaderV1 {
@@ -160,6 +228,53 @@ mod tests {
         let mut bytes = vec![FORMAT_VERSION, 253];
         bytes.extend_from_slice(&(1u64 << 59).to_le_bytes());
         assert!(matches!(decode::<String>(&bytes), Err(Error::Corrupt(_))));
+    }
+
+    fn records_of(value: &[u8]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for_each_in_value(value, |r| {
+            out.push(decode(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn chunks_round_trip_and_one_record_is_stored_as_itself() {
+        let words = ["a", "bb", "", "dddd"].map(String::from);
+        let mut chunk = Chunk::default();
+        for w in &words {
+            chunk.push(&encode(w).unwrap()).unwrap();
+        }
+        assert_eq!(chunk.value()[0], CHUNK_TAG);
+        assert_eq!(records_of(chunk.value()).unwrap(), words);
+
+        let one = encode(&words[1]).unwrap();
+        let mut single = Chunk::default();
+        single.push(&one).unwrap();
+        assert_eq!(single.value(), &one[..]);
+        assert_eq!(records_of(single.value()).unwrap(), [words[1].clone()]);
+    }
+
+    #[test]
+    fn a_chunk_cut_short_is_corrupt() {
+        let mut chunk = Chunk::default();
+        for w in ["hello", "world"] {
+            chunk.push(&encode(&String::from(w)).unwrap()).unwrap();
+        }
+        let value = chunk.value();
+        for cut in 1..value.len() {
+            let short = &value[..cut];
+            // Cut at a record boundary, what is left is a shorter, valid chunk.
+            let boundary = cut == 1 || cut == 5 + 7;
+            match records_of(short) {
+                Ok(records) => assert!(boundary, "cut at {cut} read {records:?}"),
+                Err(e) => assert!(
+                    !boundary && matches!(e, Error::Corrupt(_)),
+                    "cut at {cut}: {e}"
+                ),
+            }
+        }
     }
 
     /// A version 1 header, as a build before owners and labels wrote it (bytes kept

@@ -2,9 +2,12 @@
 //!
 //! Column families (never one per session):
 //! - `sessions`: `session_id` → [`SessionHeader`]
-//! - `events`: `session_id ‖ seq (u64 BE)` → [`AuditRecord`]; the key `session_id ‖ u64::MAX`
-//!   holds the session's [`LogState`] (next sequence number and counters), so a session
-//!   is one prefix and deleting it is one range delete
+//! - `events`: `session_id ‖ seq (u64 BE)` → the [`AuditRecord`]s one group commit appended
+//!   to the session, numbered from `seq` on: one record as itself, several as a
+//!   [`codec::Chunk`] (a value per session and commit, not per record, is a fraction of
+//!   the memtable inserts, and compresses better); the key `session_id ‖ u64::MAX` holds
+//!   the session's [`LogState`] (next sequence number and counters), so a session is one
+//!   prefix and deleting it is one range delete
 //! - `artifacts`: `sha256 ‖ session_id` → empty (who fetched this content)
 //! - `artifact_names`: `name ‖ version ‖ type ‖ sha256 ‖ session_id` → empty, each string
 //!   prefixed by its length (u16 BE): the name + version side of the artifact index
@@ -24,7 +27,7 @@
 //! check also nudges the writer to try the reopen. Reopening replays the write-ahead
 //! log: nothing acknowledged is lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -267,8 +270,17 @@ impl Shared {
         }
     }
 
-    /// Calls `f` with each raw record of the session, in order.
+    /// Calls `f` with each encoded record of the session, in order.
     fn for_each_event(
+        &self,
+        session: SessionId,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_value(session, |value| codec::for_each_in_value(value, &mut f))
+    }
+
+    /// Calls `f` with each stored `events` value of the session (a record or a chunk).
+    fn for_each_value(
         &self,
         session: SessionId,
         mut f: impl FnMut(&[u8]) -> Result<()>,
@@ -527,13 +539,13 @@ struct Writer<'a> {
     shared: &'a Shared,
     observer: Option<&'a dyn WriterObserver>,
     states: HashMap<SessionId, LogState>,
-    /// Staged `events` entries (records, then the touched sessions' log states).
-    events: Vec<([u8; 24], Vec<u8>)>,
+    /// The records staged per session: the sequence number of the first, and the chunk.
+    /// The sessions in it are those the commit writes a new log state for.
+    events: BTreeMap<SessionId, (u64, codec::Chunk)>,
     /// Staged `artifacts` index keys.
     artifacts: Vec<[u8; 48]>,
     /// Staged `artifact_names` index keys.
     names: Vec<Vec<u8>>,
-    touched: HashSet<SessionId>,
     pending: Vec<(oneshot::Sender<Result<u64>>, SessionId, u64)>,
     /// Session headers changed by the staged commit (`None`: purged), newest state.
     headers: HashMap<SessionId, Option<SessionHeader>>,
@@ -551,10 +563,9 @@ impl<'a> Writer<'a> {
             shared,
             observer,
             states: HashMap::new(),
-            events: Vec::with_capacity(MAX_BATCH),
+            events: BTreeMap::new(),
             artifacts: Vec::with_capacity(MAX_BATCH),
             names: Vec::new(),
-            touched: HashSet::new(),
             pending: Vec::with_capacity(MAX_BATCH),
             headers: HashMap::new(),
             end_times: Vec::new(),
@@ -679,22 +690,29 @@ impl<'a> Writer<'a> {
             ))));
             return;
         }
+        let (_, chunk) = self
+            .events
+            .entry(session)
+            .or_insert_with(|| (seq, Default::default()));
+        if let Err(e) = chunk.push(&bytes) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         state.next_seq += 1;
         state.counters.downloads += delta.downloads;
         state.counters.denied += delta.denied;
-        self.events.push((event_key(session, seq), bytes));
         if let Some(sha) = sha256 {
             self.artifacts.push(artifact_key(&sha, session));
         }
         self.names.extend(name_key);
-        self.touched.insert(session);
         self.pending.push((reply, session, seq));
     }
 
     /// Writes the staged appends, with the log state of every session they touched, in
     /// one synchronous batch, and answers the appenders.
     ///
-    /// Entries go into the batch in key order: RocksDB's skip-list memtable remembers
+    /// Entries go into the batch in key order (each session's records, then its log
+    /// state, session after session): RocksDB's skip-list memtable remembers
     /// where its last insert landed, so sorted inserts each take a few comparisons
     /// instead of a full search from the top.
     fn commit(&mut self) {
@@ -703,7 +721,6 @@ impl<'a> Writer<'a> {
         }
         let started = Instant::now();
         let written = self.writable().and_then(|db| {
-            self.stage_states()?;
             let mut batch = WriteBatch::default();
             if !self.headers.is_empty() {
                 let sessions = cf(&db, CF_SESSIONS)?;
@@ -722,10 +739,11 @@ impl<'a> Writer<'a> {
                     }
                 }
             }
-            self.events.sort_unstable_by_key(|e| e.0);
             let events = cf(&db, CF_EVENTS)?;
-            for (key, bytes) in &self.events {
-                batch.put_cf(events, key, bytes);
+            for (&session, (first_seq, chunk)) in &self.events {
+                batch.put_cf(events, event_key(session, *first_seq), chunk.value());
+                let state = self.states.get(&session).copied().unwrap_or_default();
+                batch.put_cf(events, event_key(session, STATE_SEQ), codec::encode(&state)?);
             }
             self.artifacts.sort_unstable();
             let artifacts = cf(&db, CF_ARTIFACTS)?;
@@ -794,29 +812,26 @@ impl<'a> Writer<'a> {
             }
         }
     }
-
-    fn stage_states(&mut self) -> Result<()> {
-        for session in self.touched.drain() {
-            let state = self.states.get(&session).copied().unwrap_or_default();
-            self.events
-                .push((event_key(session, STATE_SEQ), codec::encode(&state)?));
-        }
-        Ok(())
-    }
 }
 
 fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     let mut shas = Vec::new();
     let mut names = Vec::new();
-    shared.for_each_event(session, |bytes| {
-        match codec::decode::<AuditRecord>(bytes) {
-            Ok(record) => {
-                shas.extend(record.artifact_sha256());
-                names.extend(artifact_name_key(&record, session));
+    shared.for_each_value(session, |value| {
+        let read = codec::for_each_in_value(value, |bytes| {
+            match codec::decode::<AuditRecord>(bytes) {
+                Ok(record) => {
+                    shas.extend(record.artifact_sha256());
+                    names.extend(artifact_name_key(&record, session));
+                }
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "unreadable record skipped while deleting")
+                }
             }
-            Err(e) => {
-                tracing::warn!(%session, error = %e, "unreadable record skipped while deleting")
-            }
+            Ok(())
+        });
+        if let Err(e) = read {
+            tracing::warn!(%session, error = %e, "unreadable chunk skipped while deleting");
         }
         Ok(())
     })?;
@@ -961,6 +976,9 @@ impl AuditLog for RocksStorage {
             delta,
             reply,
         };
+        // Freed here, on the thread that built it and while it is still in cache,
+        // rather than after the fsync on whichever worker polls the reply.
+        drop(record);
         self.to_writer(msg, rx).await
     }
 

@@ -71,19 +71,7 @@ async fn corrupt_and_unknown_version_records_are_errors() {
     let mut key = id.as_bytes().to_vec();
     key.extend_from_slice(&1u64.to_be_bytes());
     {
-        let opts = rocksdb::Options::default();
-        let db = rocksdb::DB::open_cf(
-            &opts,
-            dir.path(),
-            [
-                "sessions",
-                "events",
-                "artifacts",
-                "artifact_names",
-                "by_end_time",
-            ],
-        )
-        .unwrap();
+        let db = raw_db(dir.path());
         let events = db.cf_handle("events").unwrap();
         db.put_cf(events, &key, [1u8, 0xff, 0xff, 0xff]).unwrap();
         let sessions = db.cf_handle("sessions").unwrap();
@@ -98,6 +86,90 @@ async fn corrupt_and_unknown_version_records_are_errors() {
         "{err}"
     );
     // Deleting a session with a damaged record still works.
+    s.delete(id).await.unwrap();
+    assert!(s.scan(id).await.unwrap().is_empty());
+}
+
+/// Opens the test's database directly, as the backend's column families are.
+fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir,
+        [
+            "sessions",
+            "events",
+            "artifacts",
+            "artifact_names",
+            "by_end_time",
+        ],
+    )
+    .unwrap()
+}
+
+/// The `events` values of a session, records and log state alike.
+fn event_values(db: &rocksdb::DB, id: SessionId) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.prefix_iterator_cf(db.cf_handle("events").unwrap(), id.as_bytes())
+        .map(Result::unwrap)
+        .take_while(|(k, _)| k.starts_with(id.as_bytes()))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// Appends that share a group commit are stored as one chunk per session; appends that
+/// do not are stored one value each, as earlier builds stored every record; a log
+/// mixing both reads back whole and in order, and a damaged chunk is an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_of_one_commit_share_a_chunk_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = header().id;
+    let mut by_seq = Vec::new();
+    {
+        let s = Arc::new(RocksStorage::open(dir.path()).unwrap());
+        s.create(&header()).await.unwrap();
+        for n in 0..3 {
+            by_seq.push((s.append(id, record(n)).await.unwrap(), n));
+        }
+        let tasks: Vec<_> = (3..400)
+            .map(|n| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { (s.append(id, record(n)).await.unwrap(), n) })
+            })
+            .collect();
+        for t in tasks {
+            by_seq.push(t.await.unwrap());
+        }
+        by_seq.sort_unstable();
+        assert_eq!(
+            by_seq.iter().map(|p| p.0).collect::<Vec<_>>(),
+            (0..400).collect::<Vec<_>>()
+        );
+        let expected: Vec<_> = by_seq.iter().map(|&(_, n)| record(n)).collect();
+        assert_eq!(s.scan(id).await.unwrap(), expected);
+    }
+    let db = raw_db(dir.path());
+    let values = event_values(&db, id);
+    let chunks: Vec<_> = values
+        .iter()
+        .filter(|(_, v)| v[0] == fetchgate_storage::codec::CHUNK_TAG)
+        .collect();
+    assert!(!chunks.is_empty(), "concurrent appends made no chunk");
+    // The first three appends were alone in their commits: one value each.
+    for (seq, (key, value)) in values.iter().take(3).enumerate() {
+        assert_eq!(key[16..], (seq as u64).to_be_bytes());
+        assert_eq!(value[0], fetchgate_storage::codec::FORMAT_VERSION);
+    }
+    // Cut the first chunk short.
+    let (key, value) = chunks[0];
+    db.put_cf(
+        db.cf_handle("events").unwrap(),
+        key,
+        &value[..value.len() - 1],
+    )
+    .unwrap();
+    drop(db);
+    let s = RocksStorage::open(dir.path()).unwrap();
+    let err = s.scan(id).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
     s.delete(id).await.unwrap();
     assert!(s.scan(id).await.unwrap().is_empty());
 }
