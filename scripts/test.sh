@@ -16,22 +16,31 @@ cd "$(dirname "$0")/.."
 # adduser, systemd (for systemd-analyze only; it does not run), squashfs-tools and
 # python3-yaml: building and checking the .deb and the .snap (packaging/test.sh);
 # dpkg-dev (dpkg-scanpackages), gnupg, gpgv and apt: the inspector tests build, sign and
-# fetch a local apt repository; python3-pip and npm: the pip and npm inspector tests run
-# the real clients (cargo comes with the toolchain).
+# fetch a local apt repository; python3-pip, npm and golang-go: the pip, npm and Go
+# inspector tests run the real clients (cargo comes with the toolchain).
 packages=(clang libclang-dev cmake openssl pkg-config curl python3 python3-pip git ca-certificates tinyproxy-bin xz-utils gzip
-  redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml gnupg gpgv apt)
+  redis-server haproxy lintian dpkg-dev binutils adduser systemd squashfs-tools python3-yaml gnupg gpgv apt
+  golang-go)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # Debian's npm, unless a nodejs that bundles npm (NodeSource's) is installed already.
 command -v npm >/dev/null || missing+=(npm)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The go command sends nothing for localhost or a loopback address through a proxy, and
+# module paths carry no port: tests/inspect_go.rs serves go.fetchgate.test on port 443
+# of this loopback address.
+if ! grep -q '^127\.0\.0\.77[[:space:]]\+go\.fetchgate\.test' /etc/hosts; then
+  echo "==> mapping go.fetchgate.test to 127.0.0.77 in /etc/hosts"
+  echo "127.0.0.77 go.fetchgate.test" | $sudo tee -a /etc/hosts >/dev/null
 fi
 
 echo "==> cargo fmt --check"

@@ -66,6 +66,8 @@ struct File {
 struct GoSection {
     #[serde(default)]
     proxies: Vec<String>,
+    #[serde(default)]
+    imports: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +139,9 @@ pub struct Origins<A = AptSource> {
     pub git: Vec<String>,
     /// Go module proxies: normalised GOPROXY base URLs.
     pub go: Vec<String>,
+    /// Go import paths whose `?go-get=1` pages are trusted (beyond those under a git
+    /// host): normalised base URLs, such as a vanity import host's.
+    pub go_imports: Vec<String>,
 }
 
 // Not derived: that would ask `A: Default`.
@@ -149,6 +154,7 @@ impl<A> Default for Origins<A> {
             npm: Vec::new(),
             git: Vec::new(),
             go: Vec::new(),
+            go_imports: Vec::new(),
         }
     }
 }
@@ -162,6 +168,7 @@ impl<A> Origins<A> {
         self.npm.extend(more.npm);
         self.git.extend(more.git);
         self.go.extend(more.go);
+        self.go_imports.extend(more.go_imports);
     }
 
     /// Turns each apt repository (with its index) into `B`, keeping the other origins.
@@ -181,6 +188,7 @@ impl<A> Origins<A> {
             npm: self.npm,
             git: self.git,
             go: self.go,
+            go_imports: self.go_imports,
         })
     }
 }
@@ -238,6 +246,7 @@ impl Origins {
         )?;
         let git = origins("git.hosts", file.git.hosts.iter().map(String::as_str))?;
         let go = origins("go.proxies", file.go.proxies.iter().map(String::as_str))?;
+        let go_imports = origins("go.imports", file.go.imports.iter().map(String::as_str))?;
         Ok(Origins {
             apt,
             pip,
@@ -245,6 +254,7 @@ impl Origins {
             npm,
             git,
             go,
+            go_imports,
         })
     }
 }
@@ -406,6 +416,14 @@ mod tests {
         let v = serde_json::json!({"apt": {"repos": []}});
         let e = Origins::from_session_json(&v).unwrap_err().to_string();
         assert!(e.contains("unknown field `repos`"), "{e}");
+        let v = serde_json::json!({"go": {"imports": ["https://Golang.org/x/", "ftp://x"]}});
+        let e = Origins::from_session_json(&v).unwrap_err().to_string();
+        assert!(e.contains("go.imports[1]"), "{e}");
+        let v = serde_json::json!({"go": {"imports": ["https://Golang.org/x/"]}});
+        assert_eq!(
+            Origins::from_session_json(&v).unwrap().0.go_imports,
+            ["https://golang.org:443/x"]
+        );
         let v = serde_json::json!({"pip": {"indexes": ["ftp://x/simple"]}});
         let e = Origins::from_session_json(&v).unwrap_err().to_string();
         assert!(e.contains("pip.indexes[0]"), "{e}");

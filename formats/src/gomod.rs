@@ -79,6 +79,140 @@ pub fn version_list(text: &[u8]) -> Result<usize, String> {
     Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
+/// What a `?go-get=1` page's `<meta name="go-import" content="prefix vcs repo">`
+/// says of an import path: the repository root the go command fetches in direct mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoImport {
+    /// The import-path prefix the repository holds.
+    pub prefix: String,
+    /// `git`, `hg`, `svn`, `bzr`, `fossil`, or `mod` (a module proxy).
+    pub vcs: String,
+    /// The repository root URL.
+    pub repo: String,
+}
+
+/// The go-import of a `?go-get=1` page that applies to `import_path`, chosen as the
+/// go command chooses it: the `<meta>` tags before `<body>` or `</head>`, with 3 fields
+/// (or 4: a subdirectory), whose prefix is the path or a parent of it; several matches
+/// are an error unless a `mod` one comes first.
+pub fn go_import(html: &[u8], import_path: &str) -> Result<GoImport, String> {
+    let mut chosen: Option<GoImport> = None;
+    for content in go_import_contents(html) {
+        let fields: Vec<&str> = content.split_whitespace().collect();
+        let [prefix, vcs, repo, ..] = fields[..] else {
+            continue;
+        };
+        if fields.len() > 4 {
+            continue;
+        }
+        let applies = import_path == prefix
+            || import_path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if !applies {
+            continue;
+        }
+        match &chosen {
+            Some(first) if first.vcs == "mod" && vcs != "mod" => break,
+            Some(_) => {
+                return Err(format!(
+                    "several go-import tags match import path {import_path}"
+                ));
+            }
+            None => {
+                chosen = Some(GoImport {
+                    prefix: prefix.to_owned(),
+                    vcs: vcs.to_owned(),
+                    repo: repo.to_owned(),
+                })
+            }
+        }
+    }
+    chosen.ok_or_else(|| format!("no go-import tag for import path {import_path}"))
+}
+
+/// The `content` of each `<meta name="go-import">` before the body, entities decoded.
+fn go_import_contents(html: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(html);
+    let mut out = Vec::new();
+    let mut rest = &*text;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        if let Some(comment) = rest.strip_prefix("!--") {
+            rest = comment.split_once("-->").map_or("", |(_, after)| after);
+            continue;
+        }
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '/'))
+            .unwrap_or(rest.len());
+        let name = rest[..name_len].to_ascii_lowercase();
+        if name == "body" || name == "/head" {
+            break;
+        }
+        let (attrs, after) = split_tag(&rest[name_len..]);
+        rest = after;
+        if name == "meta" && attribute(attrs, "name").as_deref() == Some("go-import") {
+            out.extend(attribute(attrs, "content"));
+        }
+    }
+    out
+}
+
+/// A tag's attribute text and what follows its `>` (quoted `>`s do not end it).
+fn split_tag(text: &str) -> (&str, &str) {
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return (&text[..i], &text[i + 1..]),
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
+/// The value of attribute `wanted` (case-insensitive name), entities decoded.
+fn attribute(attrs: &str, wanted: &str) -> Option<String> {
+    let mut rest = attrs;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '/');
+        if rest.is_empty() {
+            return None;
+        }
+        let name_end = rest
+            .find(|c: char| c.is_whitespace() || c == '=' || c == '/')
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        rest = rest[name_end..].trim_start();
+        let value = match rest.strip_prefix('=') {
+            Some(v) => {
+                let v = v.trim_start();
+                let (value, after) = match v.chars().next() {
+                    Some(q @ ('"' | '\'')) => v[1..].split_once(q).unwrap_or((&v[1..], "")),
+                    _ => v.split_at(v.find(char::is_whitespace).unwrap_or(v.len())),
+                };
+                rest = after;
+                value
+            }
+            None => "",
+        };
+        if name.eq_ignore_ascii_case(wanted) {
+            return Some(decode_entities(value));
+        }
+    }
+}
+
+fn decode_entities(value: &str) -> String {
+    value
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 /// Checks a module zip: every file under `<module>@<version>/` and its `go.mod`, when
 /// present, declaring `module`. Returns how many files it holds.
 pub fn check_zip<R: Read + Seek>(reader: R, module: &str, version: &str) -> Result<usize, String> {
@@ -121,6 +255,51 @@ pub fn check_zip<R: Read + Seek>(reader: R, module: &str, version: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_go_import_of_a_page_is_the_one_for_the_path() {
+        let page = br#"<!DOCTYPE html><html><head>
+            <!-- <meta name="go-import" content="example.com/a git https://evil/a"> -->
+            <meta name="go-source" content="example.com/a _ _ _">
+            <META Name='go-import' content="example.com/a git https://git.example.com/a.git">
+            <meta name="go-import" content="example.com/other git https://x/other">
+            </head><body><meta name="go-import" content="example.com/a/b hg https://late"></body>"#;
+        let want = GoImport {
+            prefix: "example.com/a".into(),
+            vcs: "git".into(),
+            repo: "https://git.example.com/a.git".into(),
+        };
+        assert_eq!(go_import(page, "example.com/a").unwrap(), want);
+        assert_eq!(go_import(page, "example.com/a/b/c").unwrap(), want);
+        assert!(go_import(page, "example.com/ab").is_err());
+        assert!(go_import(page, "example.org/a").is_err());
+        let entities =
+            br#"<meta name="go-import" content="h.io/x git https://h.io/r?a=1&amp;b=2">"#;
+        assert_eq!(
+            go_import(entities, "h.io/x").unwrap().repo,
+            "https://h.io/r?a=1&b=2"
+        );
+    }
+
+    #[test]
+    fn several_matching_go_imports_are_refused_unless_a_mod_one_comes_first() {
+        let two = br#"<meta name="go-import" content="h.io/x git https://a">
+            <meta name="go-import" content="h.io/x/y git https://b">"#;
+        assert!(go_import(two, "h.io/x/y").unwrap_err().contains("several"));
+        let modded = br#"<meta name="go-import" content="h.io/x mod https://proxy">
+            <meta name="go-import" content="h.io/x git https://a">"#;
+        assert_eq!(go_import(modded, "h.io/x").unwrap().vcs, "mod");
+        for bad in [
+            &b"<meta name=go-import content=\"h.io/x git\">"[..],
+            b"",
+            b"<meta",
+            b"<<<>>>",
+        ] {
+            assert!(go_import(bad, "h.io/x").is_err());
+        }
+        let unquoted = b"<meta name=go-import content=h.io/x>";
+        assert!(go_import(unquoted, "h.io/x").is_err());
+    }
     use std::io::{Cursor, Write};
 
     fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {

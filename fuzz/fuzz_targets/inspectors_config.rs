@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         &origins.npm,
         &origins.git,
         &origins.go,
+        &origins.go_imports,
     ];
     for url in lists.into_iter().flatten() {
         check(url);

@@ -27,6 +27,8 @@
 //! go:
 //!   proxies:                          # GOPROXY base URLs
 //!     - https://proxy.golang.org
+//!   imports:                          # import paths whose ?go-get=1 pages are trusted
+//!     - https://golang.org/x
 //! ```
 //!
 //! The text is parsed and checked by `fetchgate_config::inspectors` (URLs normalised,

@@ -168,8 +168,35 @@ pub async fn trusted_origin(
     more_toml: &str,
     inspectors_yaml: impl FnOnce(&str) -> String,
 ) -> (Origin, Daemon) {
+    trusted_origin_at(
+        ("127.0.0.1", 0),
+        dir,
+        files,
+        tls,
+        more_toml,
+        inspectors_yaml,
+    )
+    .await
+}
+
+/// A name of the origin's leaf certificate that is not `localhost` (the go command
+/// never sends requests for `localhost` or a loopback address through a proxy); the
+/// test script maps it to [`GO_ADDRESS`] in `/etc/hosts`.
+pub const GO_HOST: &str = "go.fetchgate.test";
+/// Where [`GO_HOST`] points.
+pub const GO_ADDRESS: &str = "127.0.0.77";
+
+/// [`trusted_origin`] with the origin listening on this address and port.
+pub async fn trusted_origin_at(
+    (bind, port): (&str, u16),
+    dir: &Path,
+    files: &Path,
+    tls: bool,
+    more_toml: &str,
+    inspectors_yaml: impl FnOnce(&str) -> String,
+) -> (Origin, Daemon) {
     let (origin_ca, leaf, leaf_key) = origin_pki(dir, "origin");
-    let origin = Origin::start(files, tls.then_some((&*leaf, &*leaf_key)));
+    let origin = Origin::start_at(bind, port, files, tls.then_some((&*leaf, &*leaf_key)));
     let d = DaemonOpts::new(dir)
         .config_toml(&format!(
             "[proxy]\nupstream-ca-file = \"{}\"\n{more_toml}",
@@ -259,7 +286,7 @@ pub fn origin_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     );
     std::fs::write(
         dir.join(&ext),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        format!("subjectAltName=DNS:localhost,DNS:{GO_HOST},IP:127.0.0.1\n"),
     )
     .unwrap();
     openssl(
@@ -338,10 +365,15 @@ impl Origin {
 
     /// An origin listening on another loopback address (`127.0.0.x`).
     pub fn start_on(bind: &str, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        Origin::start_at(bind, 0, files, tls)
+    }
+
+    /// An origin listening on this address and port (0: any free one).
+    pub fn start_at(bind: &str, port: u16, files: &Path, tls: Option<(&Path, &Path)>) -> Origin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script)
-            .args(["--bind", bind])
+            .args(["--bind", bind, "--port", &port.to_string()])
             .arg("--dir")
             .arg(files)
             .arg("--git-root")

@@ -9,6 +9,7 @@ Serves files from --dir, plus:
   /reset/<bytes>?after=<n>  headers for <bytes> of /slow's data, the first n bytes, then
                           a TCP reset (SO_LINGER 0; over TLS, no close_notify)
   /git/<repo>/...         git smart HTTP, served by `git http-backend` from --git-root
+  /<path>?go-get=1        <path>/go-get.html as text/html (the go command's discovery)
   Range: bytes=N-         206 with the rest of a file
 Prints "ready <port>" once listening.
 """
@@ -74,6 +75,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path.startswith("/git/"):
             return self.git_backend(url)
+        if url.query == "go-get=1":
+            return self.go_get(url.path)
         parts = url.path.strip("/").split("/")
         query = urllib.parse.parse_qs(url.query)
         if parts[0] == "status" and len(parts) == 2:
@@ -128,6 +131,18 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         else:
             super().do_GET()
 
+    def go_get(self, path):
+        page = os.path.join(os.getcwd(), path.strip("/"), "go-get.html")
+        if not os.path.isfile(page):
+            return self.send_error(404)
+        with open(page, "rb") as f:
+            data = f.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def send_range(self, path):
         """206 for `Range: bytes=N-` (the form apt sends to resume a download)."""
         with open(path, "rb") as f:
@@ -149,9 +164,10 @@ def main():
     ap.add_argument("--git-root", default="/nonexistent")
     ap.add_argument("--git-backend", default="/usr/lib/git-core/git-http-backend")
     ap.add_argument("--bind", default="127.0.0.1", help="loopback address to listen on")
+    ap.add_argument("--port", type=int, default=0, help="port (0: any free one)")
     args = ap.parse_args()
     os.chdir(args.dir)
-    server = http.server.ThreadingHTTPServer((args.bind, 0), Handler)
+    server = http.server.ThreadingHTTPServer((args.bind, args.port), Handler)
     server.git_root = args.git_root
     server.git_backend = args.git_backend
     if args.cert:
