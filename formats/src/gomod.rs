@@ -255,6 +255,7 @@ pub fn check_zip<R: Read + Seek>(reader: R, module: &str, version: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Cursor, Write};
 
     #[test]
     fn the_go_import_of_a_page_is_the_one_for_the_path() {
@@ -300,7 +301,6 @@ mod tests {
         let unquoted = b"<meta name=go-import content=h.io/x>";
         assert!(go_import(unquoted, "h.io/x").is_err());
     }
-    use std::io::{Cursor, Write};
 
     fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
