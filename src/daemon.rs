@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fetchgate_storage::Timestamp;
 use fetchgate_storage::redis_store::RedisStorage;
-use fetchgate_storage::rocks::RocksStorage;
+use fetchgate_storage::rocks::{OpenOptions, RocksStorage};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use tokio::net::TcpListener;
@@ -203,7 +203,11 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
     let db_path = config.db_path.clone();
     let metrics = telemetry::init_metrics().map_err(DaemonError::Setup)?;
     let storage = tokio::task::spawn_blocking(move || {
-        RocksStorage::open_observed(&db_path, Some(Arc::new(telemetry::AuditWriterMetrics)))
+        let options = OpenOptions {
+            observer: Some(Arc::new(telemetry::AuditWriterMetrics)),
+            ..OpenOptions::default()
+        };
+        RocksStorage::open_with(&db_path, options)
     })
     .await
     .map_err(|e| DaemonError::Service(e.to_string()))??;

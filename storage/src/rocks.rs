@@ -12,6 +12,8 @@
 //! - `artifact_names`: `name ‖ version ‖ type ‖ sha256 ‖ session_id` → empty, each string
 //!   prefixed by its length (u16 BE): the name + version side of the artifact index
 //! - `by_end_time`: `end_us (u64 BE) ‖ session_id` → empty (the retention queue)
+//! - `unindexed`: `session_id` → the first sequence number (u64 BE) of the session's
+//!   records whose index entries are still only in memory (see below)
 //!
 //! Every write (appends, session changes, deletes) goes through one writer thread that
 //! group-commits a `WriteBatch` with `sync = true`, so an acknowledged write survives
@@ -20,12 +22,23 @@
 //! held across the fsync. Nothing here blocks the async reactor: every RocksDB call
 //! runs on the writer thread or in `spawn_blocking`.
 //!
+//! The index families are not written through the memtable: the writer keeps their new
+//! entries in memory ([`index_tail`]), where queries see them too, and every
+//! [`OpenOptions::index_tail_entries`] entries writes them as one sorted file per family
+//! and ingests it. Inserted one at a time at random places, they had cost more than the
+//! records. They are derived from the records, so nothing acknowledged is lost with the
+//! memory: the first commit of a session after an ingest also records the session in
+//! `unindexed`, an ingest clears that, and opening the database indexes again the records
+//! of every session still listed (after a crash; a clean shutdown ingests first).
+//!
 //! A failed write (a full disk, an I/O error) stops RocksDB's writes for good, so the
 //! writer then reopens the database, at most once a second, until writes succeed again;
 //! meanwhile every write is refused with the failure and [`AuditLog::check_writable`]
 //! reports it (so `/status` answers 503 and the proxy refuses new requests); each such
 //! check also nudges the writer to try the reopen. Reopening replays the write-ahead
 //! log: nothing acknowledged is lost.
+
+mod index_tail;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
@@ -37,12 +50,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lru::LruCache;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
-    MemtableFactory, Options, SliceTransform, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IngestExternalFileOptions, IteratorMode, Options, ReadOptions, SliceTransform, SstFileWriter,
+    WriteBatch, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::index_tail::Runs;
 use crate::{
     AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained, SessionHeader,
     SessionId, SessionStore, Timestamp, codec,
@@ -53,6 +68,9 @@ const CF_EVENTS: &str = "events";
 const CF_ARTIFACTS: &str = "artifacts";
 const CF_ARTIFACT_NAMES: &str = "artifact_names";
 const CF_BY_END_TIME: &str = "by_end_time";
+const CF_UNINDEXED: &str = "unindexed";
+/// Where index files are written before they are ingested (inside the database directory).
+const INGEST_DIR: &str = "index-ingest";
 
 /// Appends one writer batch may hold at most.
 const MAX_BATCH: usize = 4096;
@@ -66,6 +84,9 @@ const STATE_SEQ: u64 = u64::MAX;
 const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a reopen waits for reads in progress on the old database.
 const READERS_GRACE: Duration = Duration::from_secs(5);
+/// Index entries held in memory before they are ingested: about 8 MiB of `artifacts`
+/// keys and as many name keys at most, and what a restart after a crash re-reads.
+const INDEX_TAIL_ENTRIES: usize = 128 * 1024;
 
 /// The next sequence number and record counts of one session's log.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -87,6 +108,39 @@ struct Shared {
     /// after each commit, so a hit is never stale. It spares the proxy a blocking-pool
     /// round trip per request for the credentials check.
     headers: Mutex<LruCache<SessionId, SessionHeader>>,
+    /// Index entries not ingested yet; only the writer thread changes it.
+    tail: RwLock<IndexTail>,
+}
+
+/// The index entries of [`Shared::tail`].
+#[derive(Default)]
+struct IndexTail {
+    artifacts: Runs<[u8; 48]>,
+    names: Runs<Vec<u8>>,
+}
+
+impl IndexTail {
+    fn len(&self) -> usize {
+        self.artifacts.len() + self.names.len()
+    }
+
+    /// Adds the index keys of one commit (each list sorted).
+    fn push(&mut self, artifacts: Vec<[u8; 48]>, names: Vec<Vec<u8>>) {
+        self.artifacts.push(artifacts);
+        self.names.push(names);
+    }
+
+    fn clear(&mut self) {
+        self.artifacts.clear();
+        self.names.clear();
+    }
+
+    /// Forgets the entries of a deleted session.
+    fn remove_session(&mut self, session: SessionId) {
+        let of_session = |key: &[u8]| key.ends_with(session.as_bytes());
+        self.artifacts.retain(|k| !of_session(k));
+        self.names.retain(|k| !of_session(k));
+    }
 }
 
 /// A column family's handle.
@@ -99,18 +153,6 @@ fn sync_write(db: &DB, batch: WriteBatch) -> Result<()> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     Ok(db.write_opt(batch, &opts)?)
-}
-
-/// Hash buckets of an index column family's memtable (8 bytes each, per memtable).
-const INDEX_BUCKETS: usize = 256 * 1024;
-
-/// The memtable of the index column families: a hash of small skip lists.
-fn index_memtable() -> MemtableFactory {
-    MemtableFactory::HashSkipList {
-        bucket_count: INDEX_BUCKETS,
-        height: 4,
-        branching_factor: 4,
-    }
 }
 
 /// The length of the `name ‖ version` part an `artifact_names` key starts with (each
@@ -135,40 +177,50 @@ fn has_name_version_prefix(key: &[u8]) -> bool {
     name_version_len(key).is_some()
 }
 
-/// Opens (or creates) the database with fetchgate's options.
-fn open_db(path: &Path) -> Result<DB> {
-    let mut db_opts = Options::default();
-    db_opts.create_if_missing(true);
-    db_opts.create_missing_column_families(true);
-    db_opts.set_compression_type(DBCompressionType::Lz4);
-    db_opts.set_keep_log_file_num(4);
+/// The options every column family starts from.
+fn base_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    opts.set_keep_log_file_num(4);
     // One writer thread does every append: skip the machinery for concurrent
     // memtable inserts (and the spinning that waits for them).
-    db_opts.set_allow_concurrent_memtable_write(false);
-    db_opts.set_enable_write_thread_adaptive_yield(false);
+    opts.set_allow_concurrent_memtable_write(false);
+    opts.set_enable_write_thread_adaptive_yield(false);
+    opts
+}
 
-    let mut events_opts = db_opts.clone();
-    events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
-    // The index keys of consecutive appends are random (a sha256 first), so in one
-    // large skip list each insert is a search from near the top, a cache miss per step:
-    // that was a third of the writer thread's time. Hashed on the prefix every query
-    // asks by, an insert lands in a small per-prefix list, and a query reads one bucket.
-    let mut artifacts_opts = db_opts.clone();
-    artifacts_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
-    artifacts_opts.set_memtable_factory(index_memtable());
-    let mut names_opts = db_opts.clone();
-    names_opts.set_prefix_extractor(SliceTransform::create(
+/// The options of the `artifacts` family, and of the files ingested into it.
+fn artifacts_options() -> Options {
+    let mut opts = base_options();
+    opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
+    opts
+}
+
+/// The options of the `artifact_names` family, and of the files ingested into it.
+fn names_options() -> Options {
+    let mut opts = base_options();
+    opts.set_prefix_extractor(SliceTransform::create(
         "fetchgate.name-version",
         name_version_prefix,
         Some(has_name_version_prefix),
     ));
-    names_opts.set_memtable_factory(index_memtable());
+    opts
+}
+
+/// Opens (or creates) the database with fetchgate's options.
+fn open_db(path: &Path) -> Result<DB> {
+    let db_opts = base_options();
+    let mut events_opts = base_options();
+    events_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
     let cfs = vec![
-        ColumnFamilyDescriptor::new(CF_SESSIONS, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_SESSIONS, base_options()),
         ColumnFamilyDescriptor::new(CF_EVENTS, events_opts),
-        ColumnFamilyDescriptor::new(CF_ARTIFACTS, artifacts_opts),
-        ColumnFamilyDescriptor::new(CF_ARTIFACT_NAMES, names_opts),
-        ColumnFamilyDescriptor::new(CF_BY_END_TIME, db_opts.clone()),
+        ColumnFamilyDescriptor::new(CF_ARTIFACTS, artifacts_options()),
+        ColumnFamilyDescriptor::new(CF_ARTIFACT_NAMES, names_options()),
+        ColumnFamilyDescriptor::new(CF_BY_END_TIME, base_options()),
+        ColumnFamilyDescriptor::new(CF_UNINDEXED, base_options()),
     ];
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
         Error::Backend(format!(
@@ -280,15 +332,25 @@ impl Shared {
     }
 
     /// Calls `f` with each stored `events` value of the session (a record or a chunk).
-    fn for_each_value(
+    fn for_each_value(&self, session: SessionId, f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.for_each_value_from(session, 0, f)
+    }
+
+    /// [`Shared::for_each_value`] from the value keyed `first_seq` on.
+    fn for_each_value_from(
         &self,
         session: SessionId,
+        first_seq: u64,
         mut f: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let prefix = session.as_bytes();
         let state_key = event_key(session, STATE_SEQ);
         let db = self.db()?;
-        for item in db.prefix_iterator_cf(cf(&db, CF_EVENTS)?, prefix) {
+        let from = event_key(session, first_seq);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(true);
+        for item in db.iterator_cf_opt(cf(&db, CF_EVENTS)?, opts, mode) {
             let (key, value) = item?;
             if !key.starts_with(prefix) || *key == state_key[..] {
                 break;
@@ -418,14 +480,33 @@ pub struct RocksStorage {
     writer_thread: Option<JoinHandle<()>>,
 }
 
+/// How [`RocksStorage::open_with`] opens the database.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Told what the audit writer does.
+    pub observer: Option<Arc<dyn WriterObserver>>,
+    /// Artifact index entries kept in memory (and searched there) before they are
+    /// written to the database as one sorted file per index family.
+    pub index_tail_entries: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            observer: None,
+            index_tail_entries: INDEX_TAIL_ENTRIES,
+        }
+    }
+}
+
 impl RocksStorage {
     /// Opens (creating if needed) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_observed(path, None)
+        Self::open_with(path, OpenOptions::default())
     }
 
-    /// [`RocksStorage::open`], reporting the audit writer's work to `observer`.
-    pub fn open_observed(path: &Path, observer: Option<Arc<dyn WriterObserver>>) -> Result<Self> {
+    /// [`RocksStorage::open`] with the given options.
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let db = open_db(path)?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
@@ -433,12 +514,17 @@ impl RocksStorage {
             failure: Mutex::new(None),
             session_lock: Mutex::new(()),
             headers: Mutex::new(LruCache::new(HEADER_CACHE)),
+            tail: RwLock::new(IndexTail::default()),
         });
+        let unindexed = reindex_after_crash(&shared)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run_writer(&thread_shared, rx, observer.as_deref()))
+            .spawn(move || {
+                let mut writer = Writer::new(&thread_shared, &options, unindexed);
+                writer.run(rx);
+            })
             .map_err(|e| Error::Backend(format!("cannot start the audit writer thread: {e}")))?;
         Ok(RocksStorage {
             shared,
@@ -486,58 +572,68 @@ impl Drop for RocksStorage {
     }
 }
 
-fn run_writer(
-    shared: &Shared,
-    mut rx: mpsc::Receiver<WriterMsg>,
-    observer: Option<&dyn WriterObserver>,
-) {
-    let mut writer = Writer::new(shared, observer);
-    let mut msgs = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        if let Some(o) = observer {
-            o.queue_depth(rx.len() + 1);
-        }
-        msgs.push(first);
-        while msgs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => msgs.push(m),
-                Err(_) => break,
-            }
-        }
-        for msg in msgs.drain(..) {
-            match msg {
-                WriterMsg::Append {
-                    session,
-                    bytes,
-                    sha256,
-                    name_key,
-                    delta,
-                    reply,
-                } => writer.stage(session, bytes, sha256, name_key, delta, reply),
-                WriterMsg::Session { id, change, reply } => writer.stage_session(id, change, reply),
-                WriterMsg::Recover => {
-                    let _ = writer.writable();
-                }
-                WriterMsg::Delete { session, reply } => {
-                    // A delete sees every append queued before it.
-                    writer.commit();
-                    writer.states.remove(&session);
-                    let deleted = writer
-                        .writable()
-                        .and_then(|db| delete_session(shared, &db, session));
-                    let _ = reply.send(deleted);
-                }
-            }
-        }
-        writer.commit();
+/// Reads the sessions listed in `unindexed` (index entries that were only in memory
+/// when the previous process stopped without ingesting them) and puts the index
+/// entries of their records from there on back in the tail. Returns that list, which
+/// the next ingest clears.
+fn reindex_after_crash(shared: &Shared) -> Result<HashMap<SessionId, u64>> {
+    let db = shared.db()?;
+    let mut unindexed = HashMap::new();
+    for item in db.iterator_cf(cf(&db, CF_UNINDEXED)?, IteratorMode::Start) {
+        let (key, value) = item?;
+        let first: [u8; 8] = (*value)
+            .try_into()
+            .map_err(|_| Error::Corrupt("unindexed entry is not a sequence number".into()))?;
+        unindexed.insert(session_from_key(&key)?, u64::from_be_bytes(first));
     }
+    if unindexed.is_empty() {
+        return Ok(unindexed);
+    }
+    let started = Instant::now();
+    let (mut artifacts, mut names, mut records) = (Vec::new(), Vec::new(), 0usize);
+    for (&session, &first) in &unindexed {
+        shared.for_each_value_from(session, first, |value| {
+            codec::for_each_in_value(value, |bytes| {
+                let record: AuditRecord = codec::decode(bytes)?;
+                records += 1;
+                artifacts.extend(
+                    record
+                        .artifact_sha256()
+                        .map(|sha| artifact_key(&sha, session)),
+                );
+                names.extend(artifact_name_key(&record, session));
+                Ok(())
+            })
+        })?;
+    }
+    artifacts.sort_unstable();
+    names.sort_unstable();
+    tracing::info!(
+        sessions = unindexed.len(),
+        records,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "artifact index entries not written out before the last stop were rebuilt from the audit log"
+    );
+    shared
+        .tail
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(artifacts, names);
+    Ok(unindexed)
 }
 
 /// The audit writer's state between group commits: the log state of every session it
 /// has seen, and the appends staged for the next commit.
 struct Writer<'a> {
     shared: &'a Shared,
-    observer: Option<&'a dyn WriterObserver>,
+    observer: Option<Arc<dyn WriterObserver>>,
+    /// When the index tail reaches this many entries, it is ingested.
+    index_tail_entries: usize,
+    /// The sessions with records whose index entries are only in the tail (as listed in
+    /// `unindexed`), and the sequence number of the first such record.
+    unindexed: HashMap<SessionId, u64>,
+    /// The sessions the staged commit adds to `unindexed`.
+    staged_unindexed: HashMap<SessionId, u64>,
     states: HashMap<SessionId, LogState>,
     /// The records staged per session: the sequence number of the first, and the chunk.
     /// The sessions in it are those the commit writes a new log state for.
@@ -558,10 +654,13 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(shared: &'a Shared, observer: Option<&'a dyn WriterObserver>) -> Self {
+    fn new(shared: &'a Shared, options: &OpenOptions, unindexed: HashMap<SessionId, u64>) -> Self {
         Writer {
             shared,
-            observer,
+            observer: options.observer.clone(),
+            index_tail_entries: options.index_tail_entries.max(1),
+            unindexed,
+            staged_unindexed: HashMap::new(),
             states: HashMap::new(),
             events: BTreeMap::new(),
             artifacts: Vec::with_capacity(MAX_BATCH),
@@ -572,6 +671,145 @@ impl<'a> Writer<'a> {
             session_replies: Vec::new(),
             reopen_after: Instant::now(),
         }
+    }
+
+    /// Serves the writer's channel until it closes, then ingests the index tail so that
+    /// the next start has nothing to rebuild.
+    fn run(&mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        let mut msgs = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            if let Some(o) = &self.observer {
+                o.queue_depth(rx.len() + 1);
+            }
+            msgs.push(first);
+            while msgs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            for msg in msgs.drain(..) {
+                match msg {
+                    WriterMsg::Append {
+                        session,
+                        bytes,
+                        sha256,
+                        name_key,
+                        delta,
+                        reply,
+                    } => self.stage(session, bytes, sha256, name_key, delta, reply),
+                    WriterMsg::Session { id, change, reply } => {
+                        self.stage_session(id, change, reply)
+                    }
+                    WriterMsg::Recover => {
+                        let _ = self.writable();
+                    }
+                    WriterMsg::Delete { session, reply } => {
+                        // A delete sees every append queued before it.
+                        self.commit();
+                        let _ = reply.send(self.delete(session));
+                    }
+                }
+            }
+            self.commit();
+            if self.tail_len() >= self.index_tail_entries {
+                self.ingest();
+            }
+        }
+        if self.tail_len() > 0 || !self.unindexed.is_empty() {
+            self.ingest();
+        }
+    }
+
+    fn tail_len(&self) -> usize {
+        self.shared
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Writes the index tail as one sorted file per index family, ingests them and then
+    /// clears `unindexed`. A failure is a failed write: writes are refused until the
+    /// database is reopened, and the tail stays in memory for the next try.
+    fn ingest(&mut self) {
+        let started = Instant::now();
+        let result = self.writable().and_then(|db| {
+            let dir = self.shared.path.join(INGEST_DIR);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Backend(format!("cannot create {}: {e}", dir.display())))?;
+            // Collapsing changes what queries search, not what they find.
+            let entries = {
+                let mut tail = self.shared.tail.write().unwrap_or_else(|p| p.into_inner());
+                tail.artifacts.collapse();
+                tail.names.collapse();
+                tail.len()
+            };
+            {
+                let tail = self.shared.tail.read().unwrap_or_else(|p| p.into_inner());
+                ingest_sorted(
+                    &db,
+                    CF_ARTIFACTS,
+                    &artifacts_options(),
+                    &dir,
+                    tail.artifacts.first_run(),
+                )?;
+                ingest_sorted(
+                    &db,
+                    CF_ARTIFACT_NAMES,
+                    &names_options(),
+                    &dir,
+                    tail.names.first_run(),
+                )?;
+            }
+            // Ingested: now the database answers for these entries.
+            self.shared
+                .tail
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            if !self.unindexed.is_empty() {
+                let unindexed = cf(&db, CF_UNINDEXED)?;
+                let mut batch = WriteBatch::default();
+                for session in self.unindexed.keys() {
+                    batch.delete_cf(unindexed, session.as_bytes());
+                }
+                sync_write(&db, batch)?;
+                self.unindexed.clear();
+            }
+            Ok(entries)
+        });
+        match result {
+            Ok(entries) => tracing::debug!(
+                entries,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "artifact index entries ingested"
+            ),
+            Err(e) => self.write_failed(&e),
+        }
+    }
+
+    /// Deletes a session's records and index entries.
+    fn delete(&mut self, session: SessionId) -> Result<()> {
+        self.states.remove(&session);
+        let db = self.writable()?;
+        self.shared
+            .tail
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_session(session);
+        let deleted = delete_session(self.shared, &db, session);
+        if deleted.is_ok() {
+            self.unindexed.remove(&session);
+        }
+        deleted
+    }
+
+    /// After a failed write: refuse writes until the database is reopened.
+    fn write_failed(&mut self, e: &Error) {
+        tracing::error!(error = %e, "a storage write failed; writes are refused until the database is reopened");
+        self.shared.set_failure(Some(e.to_string()));
+        self.reopen_after = Instant::now() + REOPEN_INTERVAL;
     }
 
     /// The database to write to. After a failed write it is reopened first, at most
@@ -699,6 +937,9 @@ impl<'a> Writer<'a> {
             return;
         }
         state.next_seq += 1;
+        if !self.unindexed.contains_key(&session) {
+            self.staged_unindexed.entry(session).or_insert(seq);
+        }
         state.counters.downloads += delta.downloads;
         state.counters.denied += delta.denied;
         if let Some(sha) = sha256 {
@@ -709,7 +950,8 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes the staged appends, with the log state of every session they touched, in
-    /// one synchronous batch, and answers the appenders.
+    /// one synchronous batch, puts their index entries in the tail and answers the
+    /// appenders.
     ///
     /// Entries go into the batch in key order (each session's records, then its log
     /// state, session after session): RocksDB's skip-list memtable remembers
@@ -743,33 +985,40 @@ impl<'a> Writer<'a> {
             for (&session, (first_seq, chunk)) in &self.events {
                 batch.put_cf(events, event_key(session, *first_seq), chunk.value());
                 let state = self.states.get(&session).copied().unwrap_or_default();
-                batch.put_cf(events, event_key(session, STATE_SEQ), codec::encode(&state)?);
+                batch.put_cf(
+                    events,
+                    event_key(session, STATE_SEQ),
+                    codec::encode(&state)?,
+                );
             }
-            self.artifacts.sort_unstable();
-            let artifacts = cf(&db, CF_ARTIFACTS)?;
-            for key in &self.artifacts {
-                batch.put_cf(artifacts, key, []);
-            }
-            self.names.sort_unstable();
-            let names = cf(&db, CF_ARTIFACT_NAMES)?;
-            for key in &self.names {
-                batch.put_cf(names, key, []);
+            if !self.staged_unindexed.is_empty() {
+                let unindexed = cf(&db, CF_UNINDEXED)?;
+                for (session, first_seq) in &self.staged_unindexed {
+                    batch.put_cf(unindexed, session.as_bytes(), first_seq.to_be_bytes());
+                }
             }
             if batch.is_empty() {
                 return Ok(());
             }
-            sync_write(&db, batch).inspect_err(|e| {
-                tracing::error!(error = %e, "a storage write failed; writes are refused until the database is reopened");
-                self.shared.set_failure(Some(e.to_string()));
-                self.reopen_after = Instant::now() + REOPEN_INTERVAL;
-            })
+            sync_write(&db, batch).inspect_err(|e| self.write_failed(e))
         });
         self.events.clear();
-        self.artifacts.clear();
-        self.names.clear();
         self.end_times.clear();
+        let mut artifacts = std::mem::replace(&mut self.artifacts, Vec::with_capacity(MAX_BATCH));
+        let mut names = std::mem::take(&mut self.names);
+        let staged_unindexed = std::mem::take(&mut self.staged_unindexed);
         match written {
             Ok(()) => {
+                if !artifacts.is_empty() || !names.is_empty() {
+                    artifacts.sort_unstable();
+                    names.sort_unstable();
+                    self.shared
+                        .tail
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(artifacts, names);
+                }
+                self.unindexed.extend(staged_unindexed);
                 if !self.headers.is_empty() {
                     let _guard = self
                         .shared
@@ -788,7 +1037,7 @@ impl<'a> Writer<'a> {
                         };
                     }
                 }
-                if let Some(o) = self.observer {
+                if let Some(o) = &self.observer {
                     o.committed(self.pending.len(), started.elapsed());
                 }
                 for (reply, _, seq) in self.pending.drain(..) {
@@ -812,6 +1061,32 @@ impl<'a> Writer<'a> {
             }
         }
     }
+}
+
+/// Writes `keys` (sorted, without duplicates) as one file with empty values and
+/// ingests it into `family`, whose options are `opts`.
+fn ingest_sorted<K: AsRef<[u8]>>(
+    db: &DB,
+    family: &str,
+    opts: &Options,
+    dir: &Path,
+    keys: &[K],
+) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(format!("{family}.sst"));
+    let writer = SstFileWriter::create(opts);
+    writer.open(&path)?;
+    let mut writer = writer;
+    for key in keys {
+        writer.put(key, [])?;
+    }
+    writer.finish()?;
+    let mut ingest = IngestExternalFileOptions::default();
+    ingest.set_move_files(true);
+    db.ingest_external_file_cf_opts(cf(db, family)?, &ingest, vec![path])?;
+    Ok(())
 }
 
 fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
@@ -847,6 +1122,7 @@ fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     for key in names {
         batch.delete_cf(artifact_names, key);
     }
+    batch.delete_cf(cf(db, CF_UNINDEXED)?, session.as_bytes());
     sync_write(db, batch)
 }
 
@@ -1021,7 +1297,14 @@ impl AuditLog for RocksStorage {
 
     async fn sessions_with_artifact(&self, sha256: [u8; 32]) -> Result<Vec<SessionId>> {
         self.blocking(move |s| {
-            let mut out = Vec::new();
+            // The tail before the database: an ingest adds entries to the database
+            // before it drops them from the tail, so none is missed in between.
+            let mut keys = Vec::new();
+            s.tail
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .artifacts
+                .with_prefix(&sha256, &mut keys);
             let mode = IteratorMode::From(&sha256, Direction::Forward);
             let db = s.db()?;
             for item in db.iterator_cf(cf(&db, CF_ARTIFACTS)?, mode) {
@@ -1029,9 +1312,17 @@ impl AuditLog for RocksStorage {
                 if !key.starts_with(&sha256) {
                     break;
                 }
-                out.push(session_from_key(&key[32..])?);
+                keys.push(
+                    (*key)
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("artifact index key is not 48 bytes".into()))?,
+                );
             }
-            Ok(out)
+            keys.sort_unstable();
+            keys.dedup();
+            keys.iter()
+                .map(|key| session_from_key(&key[32..]))
+                .collect()
         })
         .await
     }
@@ -1054,7 +1345,13 @@ impl AuditLog for RocksStorage {
             return Ok(Vec::new());
         }
         self.blocking(move |s| {
-            let mut out = Vec::new();
+            // The tail first, as in `sessions_with_artifact`.
+            let mut keys = Vec::new();
+            s.tail
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .names
+                .with_prefix(&prefix, &mut keys);
             let mode = IteratorMode::From(&prefix, Direction::Forward);
             let db = s.db()?;
             for item in db.iterator_cf(cf(&db, CF_ARTIFACT_NAMES)?, mode) {
@@ -1062,10 +1359,13 @@ impl AuditLog for RocksStorage {
                 if !key.starts_with(&prefix) {
                     break;
                 }
-                let (_, sha, id) = split_name_key(&key, name_len)?;
-                out.push((sha, id));
+                keys.push(key.into_vec());
             }
-            Ok(out)
+            keys.sort_unstable();
+            keys.dedup();
+            keys.iter()
+                .map(|key| split_name_key(key, name_len).map(|(_, sha, id)| (sha, id)))
+                .collect()
         })
         .await
     }

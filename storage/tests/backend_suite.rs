@@ -1,5 +1,6 @@
 //! The trait-level suite every backend must pass: the same tests, run against the
-//! in-memory store, against RocksDB in a temporary directory and (the session-store
+//! in-memory store, against RocksDB in a temporary directory (twice: with the default
+//! index tail and with one ingested every other entry) and (the session-store
 //! half; audit records never go to Redis) against a real redis-server.
 
 mod support;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use fetchgate_storage::memory::MemoryStorage;
 use fetchgate_storage::redis_store::{RedisConfig, RedisStorage};
-use fetchgate_storage::rocks::RocksStorage;
+use fetchgate_storage::rocks::{OpenOptions, RocksStorage};
 use fetchgate_storage::{
     AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, Policy, Retained,
     SessionHeader, SessionId, SessionStore, Timestamp,
@@ -35,8 +36,21 @@ fn memory() -> Backend {
 }
 
 fn rocks() -> Backend {
+    rocks_with(OpenOptions::default())
+}
+
+/// RocksDB ingesting its index tail after every other entry, so that queries read
+/// entries from ingested files and from memory at once.
+fn rocks_ingesting() -> Backend {
+    rocks_with(OpenOptions {
+        index_tail_entries: 2,
+        ..OpenOptions::default()
+    })
+}
+
+fn rocks_with(options: OpenOptions) -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    let s = Arc::new(RocksStorage::open_with(dir.path(), options).unwrap());
     Backend {
         sessions: s.clone(),
         log: s,
@@ -69,6 +83,7 @@ macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod memory_backend { $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::memory()).await } )* }
         mod rocksdb_backend { $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::rocks()).await } )* }
+        mod rocksdb_ingesting_backend { $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::rocks_ingesting()).await } )* }
     };
 }
 

@@ -1,11 +1,14 @@
 //! RocksDB-specific behaviour: data survives reopening, a damaged record is an error,
 //! not a panic, and the audit writer reports its commits to an observer.
 
+#[path = "support/records.rs"]
+mod records;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fetchgate_storage::rocks::{RocksStorage, WriterObserver};
+use fetchgate_storage::rocks::{OpenOptions, RocksStorage, WriterObserver};
 use fetchgate_storage::{
     AuditLog, AuditRecord, Denied, DeniedStage, Error, Policy, SessionHeader, SessionId,
     SessionStore, Timestamp,
@@ -20,6 +23,11 @@ fn record(n: u32) -> AuditRecord {
         reason: "test".into(),
         stage: DeniedStage::Policy,
     })
+}
+
+/// A download of content whose sha256 is all `sha`, named `name` version 1.
+fn download(sha: u8, name: &str) -> AuditRecord {
+    records::named_download(1, [sha; 32], 1, name)
 }
 
 fn header() -> SessionHeader {
@@ -101,6 +109,7 @@ fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
             "artifacts",
             "artifact_names",
             "by_end_time",
+            "unindexed",
         ],
     )
     .unwrap()
@@ -198,9 +207,12 @@ async fn the_writer_reports_every_durable_append_to_its_observer() {
     let dir = tempfile::tempdir().unwrap();
     let observer = Arc::new(CountingObserver::default());
     let s = Arc::new(
-        RocksStorage::open_observed(
+        RocksStorage::open_with(
             dir.path(),
-            Some(Arc::clone(&observer) as Arc<dyn WriterObserver>),
+            OpenOptions {
+                observer: Some(Arc::clone(&observer) as Arc<dyn WriterObserver>),
+                ..OpenOptions::default()
+            },
         )
         .unwrap(),
     );
@@ -258,4 +270,89 @@ async fn sessions_written_by_the_previous_format_load_after_an_upgrade() {
     drop(s);
     let s = RocksStorage::open(dir.path()).unwrap();
     assert_eq!(s.get(id).await.unwrap().map(|h| h.timeout_secs), Some(7200));
+}
+
+/// The keys of one column family.
+fn keys(db: &rocksdb::DB, family: &str) -> Vec<Vec<u8>> {
+    db.iterator_cf(db.cf_handle(family).unwrap(), rocksdb::IteratorMode::Start)
+        .map(|item| item.unwrap().0.to_vec())
+        .collect()
+}
+
+/// Index entries wait in memory; closing the store writes them to the database (so
+/// nothing is left to rebuild), and they are found after reopening.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_index_tail_is_written_out_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = header().id;
+    {
+        let s = RocksStorage::open(dir.path()).unwrap();
+        for n in 0..10 {
+            s.append(id, download(n, &format!("p{n}"))).await.unwrap();
+        }
+        assert_eq!(s.sessions_with_artifact([3; 32]).await.unwrap(), vec![id]);
+    }
+    {
+        let db = raw_db(dir.path());
+        assert_eq!(keys(&db, "artifacts").len(), 10);
+        assert_eq!(keys(&db, "artifact_names").len(), 10);
+        assert!(keys(&db, "unindexed").is_empty());
+    }
+    let s = RocksStorage::open(dir.path()).unwrap();
+    assert_eq!(s.sessions_with_artifact([3; 32]).await.unwrap(), vec![id]);
+    assert_eq!(
+        s.artifacts_named("p7", "1", None).await.unwrap(),
+        vec![([7; 32], id)]
+    );
+}
+
+/// A session deleted while its index entries wait in memory: an ingest after the
+/// delete does not bring them back, and neither does reopening.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_sessions_waiting_index_entries_stay_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gone, kept) = (
+        SessionId::from_bytes([1; 16]),
+        SessionId::from_bytes([2; 16]),
+    );
+    let options = OpenOptions {
+        index_tail_entries: 20,
+        ..OpenOptions::default()
+    };
+    {
+        let s = RocksStorage::open_with(dir.path(), options.clone()).unwrap();
+        s.append(gone, download(1, "gone")).await.unwrap();
+        s.append(kept, download(2, "kept")).await.unwrap();
+        assert_eq!(s.sessions_with_artifact([1; 32]).await.unwrap(), vec![gone]);
+        s.delete(gone).await.unwrap();
+        assert!(s.sessions_with_artifact([1; 32]).await.unwrap().is_empty());
+        // Enough entries for an ingest (two per download).
+        for n in 10..30 {
+            s.append(kept, download(n, "more")).await.unwrap();
+        }
+        assert!(s.sessions_with_artifact([1; 32]).await.unwrap().is_empty());
+        assert!(
+            s.artifacts_named("gone", "1", None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.sessions_with_artifact([2; 32]).await.unwrap(), vec![kept]);
+    }
+    {
+        let db = raw_db(dir.path());
+        let artifacts = keys(&db, "artifacts");
+        assert_eq!(
+            artifacts.len(),
+            21,
+            "every entry of `kept` is in the database"
+        );
+        assert!(artifacts.iter().all(|k| k.ends_with(kept.as_bytes())));
+    }
+    let s = RocksStorage::open_with(dir.path(), options).unwrap();
+    assert!(s.sessions_with_artifact([1; 32]).await.unwrap().is_empty());
+    assert_eq!(
+        s.sessions_with_artifact([29; 32]).await.unwrap(),
+        vec![kept]
+    );
 }
