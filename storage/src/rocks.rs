@@ -12,8 +12,8 @@
 //! - `artifact_names`: `name ‖ version ‖ type ‖ sha256 ‖ session_id` → empty, each string
 //!   prefixed by its length (u16 BE): the name + version side of the artifact index
 //! - `by_end_time`: `end_us (u64 BE) ‖ session_id` → empty (the retention queue)
-//! - `unindexed`: `session_id` → the first sequence number (u64 BE) of the session's
-//!   records whose index entries are still only in memory (see below)
+//! - `unindexed`: `session_id ‖ seq (u64 BE)` → empty: the session's records from `seq`
+//!   on have index entries that may still be only in memory (see below)
 //!
 //! Every write (appends, session changes, deletes) goes through one writer thread that
 //! group-commits a `WriteBatch` with `sync = true`, so an acknowledged write survives
@@ -24,12 +24,14 @@
 //!
 //! The index families are not written through the memtable: the writer keeps their new
 //! entries in memory ([`index_tail`]), where queries see them too, and every
-//! [`OpenOptions::index_tail_entries`] entries writes them as one sorted file per family
-//! and ingests it. Inserted one at a time at random places, they had cost more than the
-//! records. They are derived from the records, so nothing acknowledged is lost with the
-//! memory: the first commit of a session after an ingest also records the session in
-//! `unindexed`, an ingest clears that, and opening the database indexes again the records
-//! of every session still listed (after a crash; a clean shutdown ingests first).
+//! [`OpenOptions::index_tail_entries`] entries hands them to an ingest thread, which
+//! writes them as one sorted file per family and ingests it. Inserted one at a time at
+//! random places, they had cost more than the records. They are derived from the
+//! records, so nothing acknowledged is lost with the memory: the first commit of a
+//! session after a hand-over also lists the session in `unindexed`, a finished ingest
+//! deletes what it covered from there, and opening the database indexes again the
+//! records of every session still listed (after a crash; a clean shutdown ingests
+//! first).
 //!
 //! A failed write (a full disk, an I/O error) stops RocksDB's writes for good, so the
 //! writer then reopens the database, at most once a second, until writes succeed again;
@@ -57,7 +59,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use self::index_tail::Runs;
+use self::index_tail::{Entries, IndexTail};
 use crate::{
     AuditLog, AuditRecord, Counters, EndReason, Ended, Error, Result, Retained, SessionHeader,
     SessionId, SessionStore, Timestamp, codec,
@@ -110,37 +112,6 @@ struct Shared {
     headers: Mutex<LruCache<SessionId, SessionHeader>>,
     /// Index entries not ingested yet; only the writer thread changes it.
     tail: RwLock<IndexTail>,
-}
-
-/// The index entries of [`Shared::tail`].
-#[derive(Default)]
-struct IndexTail {
-    artifacts: Runs<[u8; 48]>,
-    names: Runs<Vec<u8>>,
-}
-
-impl IndexTail {
-    fn len(&self) -> usize {
-        self.artifacts.len() + self.names.len()
-    }
-
-    /// Adds the index keys of one commit (each list sorted).
-    fn push(&mut self, artifacts: Vec<[u8; 48]>, names: Vec<Vec<u8>>) {
-        self.artifacts.push(artifacts);
-        self.names.push(names);
-    }
-
-    fn clear(&mut self) {
-        self.artifacts.clear();
-        self.names.clear();
-    }
-
-    /// Forgets the entries of a deleted session.
-    fn remove_session(&mut self, session: SessionId) {
-        let of_session = |key: &[u8]| key.ends_with(session.as_bytes());
-        self.artifacts.retain(|k| !of_session(k));
-        self.names.retain(|k| !of_session(k));
-    }
 }
 
 /// A column family's handle.
@@ -572,26 +543,44 @@ impl Drop for RocksStorage {
     }
 }
 
+/// The `unindexed` key saying that `session`'s records from `seq` on may have index
+/// entries only in memory.
+fn unindexed_key(session: SessionId, seq: u64) -> [u8; 24] {
+    event_key(session, seq)
+}
+
+/// What [`reindex_after_crash`] found listed in `unindexed`.
+#[derive(Default)]
+struct Unindexed {
+    /// Each listed session and the first of its records to index again.
+    first: HashMap<SessionId, u64>,
+    /// Every key read, deleted once the rebuilt entries are ingested.
+    keys: Vec<[u8; 24]>,
+}
+
 /// Reads the sessions listed in `unindexed` (index entries that were only in memory
 /// when the previous process stopped without ingesting them) and puts the index
-/// entries of their records from there on back in the tail. Returns that list, which
-/// the next ingest clears.
-fn reindex_after_crash(shared: &Shared) -> Result<HashMap<SessionId, u64>> {
+/// entries of their records from there on back in the tail.
+fn reindex_after_crash(shared: &Shared) -> Result<Unindexed> {
     let db = shared.db()?;
-    let mut unindexed = HashMap::new();
+    let mut found = Unindexed::default();
     for item in db.iterator_cf(cf(&db, CF_UNINDEXED)?, IteratorMode::Start) {
-        let (key, value) = item?;
-        let first: [u8; 8] = (*value)
+        let (key, _) = item?;
+        let key: [u8; 24] = (*key)
             .try_into()
-            .map_err(|_| Error::Corrupt("unindexed entry is not a sequence number".into()))?;
-        unindexed.insert(session_from_key(&key)?, u64::from_be_bytes(first));
+            .map_err(|_| Error::Corrupt("unindexed key is not 24 bytes".into()))?;
+        let session = session_from_key(&key[..16])?;
+        let seq = u64::from_be_bytes(key[16..].try_into().unwrap_or_default());
+        let first = found.first.entry(session).or_insert(seq);
+        *first = (*first).min(seq);
+        found.keys.push(key);
     }
-    if unindexed.is_empty() {
-        return Ok(unindexed);
+    if found.keys.is_empty() {
+        return Ok(found);
     }
     let started = Instant::now();
     let (mut artifacts, mut names, mut records) = (Vec::new(), Vec::new(), 0usize);
-    for (&session, &first) in &unindexed {
+    for (&session, &first) in &found.first {
         shared.for_each_value_from(session, first, |value| {
             codec::for_each_in_value(value, |bytes| {
                 let record: AuditRecord = codec::decode(bytes)?;
@@ -609,7 +598,7 @@ fn reindex_after_crash(shared: &Shared) -> Result<HashMap<SessionId, u64>> {
     artifacts.sort_unstable();
     names.sort_unstable();
     tracing::info!(
-        sessions = unindexed.len(),
+        sessions = found.first.len(),
         records,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "artifact index entries not written out before the last stop were rebuilt from the audit log"
@@ -618,8 +607,26 @@ fn reindex_after_crash(shared: &Shared) -> Result<HashMap<SessionId, u64>> {
         .tail
         .write()
         .unwrap_or_else(|p| p.into_inner())
+        .active
         .push(artifacts, names);
-    Ok(unindexed)
+    Ok(found)
+}
+
+/// An ingest under way on its own thread.
+struct Ingest {
+    thread: JoinHandle<Result<()>>,
+    /// The `unindexed` keys it makes obsolete.
+    markers: Vec<[u8; 24]>,
+}
+
+/// Writes `entries` as one sorted file per index family and ingests them.
+fn ingest_entries(db: &DB, dir: &Path, entries: &Entries) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Backend(format!("cannot create {}: {e}", dir.display())))?;
+    let artifacts = entries.artifacts.sorted();
+    ingest_sorted(db, CF_ARTIFACTS, &artifacts_options(), dir, &artifacts)?;
+    let names = entries.names.sorted();
+    ingest_sorted(db, CF_ARTIFACT_NAMES, &names_options(), dir, &names)
 }
 
 /// The audit writer's state between group commits: the log state of every session it
@@ -627,13 +634,18 @@ fn reindex_after_crash(shared: &Shared) -> Result<HashMap<SessionId, u64>> {
 struct Writer<'a> {
     shared: &'a Shared,
     observer: Option<Arc<dyn WriterObserver>>,
-    /// When the index tail reaches this many entries, it is ingested.
+    /// When the active index tail reaches this many entries, it is ingested.
     index_tail_entries: usize,
-    /// The sessions with records whose index entries are only in the tail (as listed in
-    /// `unindexed`), and the sequence number of the first such record.
+    /// The sessions with records whose index entries are in the active tail (as listed
+    /// in `unindexed`), and the sequence number of the first such record.
     unindexed: HashMap<SessionId, u64>,
+    /// More `unindexed` keys the next ingest covers (read at open, or left by a failed
+    /// ingest).
+    stale_markers: Vec<[u8; 24]>,
     /// The sessions the staged commit adds to `unindexed`.
     staged_unindexed: HashMap<SessionId, u64>,
+    /// The ingest under way, if any.
+    ingest: Option<Ingest>,
     states: HashMap<SessionId, LogState>,
     /// The records staged per session: the sequence number of the first, and the chunk.
     /// The sessions in it are those the commit writes a new log state for.
@@ -654,13 +666,15 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(shared: &'a Shared, options: &OpenOptions, unindexed: HashMap<SessionId, u64>) -> Self {
+    fn new(shared: &'a Shared, options: &OpenOptions, unindexed: Unindexed) -> Self {
         Writer {
             shared,
             observer: options.observer.clone(),
             index_tail_entries: options.index_tail_entries.max(1),
-            unindexed,
+            unindexed: unindexed.first,
+            stale_markers: unindexed.keys,
             staged_unindexed: HashMap::new(),
+            ingest: None,
             states: HashMap::new(),
             events: BTreeMap::new(),
             artifacts: Vec::with_capacity(MAX_BATCH),
@@ -712,97 +726,131 @@ impl<'a> Writer<'a> {
                 }
             }
             self.commit();
-            if self.tail_len() >= self.index_tail_entries {
-                self.ingest();
+            self.finish_ingest(false);
+            if self.active_tail_len() >= self.index_tail_entries {
+                self.start_ingest();
             }
         }
-        if self.tail_len() > 0 || !self.unindexed.is_empty() {
-            self.ingest();
+        self.finish_ingest(true);
+        if self.active_tail_len() > 0
+            || !self.unindexed.is_empty()
+            || !self.stale_markers.is_empty()
+        {
+            self.start_ingest();
+            self.finish_ingest(true);
         }
     }
 
-    fn tail_len(&self) -> usize {
+    fn active_tail_len(&self) -> usize {
         self.shared
             .tail
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .active
             .len()
     }
 
-    /// Writes the index tail as one sorted file per index family, ingests them and then
-    /// clears `unindexed`. A failure is a failed write: writes are refused until the
-    /// database is reopened, and the tail stays in memory for the next try.
-    fn ingest(&mut self) {
-        let started = Instant::now();
-        let result = self.writable().and_then(|db| {
-            let dir = self.shared.path.join(INGEST_DIR);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::Backend(format!("cannot create {}: {e}", dir.display())))?;
-            // Collapsing changes what queries search, not what they find.
-            let entries = {
-                let mut tail = self.shared.tail.write().unwrap_or_else(|p| p.into_inner());
-                tail.artifacts.collapse();
-                tail.names.collapse();
-                tail.len()
-            };
-            {
-                let tail = self.shared.tail.read().unwrap_or_else(|p| p.into_inner());
-                ingest_sorted(
-                    &db,
-                    CF_ARTIFACTS,
-                    &artifacts_options(),
-                    &dir,
-                    tail.artifacts.first_run(),
-                )?;
-                ingest_sorted(
-                    &db,
-                    CF_ARTIFACT_NAMES,
-                    &names_options(),
-                    &dir,
-                    tail.names.first_run(),
-                )?;
+    /// Freezes the active index tail and hands it to an ingest thread, unless one is
+    /// under way or writes are refused.
+    fn start_ingest(&mut self) {
+        if self.ingest.is_some() {
+            return;
+        }
+        let Ok(db) = self.writable() else {
+            return;
+        };
+        let Some(frozen) = self
+            .shared
+            .tail
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .freeze()
+        else {
+            return;
+        };
+        let mut markers = std::mem::take(&mut self.stale_markers);
+        markers.extend(self.unindexed.drain().map(|(s, seq)| unindexed_key(s, seq)));
+        let dir = self.shared.path.join(INGEST_DIR);
+        let spawned = std::thread::Builder::new()
+            .name("index-ingest".into())
+            .spawn(move || {
+                let started = Instant::now();
+                ingest_entries(&db, &dir, &frozen)?;
+                tracing::debug!(
+                    entries = frozen.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "artifact index entries ingested"
+                );
+                Ok(())
+            });
+        match spawned {
+            Ok(thread) => self.ingest = Some(Ingest { thread, markers }),
+            Err(e) => {
+                let e = Error::Backend(format!("cannot start an index ingest thread: {e}"));
+                self.ingest_failed(&e, markers);
             }
-            // Ingested: now the database answers for these entries.
+        }
+    }
+
+    /// Collects the ingest under way if it has finished (or, with `wait`, once it has):
+    /// its entries leave the tail and its `unindexed` keys are deleted. A failed ingest
+    /// is a failed write: writes are refused until the database is reopened, and its
+    /// entries go back to the active tail for the next try.
+    fn finish_ingest(&mut self, wait: bool) {
+        let Some(ingest) = self.ingest.take_if(|i| wait || i.thread.is_finished()) else {
+            return;
+        };
+        let ingested = ingest
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Backend("the index ingest thread panicked".into())));
+        let done = ingested.and_then(|()| {
+            // The database has the entries now: the tail may drop them.
             self.shared
                 .tail
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .clear();
-            if !self.unindexed.is_empty() {
-                let unindexed = cf(&db, CF_UNINDEXED)?;
-                let mut batch = WriteBatch::default();
-                for session in self.unindexed.keys() {
-                    batch.delete_cf(unindexed, session.as_bytes());
-                }
-                sync_write(&db, batch)?;
-                self.unindexed.clear();
+                .frozen = None;
+            let db = self.shared.db()?;
+            let unindexed = cf(&db, CF_UNINDEXED)?;
+            let mut batch = WriteBatch::default();
+            for key in &ingest.markers {
+                batch.delete_cf(unindexed, key);
             }
-            Ok(entries)
+            sync_write(&db, batch)
         });
-        match result {
-            Ok(entries) => tracing::debug!(
-                entries,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "artifact index entries ingested"
-            ),
-            Err(e) => self.write_failed(&e),
+        if let Err(e) = done {
+            self.ingest_failed(&e, ingest.markers);
         }
     }
 
-    /// Deletes a session's records and index entries.
-    fn delete(&mut self, session: SessionId) -> Result<()> {
-        self.states.remove(&session);
-        let db = self.writable()?;
+    fn ingest_failed(&mut self, e: &Error, markers: Vec<[u8; 24]>) {
+        self.write_failed(e);
         self.shared
             .tail
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove_session(session);
-        let deleted = delete_session(self.shared, &db, session);
-        if deleted.is_ok() {
-            self.unindexed.remove(&session);
-        }
-        deleted
+            .thaw();
+        self.stale_markers.extend(markers);
+    }
+
+    /// Deletes a session's records and index entries: first from the database, then
+    /// from the tail, once no ingest is under way that could bring them back.
+    fn delete(&mut self, session: SessionId) -> Result<()> {
+        self.states.remove(&session);
+        self.finish_ingest(true);
+        let db = self.writable()?;
+        delete_session(self.shared, &db, session)?;
+        self.shared
+            .tail
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .remove_session(session.as_bytes());
+        self.unindexed.remove(&session);
+        self.stale_markers
+            .retain(|key| !key.starts_with(session.as_bytes()));
+        Ok(())
     }
 
     /// After a failed write: refuse writes until the database is reopened.
@@ -993,8 +1041,8 @@ impl<'a> Writer<'a> {
             }
             if !self.staged_unindexed.is_empty() {
                 let unindexed = cf(&db, CF_UNINDEXED)?;
-                for (session, first_seq) in &self.staged_unindexed {
-                    batch.put_cf(unindexed, session.as_bytes(), first_seq.to_be_bytes());
+                for (&session, &first_seq) in &self.staged_unindexed {
+                    batch.put_cf(unindexed, unindexed_key(session, first_seq), []);
                 }
             }
             if batch.is_empty() {
@@ -1016,6 +1064,7 @@ impl<'a> Writer<'a> {
                         .tail
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
+                        .active
                         .push(artifacts, names);
                 }
                 self.unindexed.extend(staged_unindexed);
@@ -1122,7 +1171,13 @@ fn delete_session(shared: &Shared, db: &DB, session: SessionId) -> Result<()> {
     for key in names {
         batch.delete_cf(artifact_names, key);
     }
-    batch.delete_cf(cf(db, CF_UNINDEXED)?, session.as_bytes());
+    let unindexed = cf(db, CF_UNINDEXED)?;
+    batch.delete_range_cf(
+        unindexed,
+        unindexed_key(session, 0),
+        unindexed_key(session, u64::MAX),
+    );
+    batch.delete_cf(unindexed, unindexed_key(session, u64::MAX));
     sync_write(db, batch)
 }
 
@@ -1303,8 +1358,7 @@ impl AuditLog for RocksStorage {
             s.tail
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .artifacts
-                .with_prefix(&sha256, &mut keys);
+                .artifacts_with_prefix(&sha256, &mut keys);
             let mode = IteratorMode::From(&sha256, Direction::Forward);
             let db = s.db()?;
             for item in db.iterator_cf(cf(&db, CF_ARTIFACTS)?, mode) {
@@ -1350,8 +1404,7 @@ impl AuditLog for RocksStorage {
             s.tail
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .names
-                .with_prefix(&prefix, &mut keys);
+                .names_with_prefix(&prefix, &mut keys);
             let mode = IteratorMode::From(&prefix, Direction::Forward);
             let db = s.db()?;
             for item in db.iterator_cf(cf(&db, CF_ARTIFACT_NAMES)?, mode) {

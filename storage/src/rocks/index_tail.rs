@@ -5,10 +5,86 @@
 //! cost more CPU than the audit records themselves. The writer therefore keeps them here
 //! instead: each group commit adds its keys as one sorted run, runs of similar length
 //! are merged (so there are only logarithmically many), queries search every run, and
-//! once enough entries have gathered the writer writes them as one sorted file per index
-//! column family and ingests it (see `rocks::Writer::ingest`).
+//! once enough entries have gathered the writer freezes them, and an ingest thread
+//! writes them as one sorted file per index column family and ingests it (see
+//! `rocks::Writer::start_ingest`) while new entries gather beside them.
+
+use std::sync::Arc;
+
+/// The index entries in memory: those gathering, and those being ingested.
+#[derive(Default)]
+pub(super) struct IndexTail {
+    pub(super) active: Entries,
+    /// Handed to the ingest thread; still searched until the database has them.
+    pub(super) frozen: Option<Arc<Entries>>,
+}
+
+impl IndexTail {
+    /// The `artifacts` keys that start with `prefix`, appended to `out`.
+    pub(super) fn artifacts_with_prefix(&self, prefix: &[u8], out: &mut Vec<[u8; 48]>) {
+        for entries in self.all() {
+            entries.artifacts.with_prefix(prefix, out);
+        }
+    }
+
+    /// The `artifact_names` keys that start with `prefix`, appended to `out`.
+    pub(super) fn names_with_prefix(&self, prefix: &[u8], out: &mut Vec<Vec<u8>>) {
+        for entries in self.all() {
+            entries.names.with_prefix(prefix, out);
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Entries> {
+        std::iter::once(&self.active).chain(self.frozen.as_deref())
+    }
+
+    /// Freezes the active entries for an ingest; `None` if one is under way.
+    pub(super) fn freeze(&mut self) -> Option<Arc<Entries>> {
+        if self.frozen.is_some() {
+            return None;
+        }
+        let frozen = Arc::new(std::mem::take(&mut self.active));
+        self.frozen = Some(Arc::clone(&frozen));
+        Some(frozen)
+    }
+
+    /// After a failed ingest: the frozen entries gather with the active ones again.
+    pub(super) fn thaw(&mut self) {
+        if let Some(frozen) = self.frozen.take() {
+            let frozen = Arc::unwrap_or_clone(frozen);
+            self.active.artifacts.absorb(frozen.artifacts);
+            self.active.names.absorb(frozen.names);
+        }
+    }
+}
+
+/// Index keys of both families.
+#[derive(Clone, Default)]
+pub(super) struct Entries {
+    pub(super) artifacts: Runs<[u8; 48]>,
+    pub(super) names: Runs<Vec<u8>>,
+}
+
+impl Entries {
+    pub(super) fn len(&self) -> usize {
+        self.artifacts.len() + self.names.len()
+    }
+
+    /// Adds the index keys of one commit (each list sorted).
+    pub(super) fn push(&mut self, artifacts: Vec<[u8; 48]>, names: Vec<Vec<u8>>) {
+        self.artifacts.push(artifacts);
+        self.names.push(names);
+    }
+
+    /// Drops the entries whose key ends with `session` (every index key does).
+    pub(super) fn remove_session(&mut self, session: &[u8]) {
+        self.artifacts.retain(|k| !k.ends_with(session));
+        self.names.retain(|k| !k.ends_with(session));
+    }
+}
 
 /// Sorted runs of keys; a key may occur more than once.
+#[derive(Clone)]
 pub(super) struct Runs<K> {
     /// Longest first: every run is more than twice as long as the next one.
     runs: Vec<Vec<K>>,
@@ -64,6 +140,21 @@ impl<K: Ord + AsRef<[u8]>> Runs<K> {
         }
     }
 
+    /// Adds every run of `other`.
+    pub(super) fn absorb(&mut self, other: Runs<K>) {
+        for run in other.runs {
+            self.push(run);
+        }
+    }
+
+    /// Every key once, in order.
+    pub(super) fn sorted(&self) -> Vec<&K> {
+        let mut all: Vec<&K> = self.runs.iter().flatten().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
     /// Drops the keys `keep` says no to.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         for run in &mut self.runs {
@@ -78,23 +169,13 @@ impl<K: Ord + AsRef<[u8]>> Runs<K> {
     }
 
     /// Merges every run into one, without duplicates.
-    pub(super) fn collapse(&mut self) {
+    fn collapse(&mut self) {
         let mut all = self.runs.drain(..).reduce(merge).unwrap_or_default();
         all.dedup();
         self.len = all.len();
         if !all.is_empty() {
             self.runs.push(all);
         }
-    }
-
-    /// The keys in order, once [`Runs::collapse`] has run (else those of the longest run).
-    pub(super) fn first_run(&self) -> &[K] {
-        self.runs.first().map_or(&[], Vec::as_slice)
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.runs.clear();
-        self.len = 0;
     }
 }
 
@@ -157,8 +238,9 @@ mod tests {
 
         all.sort_unstable();
         all.dedup();
+        assert_eq!(runs.sorted(), all.iter().collect::<Vec<_>>());
         runs.collapse();
-        assert_eq!(runs.first_run(), &all[..]);
+        assert_eq!(runs.runs, vec![all.clone()]);
         assert_eq!(runs.len(), all.len());
     }
 
@@ -177,7 +259,37 @@ mod tests {
         assert_eq!(found, vec![key(4)]);
         runs.retain(|_| false);
         assert_eq!((runs.len(), runs.runs.len()), (0, 0));
-        runs.collapse();
-        assert!(runs.first_run().is_empty());
+        assert!(runs.sorted().is_empty());
+    }
+
+    #[test]
+    fn frozen_entries_are_searched_until_dropped_and_come_back_when_thawed() {
+        let session = [7u8; 16];
+        let key = |n: u8| {
+            let mut k = [n; 48];
+            k[32..].copy_from_slice(&session);
+            k
+        };
+        let mut tail = IndexTail::default();
+        tail.active.push(vec![key(1)], vec![]);
+        let frozen = tail.freeze().unwrap();
+        assert_eq!(frozen.len(), 1);
+        assert!(tail.freeze().is_none(), "one ingest at a time");
+        tail.active.push(vec![key(2)], vec![b"name".to_vec()]);
+        let mut found = Vec::new();
+        tail.artifacts_with_prefix(&[1], &mut found);
+        tail.artifacts_with_prefix(&[2], &mut found);
+        assert_eq!(found, vec![key(1), key(2)]);
+
+        drop(frozen);
+        tail.thaw();
+        assert!(tail.frozen.is_none());
+        assert_eq!(tail.active.len(), 3);
+        tail.active.remove_session(&session);
+        assert_eq!(
+            tail.active.len(),
+            1,
+            "the name key does not end with the session"
+        );
     }
 }
