@@ -11,6 +11,7 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod support;
 
 /// The daemon's allocator (`src/main.rs`), so the bench measures what it runs.
 #[global_allocator]
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fetchgate_storage::rocks::RocksStorage;
 use fetchgate_storage::{AuditLog, SessionId};
 use tokio::sync::Barrier;
 
@@ -29,12 +29,7 @@ const APPENDERS: [u64; 3] = [64, 512, 4096];
 const PER_ITER: u64 = 40_960;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    let (rt, _dir, store) = support::runtime_and_store();
     let encoded = fetchgate_storage::codec::encode(&common::download(1))
         .unwrap()
         .len();

@@ -2,12 +2,20 @@
 //! sha256?" over 1,000,000 index entries spread across 100,000 sessions (each session
 //! fetched 10 artifacts out of a pool of 100,000, so each artifact is in about 10
 //! sessions). Target: p99 under 5 ms per query. Prints the p99 of 10,000 queries on
-//! top of criterion's figures.
+//! top of criterion's figures: once on the live store (the newest entries still in the
+//! in-memory index tail), then after reopening it (everything in table files).
 //!
-//! `cargo bench --bench artifact_index`; under `cargo test` it is smoke-run on an index
-//! a hundredth of the size.
+//! `cargo bench -p fetchgate-storage --bench artifact_index` (in the storage crate so
+//! that a release build of it compiles RocksDB but not the daemon); under `cargo test`
+//! it is smoke-run on an index a hundredth of the size.
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
+mod support;
+
+/// The daemon's allocator (`src/main.rs`), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,12 +51,7 @@ fn bench(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
     let sessions: u64 = if full { 100_000 } else { 1_000 };
     let pool = sessions;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    let (rt, dir, store) = support::runtime_and_store();
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -72,6 +75,8 @@ fn bench(c: &mut Criterion) {
         sessions * PER_SESSION,
         started.elapsed()
     );
+    let queries = if full { 10_000 } else { 100 };
+    print_percentiles(&rt, &store, queries, pool, "live store");
     // Reopen, so queries read flushed table files as after hours of service.
     drop(store);
     let store = Arc::new(RocksStorage::open(dir.path()).unwrap());
@@ -91,8 +96,17 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    print_percentiles(&rt, &store, queries, pool, "reopened store");
+}
 
-    let queries = if full { 10_000 } else { 100 };
+/// Times `queries` sha256 queries one after another and prints their percentiles.
+fn print_percentiles(
+    rt: &tokio::runtime::Runtime,
+    store: &RocksStorage,
+    queries: u64,
+    pool: u64,
+    what: &str,
+) {
     let mut times: Vec<Duration> = (0..queries)
         .map(|i| {
             let sha = sha_of((i * 104_729) % pool);
@@ -106,8 +120,7 @@ fn bench(c: &mut Criterion) {
     times.sort_unstable();
     let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     eprintln!(
-        "sha256 query over {} entries: p50 {:?}, p99 {:?}, max {:?}",
-        sessions * PER_SESSION,
+        "sha256 query, {what}: p50 {:?}, p99 {:?}, max {:?}",
         p(0.5),
         p(0.99),
         p(1.0)
