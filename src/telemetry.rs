@@ -74,6 +74,10 @@ pub mod metric {
     pub const AUDIT_COMMIT_SECONDS: &str = "fetchgate_audit_commit_duration_seconds";
     /// Audit records written durably.
     pub const AUDIT_RECORDS: &str = "fetchgate_audit_records_total";
+    /// Duration of one ingest of in-memory artifact index entries into the database.
+    pub const AUDIT_INDEX_INGEST_SECONDS: &str = "fetchgate_audit_index_ingest_duration_seconds";
+    /// Artifact index entries moved from memory into the database.
+    pub const AUDIT_INDEX_ENTRIES: &str = "fetchgate_audit_index_entries_ingested_total";
     /// Session webhook events, by `outcome` (`delivered`, `failed` after every retry,
     /// `dropped` because the queue was full); one per receiver for the first two.
     pub const WEBHOOK_EVENTS: &str = "fetchgate_webhook_events_total";
@@ -235,6 +239,11 @@ impl WriterObserver for AuditWriterMetrics {
 
     fn queue_depth(&self, queued: usize) {
         metrics::gauge!(metric::AUDIT_QUEUE_DEPTH).set(queued as f64);
+    }
+
+    fn ingested(&self, entries: usize, elapsed: Duration) {
+        metrics::histogram!(metric::AUDIT_INDEX_INGEST_SECONDS).record(elapsed.as_secs_f64());
+        metrics::counter!(metric::AUDIT_INDEX_ENTRIES).increment(entries as u64);
     }
 }
 

@@ -454,6 +454,8 @@ pub trait WriterObserver: Send + Sync + 'static {
     fn committed(&self, records: usize, elapsed: Duration);
     /// `queued` appends are waiting for the writer (sampled before each batch).
     fn queue_depth(&self, queued: usize);
+    /// `entries` artifact index entries went from memory to the database in `elapsed`.
+    fn ingested(&self, entries: usize, elapsed: Duration);
 }
 
 /// Both stores in one RocksDB database.
@@ -624,9 +626,10 @@ fn reindex_after_crash(shared: &Shared) -> Result<Unindexed> {
     Ok(found)
 }
 
-/// An ingest under way on its own thread.
+/// An ingest under way on its own thread; it answers how many entries it wrote, and in
+/// how long.
 struct Ingest {
-    thread: JoinHandle<Result<()>>,
+    thread: JoinHandle<Result<(usize, Duration)>>,
     /// The `unindexed` keys it makes obsolete.
     markers: Vec<[u8; 24]>,
 }
@@ -788,12 +791,7 @@ impl<'a> Writer<'a> {
             .spawn(move || {
                 let started = Instant::now();
                 ingest_entries(&db, &dir, &frozen)?;
-                tracing::debug!(
-                    entries = frozen.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "artifact index entries ingested"
-                );
-                Ok(())
+                Ok((frozen.len(), started.elapsed()))
             });
         match spawned {
             Ok(thread) => self.ingest = Some(Ingest { thread, markers }),
@@ -816,7 +814,15 @@ impl<'a> Writer<'a> {
             .thread
             .join()
             .unwrap_or_else(|_| Err(Error::Backend("the index ingest thread panicked".into())));
-        let done = ingested.and_then(|()| {
+        let done = ingested.and_then(|(entries, elapsed)| {
+            tracing::debug!(
+                entries,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "artifact index entries ingested"
+            );
+            if let Some(o) = &self.observer {
+                o.ingested(entries, elapsed);
+            }
             // The database has the entries now: the tail may drop them.
             self.shared
                 .tail

@@ -188,6 +188,7 @@ struct CountingObserver {
     records: AtomicUsize,
     commits: AtomicUsize,
     max_queued: AtomicUsize,
+    ingested: AtomicUsize,
 }
 
 impl WriterObserver for CountingObserver {
@@ -199,6 +200,11 @@ impl WriterObserver for CountingObserver {
 
     fn queue_depth(&self, queued: usize) {
         self.max_queued.fetch_max(queued, Ordering::SeqCst);
+    }
+
+    fn ingested(&self, entries: usize, elapsed: Duration) {
+        assert!(elapsed < Duration::from_secs(60));
+        self.ingested.fetch_add(entries, Ordering::SeqCst);
     }
 }
 
@@ -232,6 +238,28 @@ async fn the_writer_reports_every_durable_append_to_its_observer() {
     let commits = observer.commits.load(Ordering::SeqCst);
     assert!((1..=40).contains(&commits), "{commits} commits");
     assert!(observer.max_queued.load(Ordering::SeqCst) >= 1);
+}
+
+/// Index entries are reported when they are ingested: those of 30 downloads (two each,
+/// an ingest every 8 entries, the rest at close) are all reported once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_reports_every_ingested_index_entry_to_its_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let observer = Arc::new(CountingObserver::default());
+    let s = RocksStorage::open_with(
+        dir.path(),
+        OpenOptions {
+            observer: Some(Arc::clone(&observer) as Arc<dyn WriterObserver>),
+            index_tail_entries: 8,
+        },
+    )
+    .unwrap();
+    let id = header().id;
+    for n in 0..30 {
+        s.append(id, download(n, &format!("p{n}"))).await.unwrap();
+    }
+    drop(s);
+    assert_eq!(observer.ingested.load(Ordering::SeqCst), 60);
 }
 
 /// A session header exactly as the build before owners and labels wrote it (format
