@@ -89,8 +89,9 @@ const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 const READERS_GRACE: Duration = Duration::from_secs(5);
 /// `events` values of at least this many bytes are kept in blob files.
 const EVENTS_MIN_BLOB: u64 = 1024;
-/// Index entries held in memory before they are ingested: about 8 MiB of `artifacts`
-/// keys and as many name keys at most, and what a restart after a crash re-reads.
+/// Index entries gathered in memory before they are ingested (48 bytes each for
+/// `artifacts`, name keys a little longer; twice as many while an ingest runs), and at
+/// most what opening after a crash re-indexes.
 const INDEX_TAIL_ENTRIES: usize = 128 * 1024;
 
 /// The next sequence number and record counts of one session's log.
