@@ -124,6 +124,28 @@ fn event_values(db: &rocksdb::DB, id: SessionId) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// Appends `make(n)` for every `n` at once, one task each; answers (sequence number, n)
+/// sorted by sequence number.
+async fn append_concurrently(
+    s: &Arc<RocksStorage>,
+    id: SessionId,
+    ns: std::ops::Range<u32>,
+    make: fn(u32) -> AuditRecord,
+) -> Vec<(u64, u32)> {
+    let tasks: Vec<_> = ns
+        .map(|n| {
+            let s = Arc::clone(s);
+            tokio::spawn(async move { (s.append(id, make(n)).await.unwrap(), n) })
+        })
+        .collect();
+    let mut by_seq = Vec::new();
+    for t in tasks {
+        by_seq.push(t.await.unwrap());
+    }
+    by_seq.sort_unstable();
+    by_seq
+}
+
 /// Appends that share a group commit are stored as one chunk per session; appends that
 /// do not are stored one value each, as earlier builds stored every record; a log
 /// mixing both reads back whole and in order, and a damaged chunk is an error.
@@ -138,15 +160,7 @@ async fn records_of_one_commit_share_a_chunk_and_read_back_in_order() {
         for n in 0..3 {
             by_seq.push((s.append(id, record(n)).await.unwrap(), n));
         }
-        let tasks: Vec<_> = (3..400)
-            .map(|n| {
-                let s = Arc::clone(&s);
-                tokio::spawn(async move { (s.append(id, record(n)).await.unwrap(), n) })
-            })
-            .collect();
-        for t in tasks {
-            by_seq.push(t.await.unwrap());
-        }
+        by_seq.extend(append_concurrently(&s, id, 3..400, record).await);
         by_seq.sort_unstable();
         assert_eq!(
             by_seq.iter().map(|p| p.0).collect::<Vec<_>>(),
@@ -399,20 +413,9 @@ async fn large_chunks_are_stored_in_blob_files_and_read_back() {
         }
         r
     };
-    let mut by_seq = Vec::new();
-    {
-        let s = Arc::new(RocksStorage::open(dir.path()).unwrap());
-        let tasks: Vec<_> = (0..200)
-            .map(|n| {
-                let s = Arc::clone(&s);
-                tokio::spawn(async move { (s.append(id, big(n)).await.unwrap(), n) })
-            })
-            .collect();
-        for t in tasks {
-            by_seq.push(t.await.unwrap());
-        }
-    }
-    by_seq.sort_unstable();
+    let s = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    let by_seq = append_concurrently(&s, id, 0..200, big).await;
+    drop(s);
     let expected: Vec<_> = by_seq.iter().map(|&(_, n)| big(n)).collect();
     let s = RocksStorage::open(dir.path()).unwrap();
     let blob_files = std::fs::read_dir(dir.path())
