@@ -669,7 +669,11 @@ async fn permissive_session_passes_an_unknown_artifact_and_records_it() {
     assert_eq!(a["response-inspection"]["default"]["opinion"], "Unknown");
     assert_eq!(a["metadata"]["type"], "application/gzip");
     assert_eq!(a["result"], "Rejected", "nothing approved it");
-    assert!(s.d.log().contains("strict would refuse"), "{}", s.d.log());
+    // Revoking finished the session: one summary line, not one per request.
+    let log = s.d.log();
+    assert_eq!(log.matches("strict would have blocked").count(), 1, "{log}");
+    assert!(log.contains("would_refuse=1 would_cut_off=1"), "{log}");
+    assert!(log.contains("/blob.gz"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -776,7 +780,10 @@ async fn permissive_session_passes_a_tampered_package_and_records_it_rejected() 
     assert_eq!(deb["result"], "Rejected");
     assert_eq!(deb["response-inspection"]["deb"]["opinion"], "Rejected");
     assert!(deb["downloads"][0].get("error").is_none(), "{deb:#}");
-    assert!(s.d.log().contains("strict would cut this download off"));
+    let log = s.d.log();
+    assert_eq!(log.matches("strict would have blocked").count(), 1, "{log}");
+    assert!(log.contains("would_refuse=0 would_cut_off=1"), "{log}");
+    assert!(log.contains(&format!("first_url={url}")), "{log}");
 }
 
 /// A daemon with no `inspectors.yaml`, and a repository signed by `key`, trusted by a

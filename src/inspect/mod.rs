@@ -192,6 +192,8 @@ pub struct SessionInspection {
     pub pip: Mutex<pip::PipMemory>,
     pub cargo: Mutex<cargo::CargoMemory>,
     pub npm: Mutex<npm::NpmMemory>,
+    /// What strict would have blocked, had this session been strict.
+    pub overlooked: Mutex<Overlooked>,
 }
 
 impl SessionInspection {
@@ -203,7 +205,39 @@ impl SessionInspection {
             pip: Mutex::default(),
             cargo: Mutex::default(),
             npm: Mutex::default(),
+            overlooked: Mutex::default(),
         }
+    }
+}
+
+/// Where strict would have stopped a request that a permissive session let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrictAction {
+    /// Refused at request time: no inspector recognised it, or one rejected it.
+    Refuse,
+    /// Cut off at the last chunk: the response was not approved.
+    CutOff,
+}
+
+/// A permissive session's tally of what strict would have blocked, logged once when
+/// the session finishes rather than once per request (each download's own result is in
+/// the report).
+#[derive(Debug, Default)]
+pub struct Overlooked {
+    refused: u64,
+    cut_off: u64,
+    /// The first one, as an example: URL and reason.
+    first: Option<(String, String)>,
+}
+
+impl Overlooked {
+    fn note(&mut self, action: StrictAction, url: &str, reason: &str) {
+        match action {
+            StrictAction::Refuse => self.refused += 1,
+            StrictAction::CutOff => self.cut_off += 1,
+        }
+        self.first
+            .get_or_insert_with(|| (url.to_owned(), reason.to_owned()));
     }
 }
 
@@ -281,11 +315,44 @@ impl Inspectors {
 
     /// Forgets a session that will serve no more requests (downloads in flight keep
     /// their own reference).
+    /// A permissive session's summary of what strict would have blocked is logged here.
     pub fn forget(&self, id: SessionId) {
-        self.sessions
+        let state = self
+            .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop(&id);
+        let Some(state) = state else { return };
+        let overlooked = state.overlooked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((url, reason)) = &overlooked.first {
+            tracing::warn!(
+                session = %id,
+                would_refuse = overlooked.refused,
+                would_cut_off = overlooked.cut_off,
+                first_url = %url,
+                first_reason = %reason,
+                "permissive session finished: strict would have blocked some of its requests"
+            );
+        }
+    }
+
+    /// Notes that a permissive session let through what strict would have blocked
+    /// (per request at debug level; summed up at [`Self::forget`]).
+    pub fn overlooked(&self, id: SessionId, action: StrictAction, url: &str, reason: &str) {
+        tracing::debug!(session = %id, ?action, %url, %reason, "permissive session: strict would block this");
+        let state = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(Arc::clone);
+        if let Some(state) = state {
+            state
+                .overlooked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(action, url, reason);
+        }
     }
 
     /// Every inspector's request opinion, in order.

@@ -11,6 +11,10 @@
 //!   completed. A failed write fails the stream for good, so the builder sees a reset
 //!   instead of a complete download that was never recorded. The write runs as its own
 //!   task: it completes even if the builder disconnects before the next write.
+//! - **Write coalescing.** Writes smaller than an MSS are gathered and leave together
+//!   at the next flush (Pingora flushes at the end of each response), so a small
+//!   response's head and body take one `send`, as Pingora's own listeners buffer them.
+//!   The buffer is freed while the connection is idle.
 //! - **A cheap idle wait.** Between requests on a kept-alive connection the listener
 //!   waits in [`DownstreamStream::wait_for_data`], which holds one read-ahead byte,
 //!   instead of inside Pingora's request handling, whose state is far larger.
@@ -161,6 +165,10 @@ impl HeadClock {
     }
 }
 
+/// Writes shorter than this are gathered until the next flush: Pingora's own L4 write
+/// buffer size, one MSS.
+const WRITE_BUFFER: usize = pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
+
 /// A downstream connection whose writes wait for its [`DurabilityGate`].
 #[derive(Debug)]
 pub struct DownstreamStream {
@@ -168,6 +176,8 @@ pub struct DownstreamStream {
     gate: DurabilityGate,
     /// A byte read by [`DownstreamStream::wait_for_data`], handed out first.
     read_ahead: Option<u8>,
+    /// Bytes past the gate, not yet handed to `inner` (at most [`WRITE_BUFFER`]).
+    unsent: Vec<u8>,
 }
 
 impl DownstreamStream {
@@ -176,6 +186,7 @@ impl DownstreamStream {
             inner,
             gate,
             read_ahead: None,
+            unsent: Vec::new(),
         }
     }
 
@@ -184,6 +195,10 @@ impl DownstreamStream {
     pub async fn wait_for_data(&mut self) -> io::Result<bool> {
         if self.read_ahead.is_some() {
             return Ok(true);
+        }
+        if self.unsent.is_empty() {
+            // An idle connection keeps no write buffer.
+            self.unsent = Vec::new();
         }
         let mut byte = [0u8; 1];
         if self.inner.read(&mut byte).await? == 0 {
@@ -215,6 +230,42 @@ impl AsyncRead for DownstreamStream {
     }
 }
 
+impl DownstreamStream {
+    /// Hands every gathered byte to `inner`.
+    fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.unsent.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &self.unsent[sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    break Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)));
+                }
+                Poll::Ready(Ok(n)) => sent += n,
+                other => break other.map_ok(drop),
+            }
+        };
+        self.unsent.drain(..sent);
+        result
+    }
+
+    /// Makes room for `len` more bytes: gathers them (`true`) if they fit in the
+    /// buffer once it is sent, or leaves them to be written through (`false`).
+    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.unsent.len() + len > WRITE_BUFFER {
+            ready!(self.poll_send_unsent(cx))?;
+        }
+        if len >= WRITE_BUFFER {
+            return Poll::Ready(Ok(false));
+        }
+        if self.unsent.capacity() == 0 {
+            self.unsent.reserve_exact(WRITE_BUFFER);
+        }
+        Poll::Ready(Ok(true))
+    }
+}
+
 impl AsyncWrite for DownstreamStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -222,6 +273,10 @@ impl AsyncWrite for DownstreamStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.gate.poll_open(cx))?;
+        if ready!(self.poll_room(cx, buf.len()))? {
+            self.unsent.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -231,6 +286,13 @@ impl AsyncWrite for DownstreamStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.gate.poll_open(cx))?;
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if ready!(self.poll_room(cx, len))? {
+            for b in bufs {
+                self.unsent.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -240,11 +302,13 @@ impl AsyncWrite for DownstreamStream {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.gate.poll_open(cx))?;
+        ready!(self.poll_send_unsent(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.gate.poll_open(cx))?;
+        ready!(self.poll_send_unsent(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -252,6 +316,15 @@ impl AsyncWrite for DownstreamStream {
 #[async_trait]
 impl Shutdown for DownstreamStream {
     async fn shutdown(&mut self) {
+        // What was gathered still goes out, once the gate lets it.
+        if let Err(e) = std::future::poll_fn(|cx| {
+            ready!(self.gate.poll_open(cx))?;
+            self.poll_send_unsent(cx)
+        })
+        .await
+        {
+            tracing::debug!(error = %e, "unsent bytes dropped at shutdown");
+        }
         self.inner.shutdown().await
     }
 }
@@ -400,6 +473,7 @@ mod tests {
     async fn the_last_bytes_wait_until_the_record_is_durable() {
         let (mut server, mut client, gate, log, release) = gated_pair().await;
         server.write_all(b"body ").await.unwrap();
+        server.flush().await.unwrap();
         gate.arm(log, SessionId::from_bytes([1; 16]), record());
         let writer = tokio::spawn(async move {
             server.write_all(b"end").await?;
@@ -421,6 +495,29 @@ mod tests {
         client.read_exact(&mut more).await.unwrap();
         assert_eq!(&more, b"end");
         writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn small_writes_leave_together_at_the_flush_and_large_ones_at_once() {
+        let (mut server, mut client, ..) = gated_pair().await;
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        server.write_all(b"small body").await.unwrap();
+        let mut got = [0u8; 29];
+        let early =
+            tokio::time::timeout(Duration::from_millis(200), client.read_exact(&mut got)).await;
+        assert!(early.is_err(), "small writes were sent before the flush");
+        server.flush().await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\nsmall body");
+
+        // A large write goes out without a flush, after what was gathered before it.
+        server.write_all(b"tail of a head ").await.unwrap();
+        let large = vec![7u8; WRITE_BUFFER * 3];
+        server.write_all(&large).await.unwrap();
+        let mut got = vec![0u8; 15 + large.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..15], b"tail of a head ");
+        assert_eq!(&got[15..], &large[..]);
     }
 
     #[tokio::test]

@@ -48,7 +48,7 @@ use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
 use crate::audit::report::approved;
 use crate::idle::Activity;
-use crate::inspect::{DownloadInspection, Inspectors, RequestInfo, Verdict};
+use crate::inspect::{DownloadInspection, Inspectors, RequestInfo, StrictAction, Verdict};
 use crate::session::Sessions;
 use crate::telemetry::{self, SECURITY, metric};
 
@@ -477,8 +477,13 @@ impl Pipeline {
 
 /// Applies the session's policy to a complete, inspected download: in a strict session
 /// an artifact that is not approved is cut off (the reason, also recorded as the
-/// download's failure); a permissive session only logs what strict would have done.
-fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
+/// download's failure); a permissive session only notes what strict would have done.
+fn enforce(
+    inspectors: &Inspectors,
+    id: SessionId,
+    d: &mut Download,
+    policy: Policy,
+) -> Option<String> {
     if approved(d, Policy::Strict) {
         metrics::counter!(metric::INSPECTED, "result" => "approved", "action" => "passed")
             .increment(1);
@@ -508,7 +513,7 @@ fn enforce(d: &mut Download, policy: Policy) -> Option<String> {
             Some(reason)
         }
         Policy::Permissive => {
-            tracing::warn!(url = %d.url, reason = %reason, "permissive session: strict would cut this download off");
+            inspectors.overlooked(id, StrictAction::CutOff, &d.url, &reason);
             None
         }
     }
@@ -702,7 +707,8 @@ impl ProxyHttp for Pipeline {
                     .deny(session, ctx, Some(id), DeniedStage::Policy, 403, reason)
                     .await;
             }
-            tracing::warn!(session = %id, url = %url, reason = %reason, "permissive session: strict would refuse this request");
+            self.inspectors
+                .overlooked(id, StrictAction::Refuse, &url, &reason);
         }
         ctx.inspection = Some(inspection);
         Ok(false)
@@ -912,7 +918,7 @@ impl ProxyHttp for Pipeline {
         };
         ctx.recorded = true;
         let cut_off = match &mut record {
-            AuditRecord::Download(d) if inspected => enforce(d, policy),
+            AuditRecord::Download(d) if inspected => enforce(&self.inspectors, id, d, policy),
             _ => None,
         };
         if let Some(reason) = cut_off {
