@@ -16,14 +16,17 @@
 //!   response's head and body take one `send`, as Pingora's own listeners buffer them.
 //!   The buffer is freed while the connection is idle.
 //! - **A cheap idle wait.** Between requests on a kept-alive connection the listener
-//!   waits in [`DownstreamStream::wait_for_data`], which holds one read-ahead byte,
-//!   instead of inside Pingora's request handling, whose state is far larger.
+//!   waits in [`DownstreamStream::wait_for_data`] instead of inside Pingora's request
+//!   handling, whose state is far larger. The wait holds no buffer: what arrives is read
+//!   through a buffer on the stack and kept (usually the whole next request head, so
+//!   Pingora parses it without another read).
 //! - **A deadline for each request head** ([`HeadClock`]). Pingora's read timeout
 //!   applies to each read, so a head trickled one byte at a time (slowloris) would
 //!   never time out on its own.
 
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +34,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fetchgate_storage::{AuditLog, AuditRecord, SessionId};
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -39,7 +43,7 @@ use pingora::protocols::{
     Stream, TimingDigest, UniqueID, UniqueIDType,
 };
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
 /// The state of a connection's gate.
@@ -165,6 +169,9 @@ impl HeadClock {
     }
 }
 
+/// The most [`DownstreamStream::wait_for_data`] reads at once.
+const READ_AHEAD: usize = 4096;
+
 /// Writes shorter than this are gathered until the next flush: Pingora's own L4 write
 /// buffer size, one MSS.
 const WRITE_BUFFER: usize = pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
@@ -174,8 +181,8 @@ const WRITE_BUFFER: usize = pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUF
 pub struct DownstreamStream {
     inner: Stream,
     gate: DurabilityGate,
-    /// A byte read by [`DownstreamStream::wait_for_data`], handed out first.
-    read_ahead: Option<u8>,
+    /// What [`DownstreamStream::wait_for_data`] read, handed out first.
+    read_ahead: Bytes,
     /// Bytes past the gate, not yet handed to `inner` (at most [`WRITE_BUFFER`]).
     unsent: Vec<u8>,
 }
@@ -185,7 +192,7 @@ impl DownstreamStream {
         DownstreamStream {
             inner,
             gate,
-            read_ahead: None,
+            read_ahead: Bytes::new(),
             unsent: Vec::new(),
         }
     }
@@ -193,19 +200,24 @@ impl DownstreamStream {
     /// Waits until the builder sends something (`true`) or closes the connection
     /// (`false`); what arrived stays to be read.
     pub async fn wait_for_data(&mut self) -> io::Result<bool> {
-        if self.read_ahead.is_some() {
+        if !self.read_ahead.is_empty() {
             return Ok(true);
         }
         if self.unsent.is_empty() {
             // An idle connection keeps no write buffer.
             self.unsent = Vec::new();
         }
-        let mut byte = [0u8; 1];
-        if self.inner.read(&mut byte).await? == 0 {
-            return Ok(false);
-        }
-        self.read_ahead = Some(byte[0]);
-        Ok(true)
+        let inner = &mut self.inner;
+        let arrived = std::future::poll_fn(|cx| {
+            // On the stack of this poll only: the waiting future holds no buffer.
+            let mut stack = [const { MaybeUninit::<u8>::uninit() }; READ_AHEAD];
+            let mut buf = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut *inner).poll_read(cx, &mut buf))?;
+            Poll::Ready(Ok::<_, io::Error>(Bytes::copy_from_slice(buf.filled())))
+        })
+        .await?;
+        self.read_ahead = arrived;
+        Ok(!self.read_ahead.is_empty())
     }
 }
 
@@ -215,16 +227,10 @@ impl AsyncRead for DownstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if buf.remaining() > 0
-            && let Some(byte) = self.read_ahead.take()
-        {
-            buf.put_slice(&[byte]);
-            // Whatever else has arrived comes along, so a request head is parsed in one
-            // pass; if nothing has, the byte alone is the read.
-            return match Pin::new(&mut self.inner).poll_read(cx, buf) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Ready(Ok(())),
-            };
+        if buf.remaining() > 0 && !self.read_ahead.is_empty() {
+            let n = buf.remaining().min(self.read_ahead.len());
+            buf.put_slice(&self.read_ahead.split_to(n));
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -547,8 +553,13 @@ mod tests {
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let (arrived, mut server) = waiter.await.unwrap();
         assert!(arrived);
-        let mut head = vec![0u8; 18];
-        server.read_exact(&mut head).await.unwrap();
+        // Handed out across reads smaller than what was read ahead, in order.
+        let mut head = Vec::new();
+        while head.len() < 18 {
+            let mut piece = [0u8; 5];
+            let n = server.read(&mut piece).await.unwrap();
+            head.extend_from_slice(&piece[..n]);
+        }
         assert_eq!(head, b"GET / HTTP/1.1\r\n\r\n");
         drop(client);
         assert!(
