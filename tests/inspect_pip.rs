@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use base64::Engine;
 use common::{artifact, assert_success, run, sha256_hex};
 use serde_json::json;
-use sha2::Digest;
 
 const WHEEL: &str = "fg_hello-1.0-py3-none-any.whl";
 const SDIST: &str = "fg_src-2.0.tar.gz";
@@ -58,24 +55,7 @@ impl PyIndex {
             ("fg_hello-1.0.dist-info/METADATA", metadata),
             ("fg_hello-1.0.dist-info/WHEEL", wheel_file),
         ];
-        let mut record = String::new();
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for (name, data) in files {
-            let digest =
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data));
-            record.push_str(&format!("{name},sha256={digest},{}\n", data.len()));
-            zip.start_file(name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            zip.write_all(data).unwrap();
-        }
-        record.push_str("fg_hello-1.0.dist-info/RECORD,,\n");
-        zip.start_file(
-            "fg_hello-1.0.dist-info/RECORD",
-            zip::write::SimpleFileOptions::default(),
-        )
-        .unwrap();
-        zip.write_all(record.as_bytes()).unwrap();
-        let wheel = zip.finish().unwrap().into_inner();
+        let wheel = common::wheel("fg_hello-1.0.dist-info", &files);
         std::fs::write(self.package(WHEEL), wheel).unwrap();
         std::fs::write(self.package(&format!("{WHEEL}.metadata")), metadata).unwrap();
     }

@@ -3,18 +3,20 @@
 //! connection-per-request forwarder, end with reports that list exactly what was
 //! fetched; and the report check is not vacuous: a tampered report fails it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use fetchgate_loadtest::client::ConnMode;
-use fetchgate_loadtest::content::Rng;
+use fetchgate_loadtest::content::{Rng, index_pages, load_files};
 use fetchgate_loadtest::harness::Harness;
 use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::stats::{Live, Recorder};
 use fetchgate_loadtest::target::TargetSpec;
 use fetchgate_loadtest::verify::{Mismatch, Outcome, verify};
 use fetchgate_loadtest::workload::{
-    self, Catalogue, ObjectSize, SchemeMix, Workload, run_and_summarise,
+    self, Catalogue, Mix, ObjectSize, SchemeMix, Workload, run_and_summarise,
 };
 
 fn daemon() -> TargetSpec {
@@ -30,17 +32,20 @@ fn workload(scheme: SchemeMix, connection: ConnMode) -> Workload {
         duration: Duration::from_secs(60),
         max_sessions: Some(4),
         requests_per_session: 6,
-        objects: vec![
-            ObjectSize {
-                size: 1024,
-                weight: 3,
-            },
-            ObjectSize {
-                size: 300_000,
-                weight: 1,
-            },
-        ],
-        distinct: 3,
+        mix: Mix::Synthetic {
+            objects: vec![
+                ObjectSize {
+                    size: 1024,
+                    weight: 3,
+                },
+                ObjectSize {
+                    size: 300_000,
+                    weight: 1,
+                },
+            ],
+            distinct: 3,
+        },
+        session_trust: None,
         scheme,
         connection,
         hash_bodies: true,
@@ -80,8 +85,8 @@ async fn sessions_over_http_and_https_verify_with_keep_alive_and_per_request_con
 async fn origin_errors_are_counted_and_their_statuses_verified_in_the_report() {
     let h = Arc::new(
         harness(OriginBehaviour {
-            bandwidth: None,
             error_rate: 1.0,
+            ..OriginBehaviour::default()
         })
         .await,
     );
@@ -96,7 +101,7 @@ async fn origin_errors_are_counted_and_their_statuses_verified_in_the_report() {
 async fn a_tampered_report_fails_verification() {
     let h = harness(OriginBehaviour::default()).await;
     let w = workload(SchemeMix::Mixed, ConnMode::KeepAlive);
-    let catalogue = Catalogue::new(&w.objects, w.distinct);
+    let catalogue = Catalogue::new(&w.mix);
     let mut rec = Recorder::new(Arc::new(Live::default()));
     let outcome = workload::run_session(&h, &w, &catalogue, &mut Rng::new(7), &mut rec).await;
     let report = outcome
@@ -146,4 +151,99 @@ async fn a_tampered_report_fails_verification() {
         Err(Mismatch::Unexpected { .. })
     ));
     h.stop();
+}
+
+/// A small `.deb` (with a DEP-5 copyright file) and a wheel, in `dir/files`.
+fn package_files(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    let doc = root.join("usr/share/doc/fg-load");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: fg-load\nVersion: 2.1-1\nArchitecture: all\nMaintainer: Jo Tester <jo@example.org>\nDescription: a package for the load test\n",
+    )
+    .unwrap();
+    std::fs::write(
+        doc.join("copyright"),
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: MIT\n",
+    )
+    .unwrap();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    common::run(
+        std::process::Command::new("dpkg-deb")
+            .args(["-Zxz", "--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(files.join("fg-load_2.1-1_all.deb")),
+    );
+    let code = "print('load test')\n".repeat(5_000);
+    let wheel = common::wheel(
+        "fg_load-3.0.dist-info",
+        &[
+            ("fg_load/__init__.py", code.as_bytes()),
+            (
+                "fg_load-3.0.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: fg-load\nVersion: 3.0\nLicense: MIT\n",
+            ),
+        ],
+    );
+    std::fs::write(files.join("fg_load-3.0-py3-none-any.whl"), wheel).unwrap();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_package_files_are_inspected_when_trusted_and_only_hashed_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = load_files(&package_files(dir.path())).unwrap();
+    let pages = index_pages(&files);
+    assert_eq!(pages.len(), 1, "one project page, for the wheel");
+    for trusted in [true, false] {
+        let h = harness(OriginBehaviour {
+            files: files.iter().chain(&pages).cloned().collect(),
+            ..OriginBehaviour::default()
+        })
+        .await;
+        let w = Workload {
+            mix: Mix::Files {
+                files: files.clone(),
+                first: if trusted { pages.clone() } else { vec![] },
+            },
+            session_trust: trusted.then(|| h.trust_origin()),
+            ..workload(SchemeMix::Mixed, ConnMode::KeepAlive)
+        };
+        let catalogue = Catalogue::new(&w.mix);
+        let mut rec = Recorder::new(Arc::new(Live::default()));
+        let outcome = workload::run_session(&h, &w, &catalogue, &mut Rng::new(3), &mut rec).await;
+        let report = outcome.report.expect("every control step worked");
+        assert_eq!(
+            verify(&outcome.expected, &report),
+            Ok(()),
+            "trusted: {trusted}"
+        );
+        // The page comes first, once per scheme.
+        assert_eq!(outcome.expected.len(), 6 + 2 * usize::from(trusted));
+        let deb = common::artifact(&report, ".deb");
+        let whl = common::artifact(&report, ".whl");
+        if trusted {
+            assert_eq!(deb["request-inspection"]["deb"]["opinion"], "Pending");
+            // Parsed (a malformed package is rejected for that), then rejected: no
+            // Packages index of this session lists it.
+            let reason = deb["response-inspection"]["deb"]["reason"]
+                .as_str()
+                .unwrap();
+            assert!(
+                reason.contains("not listed in any Packages index"),
+                "{deb:#}"
+            );
+            assert_eq!(whl["result"], "Approved", "{whl:#}");
+            assert_eq!(whl["metadata"]["name"], "fg-load", "{whl:#}");
+            assert_eq!(whl["metadata"]["version"], "3.0", "{whl:#}");
+        } else {
+            assert_eq!(deb["request-inspection"]["deb"]["opinion"], "Unknown");
+            assert_eq!(whl["request-inspection"]["pip.wheel"]["opinion"], "Unknown");
+            assert!(whl["metadata"].get("name").is_none(), "{whl:#}");
+        }
+        h.stop();
+    }
 }

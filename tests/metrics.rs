@@ -221,7 +221,7 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
     use fetchgate_loadtest::origin::OriginBehaviour;
     use fetchgate_loadtest::stats::Live;
     use fetchgate_loadtest::target::TargetSpec;
-    use fetchgate_loadtest::workload::{ObjectSize, SchemeMix, Workload, run_and_summarise};
+    use fetchgate_loadtest::workload::{Mix, ObjectSize, SchemeMix, Workload, run_and_summarise};
     use std::sync::Arc;
 
     let spec = TargetSpec::Spawn {
@@ -238,17 +238,20 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
         duration: Duration::from_secs(60),
         max_sessions: Some(5),
         requests_per_session: 7,
-        objects: vec![
-            ObjectSize {
-                size: 1024,
-                weight: 3,
-            },
-            ObjectSize {
-                size: 200_000,
-                weight: 1,
-            },
-        ],
-        distinct: 4,
+        mix: Mix::Synthetic {
+            objects: vec![
+                ObjectSize {
+                    size: 1024,
+                    weight: 3,
+                },
+                ObjectSize {
+                    size: 200_000,
+                    weight: 1,
+                },
+            ],
+            distinct: 4,
+        },
+        session_trust: None,
         scheme: SchemeMix::Mixed,
         connection: ConnMode::KeepAlive,
         hash_bodies: true,
@@ -264,7 +267,7 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
     // One more request, with a body: the harness only sends GETs. The origin refuses it
     // without a 2xx, so it is neither a 2xx nor a download the inspectors judge.
     let control = h.target.control().expect("a spawned fetchgate");
-    let extra = control.create_session("permissive").await.unwrap();
+    let extra = control.create_session("permissive", None).await.unwrap();
     let Route::Proxy { addr, .. } = h.target.route(None) else {
         panic!("a spawned fetchgate is a proxy");
     };

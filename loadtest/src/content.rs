@@ -1,8 +1,14 @@
-//! Synthetic artifacts: deterministic content keyed by the request path, so the origin
-//! never stores a file and the builders know every artifact's sha256 and size without
-//! downloading it first. Content is a splitmix64 stream seeded by an FNV-1a hash of the
-//! path; it is cheap to generate at several GB/s and does not compress.
+//! What the origin serves. Synthetic artifacts: deterministic content keyed by the
+//! request path, so the origin never stores a file and the builders know every
+//! artifact's sha256 and size without downloading it first. Content is a splitmix64
+//! stream seeded by an FNV-1a hash of the path; it is cheap to generate at several GB/s
+//! and does not compress. Real files ([`ServedFile`], `--files DIR`): package files
+//! such as `.deb`s and wheels, held in memory, so inspectors see what they see in
+//! production.
 
+use std::path::Path;
+
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// Bytes generated per step when hashing or serving an artifact.
@@ -80,6 +86,112 @@ pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
     }
 }
 
+/// A real file the origin serves, held in memory: a package file at `/files/<name>`
+/// or a generated index page.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    /// The origin path that serves it.
+    pub path: String,
+    pub bytes: Bytes,
+    pub sha256: [u8; 32],
+}
+
+impl ServedFile {
+    fn new(path: String, bytes: Bytes) -> ServedFile {
+        ServedFile {
+            path,
+            sha256: Sha256::digest(&bytes).into(),
+            bytes,
+        }
+    }
+}
+
+/// Reads every regular file directly in `dir` (in name order), with its sha256, to be
+/// served at `/files/<name>`.
+pub fn load_files(dir: &Path) -> Result<Vec<ServedFile>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("--files {}: {e}", dir.display()))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("--files {}: {e}", dir.display()))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        if kind.is_file() {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| {
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{}: only letters, digits and ._+~- can be served in a URL path",
+                    path.display()
+                )
+            })?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push(ServedFile::new(
+            format!("/files/{name}"),
+            Bytes::from(bytes),
+        ));
+    }
+    if files.is_empty() {
+        return Err(format!("--files {}: no files in it", dir.display()));
+    }
+    Ok(files)
+}
+
+/// The PEP 503 project pages (`/simple/<project>/`) listing the wheels and sdists among
+/// `files` with their sha256, as a Python index serves them: a pip inspector verifies
+/// only what a page fetched in the same session listed.
+pub fn index_pages(files: &[ServedFile]) -> Vec<ServedFile> {
+    let mut projects: std::collections::BTreeMap<String, String> = Default::default();
+    for f in files {
+        let Some(name) = f.path.strip_prefix("/files/") else {
+            continue;
+        };
+        let Some(project) = python_project(name) else {
+            continue;
+        };
+        projects.entry(project).or_default().push_str(&format!(
+            "<a href=\"../../files/{name}#sha256={}\">{name}</a><br/>\n",
+            hex::encode(f.sha256)
+        ));
+    }
+    projects
+        .into_iter()
+        .map(|(project, links)| {
+            let page = format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n");
+            ServedFile::new(format!("/simple/{project}/"), Bytes::from(page))
+        })
+        .collect()
+}
+
+/// The normalised project name of a wheel (`name-version-...whl`) or an sdist
+/// (`name-version.tar.gz`) file name.
+fn python_project(file: &str) -> Option<String> {
+    let name = if let Some(stem) = file.strip_suffix(".whl") {
+        stem.split('-').next()?
+    } else {
+        file.strip_suffix(".tar.gz")?.rsplit_once('-')?.0
+    };
+    let mut normalised = String::new();
+    for part in name.split(['-', '_', '.']).filter(|p| !p.is_empty()) {
+        if !normalised.is_empty() {
+            normalised.push('-');
+        }
+        normalised.push_str(&part.to_ascii_lowercase());
+    }
+    (!normalised.is_empty()).then_some(normalised)
+}
+
 /// A small, fast pseudo-random generator for the builders' choices (not for secrets).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -143,5 +255,54 @@ mod tests {
         assert_eq!(a.sha256(), <[u8; 32]>::from(Sha256::digest(&bytes)));
         assert_eq!(Artifact::from_path(&a.path()), Some(a));
         assert_eq!(Artifact::from_path("/artifact/x/1"), None);
+    }
+
+    #[test]
+    fn files_are_served_in_name_order_under_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b_1.0_all.deb"), b"second").unwrap();
+        std::fs::write(dir.path().join("a-1.0-py3-none-any.whl"), b"first").unwrap();
+        std::fs::create_dir(dir.path().join("subdir")).unwrap();
+        let own = load_files(dir.path()).unwrap();
+        let paths: Vec<_> = own.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/files/a-1.0-py3-none-any.whl", "/files/b_1.0_all.deb"]
+        );
+        assert_eq!(own[1].bytes, Bytes::from_static(b"second"));
+        assert_eq!(own[1].sha256, <[u8; 32]>::from(Sha256::digest(b"second")));
+
+        std::fs::write(dir.path().join("with space.deb"), b"x").unwrap();
+        let err = load_files(dir.path()).unwrap_err();
+        assert!(err.contains("with space.deb"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        let err = load_files(empty.path()).unwrap_err();
+        assert!(err.contains("no files"), "{err}");
+    }
+
+    #[test]
+    fn index_pages_list_each_projects_wheels_and_sdists_with_their_digests() {
+        let file = |name: &str, body: &'static [u8]| {
+            ServedFile::new(format!("/files/{name}"), Bytes::from_static(body))
+        };
+        let files = [
+            file("Foo_Bar-1.0-py3-none-any.whl", b"w1"),
+            file("foo.bar-1.1.tar.gz", b"s1"),
+            file("baz-2.0-cp311-cp311-manylinux_2_17_x86_64.whl", b"w2"),
+            file("hello_1.0_all.deb", b"d"),
+        ];
+        let pages = index_pages(&files);
+        let paths: Vec<_> = pages.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/simple/baz/", "/simple/foo-bar/"]);
+        let foo = std::str::from_utf8(&pages[1].bytes).unwrap();
+        assert!(foo.contains(&format!(
+            "<a href=\"../../files/Foo_Bar-1.0-py3-none-any.whl#sha256={}\">",
+            hex::encode(Sha256::digest(b"w1"))
+        )));
+        assert!(
+            foo.contains("../../files/foo.bar-1.1.tar.gz#sha256="),
+            "{foo}"
+        );
+        assert_eq!(pages[1].sha256, <[u8; 32]>::from(Sha256::digest(foo)));
     }
 }

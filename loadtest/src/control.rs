@@ -84,16 +84,25 @@ impl ControlClient {
             .is_ok()
     }
 
-    /// `POST /session` with the given policy.
-    pub async fn create_session(&self, policy: &str) -> Result<SessionCredentials, ControlError> {
+    /// `POST /session` with the given policy, trusting what `inspectors` (an
+    /// `inspectors-configuration` object) names.
+    pub async fn create_session(
+        &self,
+        policy: &str,
+        inspectors: Option<&Value>,
+    ) -> Result<SessionCredentials, ControlError> {
         let step = "create session";
+        let mut body = json!({ "policy": policy });
+        if let Some(config) = inspectors {
+            body["inspectors-configuration"] = config.clone();
+        }
         let bytes = self
             .call(
                 step,
                 Method::POST,
                 "/session",
                 Some(&self.authorization),
-                Some(json!({ "policy": policy })),
+                Some(body),
             )
             .await?;
         let malformed = |reason: String| ControlError::Malformed { step, reason };

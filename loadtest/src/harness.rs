@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 
-use crate::client::{Endpoint, Scheme};
+use crate::client::{Endpoint, Scheme, url};
 use crate::origin::{Origin, OriginBehaviour};
 use crate::target::{Target, TargetError, TargetSpec};
 use crate::tls::{OriginPki, TlsError, client_config};
@@ -24,6 +24,11 @@ pub enum HarnessError {
     #[error("target: {0}")]
     Target(#[from] TargetError),
 }
+
+/// The signing key the origin's apt repository names, because a trusted repository must
+/// name one: an OpenPGP public key whose secret half was discarded when it was made.
+/// Nothing is signed with it; the harness serves no Release file.
+const UNUSED_SIGNING_KEY: &str = include_str!("unused-signing-key.asc");
 
 /// Origin, target and the builders' TLS configuration.
 pub struct Harness {
@@ -79,6 +84,23 @@ impl Harness {
             Scheme::Https => self.origin.https_addr(),
         };
         Endpoint::new(&self.origin_host, addr)
+    }
+
+    /// An `inspectors-configuration` trusting the origin's files (both listeners):
+    /// `/files` as an apt repository (packages are parsed, and
+    /// rejected, none being in a verified Packages index) and `/simple/` as a Python
+    /// index (its project pages are [`crate::content::index_pages`]).
+    pub fn trust_origin(&self) -> serde_json::Value {
+        let bases: Vec<String> = [Scheme::Http, Scheme::Https]
+            .into_iter()
+            .map(|s| url(s, &self.endpoint(s), ""))
+            .collect();
+        let repositories: Vec<_> = bases
+            .iter()
+            .map(|b| serde_json::json!({"url": format!("{b}/files"), "suites": ["loadtest"], "keys": [UNUSED_SIGNING_KEY]}))
+            .collect();
+        let indexes: Vec<_> = bases.iter().map(|b| format!("{b}/simple/")).collect();
+        serde_json::json!({"apt": {"repositories": repositories}, "pip": {"indexes": indexes}})
     }
 
     /// The origin CA's certificate file (what a proxy must trust upstream).

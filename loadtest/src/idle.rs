@@ -28,7 +28,7 @@ pub async fn run(
     let mut errors: BTreeMap<ErrorKind, u64> = BTreeMap::new();
     let control = harness.target.control();
     let session = match control {
-        Some(c) => match c.create_session(policy).await {
+        Some(c) => match c.create_session(policy, None).await {
             Ok(s) => Some(s),
             Err(_) => {
                 *errors.entry(ErrorKind::Control).or_default() += 1;

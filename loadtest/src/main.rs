@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fetchgate_loadtest::client::ConnMode;
 use fetchgate_loadtest::completions::CompletionLog;
+use fetchgate_loadtest::content::{index_pages, load_files};
 use fetchgate_loadtest::harness::Harness;
 use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::progress::Progress;
@@ -18,7 +19,7 @@ use fetchgate_loadtest::stats::Live;
 use fetchgate_loadtest::target::TargetSpec;
 use fetchgate_loadtest::tls::OriginPki;
 use fetchgate_loadtest::units::parse_size;
-use fetchgate_loadtest::workload::{self, ObjectSize, SchemeMix, Workload};
+use fetchgate_loadtest::workload::{self, Mix, ObjectSize, SchemeMix, Workload};
 use fetchgate_loadtest::{idle, revocation};
 
 #[derive(Parser)]
@@ -140,6 +141,17 @@ struct RunArgs {
     /// Distinct artifacts per size.
     #[arg(long, default_value_t = 8)]
     distinct: u32,
+    /// Fetch the real files in DIR (say `.deb`s and wheels) instead of synthetic
+    /// artifacts: the origin serves each at /files/<name>, held in memory, and builders
+    /// pick them uniformly. No inspector recognises them unless --trust-files.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["objects", "distinct"])]
+    files: Option<PathBuf>,
+    /// Sessions trust the origin (inspectors-configuration): /files as an apt
+    /// repository, so `.deb`s are parsed, and /simple/ as a Python index whose project
+    /// pages (generated for the wheels and sdists, fetched at the start of every
+    /// session) let the wheels be verified.
+    #[arg(long, requires = "files")]
+    trust_files: bool,
     /// Origin scheme: http (absolute-form), https (CONNECT, intercepted), mixed.
     #[arg(long, value_enum, default_value = "http")]
     scheme: SchemeMix,
@@ -321,17 +333,46 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     if args.builders == 0 || args.requests_per_session == 0 {
         return Err("--builders and --requests-per-session must be at least 1".into());
     }
-    let objects = if args.objects.is_empty() {
-        vec![ObjectSize {
-            size: 1024,
-            weight: 1,
-        }]
-    } else {
-        args.objects
+    let (mix, served) = match &args.files {
+        Some(dir) => {
+            let files = load_files(dir)?;
+            let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
+            let first = if args.trust_files {
+                index_pages(&files)
+            } else {
+                Vec::new()
+            };
+            eprintln!(
+                "serving {} files ({:.1} MiB) from {}{}",
+                files.len(),
+                bytes as f64 / (1 << 20) as f64,
+                dir.display(),
+                if args.trust_files {
+                    format!(", trusted; {} index pages", first.len())
+                } else {
+                    String::new()
+                }
+            );
+            let served = files.iter().chain(&first).cloned().collect();
+            (Mix::Files { files, first }, served)
+        }
+        None => {
+            let objects = if args.objects.is_empty() {
+                vec![ObjectSize {
+                    size: 1024,
+                    weight: 1,
+                }]
+            } else {
+                args.objects
+            };
+            let distinct = args.distinct;
+            (Mix::Synthetic { objects, distinct }, Vec::new())
+        }
     };
     let behaviour = OriginBehaviour {
         bandwidth: args.bandwidth,
         error_rate: args.error_rate,
+        files: served,
     };
     let completions = match &args.completions {
         Some(path) => {
@@ -347,8 +388,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         duration,
         max_sessions: args.sessions,
         requests_per_session: args.requests_per_session,
-        objects,
-        distinct: args.distinct,
+        mix,
+        session_trust: args.trust_files.then(|| harness.trust_origin()),
         scheme: args.scheme,
         connection: args.connection,
         hash_bodies: args.hash_bodies,

@@ -1,10 +1,11 @@
 //! The built-in origin server (hyper 1, HTTP/1.1, keep-alive): serves the synthetic
-//! artifacts of [`crate::content`] at `/artifact/<size>/<index>` over plain HTTP and over
-//! TLS with the origin's test CA, on loopback only. Optional slow mode caps each
-//! response's bandwidth; optional error mode answers a fraction of requests 404 or 500.
-//! It never buffers a whole artifact: bodies are generated chunk by chunk as the
-//! connection drains them.
+//! artifacts of [`crate::content`] at `/artifact/<size>/<index>`, and any real files it
+//! was given (package files at `/files/<name>`, index pages), over plain HTTP and over TLS with the origin's test CA,
+//! on loopback only. Optional slow mode caps each response's bandwidth; optional error
+//! mode answers a fraction of requests 404 or 500. Synthetic bodies are generated chunk
+//! by chunk as the connection drains them; files are sent from memory.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -25,16 +26,18 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
-use crate::content::{Artifact, CHUNK, fill, splitmix64};
+use crate::content::{Artifact, CHUNK, ServedFile, fill, splitmix64};
 use crate::tls::OriginPki;
 
-/// How the origin misbehaves on purpose.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the origin serves besides synthetic artifacts, and how it misbehaves on purpose.
+#[derive(Debug, Clone, Default)]
 pub struct OriginBehaviour {
     /// Bytes per second per response; `None` serves as fast as the connection drains.
     pub bandwidth: Option<u64>,
     /// Fraction (0..=1) of requests answered 404 or 500 (half each) instead of the artifact.
     pub error_rate: f64,
+    /// Real files, served at their paths.
+    pub files: Vec<ServedFile>,
 }
 
 /// A running origin; its listeners stop when it is dropped.
@@ -47,8 +50,14 @@ pub struct Origin {
 impl Origin {
     /// Starts the HTTP and HTTPS listeners on free loopback ports.
     pub async fn start(pki: &OriginPki, behaviour: OriginBehaviour) -> std::io::Result<Origin> {
+        let files = behaviour
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.bytes.clone()))
+            .collect();
         let state = Arc::new(State {
             behaviour,
+            files,
             counter: AtomicU64::new(0),
         });
         let http_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -84,6 +93,8 @@ impl Drop for Origin {
 
 struct State {
     behaviour: OriginBehaviour,
+    /// The files' contents by path.
+    files: HashMap<String, Bytes>,
     counter: AtomicU64,
 }
 
@@ -122,10 +133,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, st
 }
 
 fn respond(req: &Request<Incoming>, state: &State) -> Response<ArtifactBody> {
-    let artifact = match Artifact::from_path(req.uri().path()) {
-        Some(a) if req.method() == hyper::Method::GET => a,
-        _ => return error(StatusCode::NOT_FOUND),
+    let path = req.uri().path();
+    let source = match (Artifact::from_path(path), state.files.get(path)) {
+        (Some(a), _) => Source::Generated(a),
+        (None, Some(bytes)) => Source::File(bytes.clone()),
+        (None, None) => return error(StatusCode::NOT_FOUND),
     };
+    if req.method() != hyper::Method::GET {
+        return error(StatusCode::NOT_FOUND);
+    }
     let b = &state.behaviour;
     if b.error_rate > 0.0 {
         let draw = splitmix64(state.counter.fetch_add(1, Ordering::Relaxed));
@@ -137,23 +153,25 @@ fn respond(req: &Request<Incoming>, state: &State) -> Response<ArtifactBody> {
             });
         }
     }
-    let mut response = Response::new(ArtifactBody::new(artifact, b.bandwidth));
+    let body = ArtifactBody::new(source, b.bandwidth);
+    let size = body.size;
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(hyper::header::CONTENT_LENGTH, artifact.size.into());
+    headers.insert(hyper::header::CONTENT_LENGTH, size.into());
     response
 }
 
 /// An error response whose body is itself a tiny deterministic artifact.
 fn error(status: StatusCode) -> Response<ArtifactBody> {
     let body = ArtifactBody::new(
-        Artifact {
+        Source::Generated(Artifact {
             size: 16,
             index: u32::from(status.as_u16()),
-        },
+        }),
         None,
     );
     let mut response = Response::new(body);
@@ -164,9 +182,18 @@ fn error(status: StatusCode) -> Response<ArtifactBody> {
     response
 }
 
+/// Where a body's bytes come from.
+enum Source {
+    Generated(Artifact),
+    File(Bytes),
+}
+
 /// A streamed artifact body, optionally paced to a bandwidth.
 pub struct ArtifactBody {
+    /// The content stream's seed, for a generated body.
     seed: u64,
+    /// The content, for a file.
+    file: Option<Bytes>,
     offset: u64,
     size: u64,
     pace: Option<Pace>,
@@ -179,11 +206,19 @@ struct Pace {
 }
 
 impl ArtifactBody {
-    fn new(artifact: Artifact, bandwidth: Option<u64>) -> ArtifactBody {
+    fn new(source: Source, bandwidth: Option<u64>) -> ArtifactBody {
+        let (seed, file, size) = match source {
+            Source::Generated(a) => (a.seed(), None, a.size),
+            Source::File(bytes) => {
+                let size = bytes.len() as u64;
+                (0, Some(bytes), size)
+            }
+        };
         ArtifactBody {
-            seed: artifact.seed(),
+            seed,
+            file,
             offset: 0,
-            size: artifact.size,
+            size,
             pace: bandwidth.filter(|b| *b > 0).map(|bytes_per_sec| Pace {
                 bytes_per_sec,
                 start: Instant::now(),
@@ -222,10 +257,16 @@ impl Body for ArtifactBody {
                 }
             }
         }
-        let mut chunk = vec![0u8; n as usize];
-        fill(this.seed, this.offset, &mut chunk);
+        let chunk = match &this.file {
+            Some(bytes) => bytes.slice(this.offset as usize..(this.offset + n) as usize),
+            None => {
+                let mut chunk = vec![0u8; n as usize];
+                fill(this.seed, this.offset, &mut chunk);
+                Bytes::from(chunk)
+            }
+        };
         this.offset += n;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -249,7 +290,7 @@ mod tests {
             index: 0,
         };
         let started = std::time::Instant::now();
-        let body = ArtifactBody::new(artifact, Some(100_000));
+        let body = ArtifactBody::new(Source::Generated(artifact), Some(100_000));
         let bytes = body.collect().await.map(|c| c.to_bytes());
         let elapsed = started.elapsed();
         let Ok(bytes) = bytes;

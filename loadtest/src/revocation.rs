@@ -43,7 +43,7 @@ pub async fn run(harness: &Harness, rounds: usize, policy: &str, label: &str) ->
     }
     .path();
     for _ in 0..rounds {
-        let session = match control.create_session(policy).await {
+        let session = match control.create_session(policy, None).await {
             Ok(s) => s,
             Err(e) => {
                 error(ErrorKind::Control, e.to_string());

@@ -4,7 +4,6 @@
 //! the session — until the run's time (or session budget) is used up. Against a proxy
 //! without a control API the session steps are skipped and the same fetches are made.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,8 @@ use serde_json::Value;
 
 use crate::client::{ConnMode, ErrorKind, Fetcher, Scheme, url};
 use crate::completions::{Completion, CompletionLog};
-use crate::content::{Artifact, Rng};
+use crate::content::{Artifact, Rng, ServedFile};
+use crate::control::SessionCredentials;
 use crate::harness::Harness;
 use crate::procstat::Usage;
 use crate::stats::{Live, Recorder, Summary};
@@ -36,6 +36,25 @@ pub struct ObjectSize {
     pub weight: u32,
 }
 
+/// What builders fetch.
+#[derive(Debug, Clone)]
+pub enum Mix {
+    /// Synthetic artifacts of these sizes, `distinct` different ones of each size.
+    Synthetic {
+        objects: Vec<ObjectSize>,
+        distinct: u32,
+    },
+    /// Real files the origin serves ([`crate::origin::OriginBehaviour::files`]).
+    Files {
+        /// Picked uniformly.
+        files: Vec<ServedFile>,
+        /// Fetched in this order at the start of every session (under each scheme of
+        /// the mix), on top of its picks: the index pages that let inspectors verify
+        /// the files.
+        first: Vec<ServedFile>,
+    },
+}
+
 /// What every builder does.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -43,10 +62,11 @@ pub struct Workload {
     pub duration: Duration,
     /// Stop after this many sessions in all, if reached before `duration`.
     pub max_sessions: Option<u64>,
+    /// Picks per session (any [`Mix::Files::first`] fetches come on top).
     pub requests_per_session: usize,
-    pub objects: Vec<ObjectSize>,
-    /// Distinct artifacts per size.
-    pub distinct: u32,
+    pub mix: Mix,
+    /// What each session trusts (`inspectors-configuration`), if anything.
+    pub session_trust: Option<Value>,
     pub scheme: SchemeMix,
     pub connection: ConnMode,
     /// Hash every body on the builder side and compare it with the content.
@@ -65,53 +85,84 @@ pub struct SessionOutcome {
     pub report: Option<Value>,
 }
 
-/// The content digests of every artifact the workload can pick.
+/// One artifact the workload can pick: where the origin serves it, and its content.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Every artifact the workload can pick, in groups picked by weight (one per synthetic
+/// size; all files in one group), then uniformly within the group.
 pub struct Catalogue {
-    digests: HashMap<Artifact, [u8; 32]>,
+    groups: Vec<(u64, Vec<Entry>)>,
     total_weight: u64,
-    objects: Vec<ObjectSize>,
-    distinct: u32,
+    /// Fetched at the start of every session.
+    first: Vec<Entry>,
 }
 
 impl Catalogue {
-    pub fn new(objects: &[ObjectSize], distinct: u32) -> Catalogue {
-        let distinct = distinct.max(1);
-        let mut digests = HashMap::new();
-        for o in objects {
-            for index in 0..distinct {
-                let a = Artifact {
-                    size: o.size,
-                    index,
-                };
-                digests.insert(a, a.sha256());
-            }
-        }
+    pub fn new(mix: &Mix) -> Catalogue {
+        let entries = |files: &[ServedFile]| -> Vec<Entry> {
+            files
+                .iter()
+                .map(|f| Entry {
+                    path: f.path.clone(),
+                    size: f.bytes.len() as u64,
+                    sha256: f.sha256,
+                })
+                .collect()
+        };
+        let (groups, first): (Vec<(u64, Vec<Entry>)>, _) = match mix {
+            Mix::Synthetic { objects, distinct } => (
+                objects
+                    .iter()
+                    .map(|o| {
+                        let entries = (0..(*distinct).max(1))
+                            .map(|index| {
+                                let a = Artifact {
+                                    size: o.size,
+                                    index,
+                                };
+                                Entry {
+                                    path: a.path(),
+                                    size: a.size,
+                                    sha256: a.sha256(),
+                                }
+                            })
+                            .collect();
+                        (u64::from(o.weight), entries)
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+            Mix::Files { files, first } => (vec![(1, entries(files))], entries(first)),
+        };
         Catalogue {
-            digests,
-            total_weight: objects.iter().map(|o| u64::from(o.weight)).sum(),
-            objects: objects.to_vec(),
-            distinct,
+            total_weight: groups.iter().map(|(w, _)| w).sum(),
+            groups,
+            first,
         }
     }
 
-    fn pick(&self, rng: &mut Rng) -> Option<(Artifact, [u8; 32])> {
+    fn pick(&self, rng: &mut Rng) -> Option<&Entry> {
         let mut draw = rng.below(self.total_weight.max(1));
-        let o = self.objects.iter().find(|o| {
-            let hit = draw < u64::from(o.weight);
-            draw = draw.saturating_sub(u64::from(o.weight));
+        let (_, entries) = self.groups.iter().find(|(weight, _)| {
+            let hit = draw < *weight;
+            draw = draw.saturating_sub(*weight);
             hit
         })?;
-        let a = Artifact {
-            size: o.size,
-            index: rng.below(u64::from(self.distinct)) as u32,
-        };
-        self.digests.get(&a).map(|d| (a, *d))
+        if entries.is_empty() {
+            return None;
+        }
+        entries.get(rng.below(entries.len() as u64) as usize)
     }
 }
 
 /// Runs `workload` against the harness; `live` feeds the progress line.
 pub async fn run(harness: Arc<Harness>, workload: Arc<Workload>, live: Arc<Live>) -> Recorder {
-    let catalogue = Arc::new(Catalogue::new(&workload.objects, workload.distinct));
+    let catalogue = Arc::new(Catalogue::new(&workload.mix));
     let deadline = Instant::now() + workload.duration;
     let started_sessions = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(workload.builders);
@@ -177,7 +228,10 @@ pub async fn run_session(
 ) -> SessionOutcome {
     let control = harness.target.control();
     let session = match control {
-        Some(c) => match c.create_session(&workload.policy).await {
+        Some(c) => match c
+            .create_session(&workload.policy, workload.session_trust.as_ref())
+            .await
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 rec.error(ErrorKind::Control, || e.to_string());
@@ -198,64 +252,49 @@ pub async fn run_session(
         workload.request_timeout,
         workload.hash_bodies || workload.completions.is_some(),
     );
-    let mut expected = Vec::with_capacity(workload.requests_per_session);
+    let mut expected = Vec::with_capacity(catalogue.first.len() + workload.requests_per_session);
+    // Under every scheme picks may use: a page lists its files at its own origin.
+    let schemes: &[Scheme] = match workload.scheme {
+        SchemeMix::Http => &[Scheme::Http],
+        SchemeMix::Https => &[Scheme::Https],
+        SchemeMix::Mixed => &[Scheme::Http, Scheme::Https],
+    };
+    let firsts: Vec<(&Entry, Scheme)> = catalogue
+        .first
+        .iter()
+        .flat_map(|e| schemes.iter().map(move |s| (e, *s)))
+        .collect();
+    for (entry, scheme) in firsts {
+        expected.push(
+            fetch(
+                harness,
+                workload,
+                &mut fetcher,
+                session.as_ref(),
+                scheme,
+                entry,
+                rec,
+            )
+            .await,
+        );
+    }
     for _ in 0..workload.requests_per_session {
-        let Some((artifact, digest)) = catalogue.pick(rng) else {
+        let Some(entry) = catalogue.pick(rng) else {
             break;
         };
-        let https = match workload.scheme {
-            SchemeMix::Http => false,
-            SchemeMix::Https => true,
-            SchemeMix::Mixed => rng.below(2) == 1,
-        };
-        let scheme = if https { Scheme::Https } else { Scheme::Http };
-        let origin = harness.endpoint(scheme);
-        let path = artifact.path();
-        let normalised = url(scheme, &origin, &path);
-        let outcome = match fetcher.get(scheme, &origin, &path).await {
-            Ok(r) => {
-                rec.answered(r.latency, r.body_len);
-                if r.status != hyper::StatusCode::OK {
-                    rec.error(ErrorKind::for_status(r.status), || {
-                        format!("{path}: HTTP {}", r.status)
-                    });
-                    if r.refused_unread {
-                        // No session saw it: not expected in the report.
-                        Outcome::Failed
-                    } else {
-                        Outcome::Status(r.status.as_u16())
-                    }
-                } else {
-                    if r.body_len != artifact.size || r.sha256.is_some_and(|s| s != digest) {
-                        rec.error(ErrorKind::BodyMismatch, || {
-                            format!("{path}: {} bytes or a wrong digest", r.body_len)
-                        });
-                    } else if let (Some(log), Some(sha256)) = (&workload.completions, r.sha256) {
-                        let completion = Completion {
-                            session_id: session.as_ref().map(|s| s.id.clone()),
-                            url: normalised.clone(),
-                            sha256: hex::encode(sha256),
-                            size: r.body_len,
-                        };
-                        if let Err(e) = log.record(&completion) {
-                            rec.error(ErrorKind::Completions, || e.to_string());
-                        }
-                    }
-                    Outcome::Body {
-                        sha256: digest,
-                        size: artifact.size,
-                    }
-                }
-            }
-            Err(e) => {
-                rec.error(e.kind, || format!("{path}: {}", e.detail));
-                Outcome::Failed
-            }
-        };
-        expected.push(Expected {
-            url: normalised,
-            outcome,
-        });
+        let scheme = pick_scheme(workload.scheme, rng);
+        expected.push(
+            fetch(
+                harness,
+                workload,
+                &mut fetcher,
+                session.as_ref(),
+                scheme,
+                entry,
+                rec,
+            )
+            .await,
+        );
     }
     drop(fetcher);
 
@@ -292,5 +331,74 @@ pub async fn run_session(
                 report: None,
             }
         }
+    }
+}
+
+fn pick_scheme(mix: SchemeMix, rng: &mut Rng) -> Scheme {
+    let https = match mix {
+        SchemeMix::Http => false,
+        SchemeMix::Https => true,
+        SchemeMix::Mixed => rng.below(2) == 1,
+    };
+    if https { Scheme::Https } else { Scheme::Http }
+}
+
+/// Fetches one artifact through the proxy and checks the body; what the report should say.
+async fn fetch(
+    harness: &Harness,
+    workload: &Workload,
+    fetcher: &mut Fetcher,
+    session: Option<&SessionCredentials>,
+    scheme: Scheme,
+    artifact: &Entry,
+    rec: &mut Recorder,
+) -> Expected {
+    let digest = artifact.sha256;
+    let origin = harness.endpoint(scheme);
+    let path = &artifact.path;
+    let normalised = url(scheme, &origin, path);
+    let outcome = match fetcher.get(scheme, &origin, path).await {
+        Ok(r) => {
+            rec.answered(r.latency, r.body_len);
+            if r.status != hyper::StatusCode::OK {
+                rec.error(ErrorKind::for_status(r.status), || {
+                    format!("{path}: HTTP {}", r.status)
+                });
+                if r.refused_unread {
+                    // No session saw it: not expected in the report.
+                    Outcome::Failed
+                } else {
+                    Outcome::Status(r.status.as_u16())
+                }
+            } else {
+                if r.body_len != artifact.size || r.sha256.is_some_and(|s| s != digest) {
+                    rec.error(ErrorKind::BodyMismatch, || {
+                        format!("{path}: {} bytes or a wrong digest", r.body_len)
+                    });
+                } else if let (Some(log), Some(sha256)) = (&workload.completions, r.sha256) {
+                    let completion = Completion {
+                        session_id: session.map(|s| s.id.clone()),
+                        url: normalised.clone(),
+                        sha256: hex::encode(sha256),
+                        size: r.body_len,
+                    };
+                    if let Err(e) = log.record(&completion) {
+                        rec.error(ErrorKind::Completions, || e.to_string());
+                    }
+                }
+                Outcome::Body {
+                    sha256: digest,
+                    size: artifact.size,
+                }
+            }
+        }
+        Err(e) => {
+            rec.error(e.kind, || format!("{path}: {}", e.detail));
+            Outcome::Failed
+        }
+    };
+    Expected {
+        url: normalised,
+        outcome,
     }
 }
