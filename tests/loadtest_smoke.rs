@@ -15,9 +15,7 @@ use fetchgate_loadtest::origin::OriginBehaviour;
 use fetchgate_loadtest::stats::{Live, Recorder};
 use fetchgate_loadtest::target::TargetSpec;
 use fetchgate_loadtest::verify::{Mismatch, Outcome, verify};
-use fetchgate_loadtest::workload::{
-    self, Catalogue, Mix, ObjectSize, SchemeMix, Workload, run_and_summarise,
-};
+use fetchgate_loadtest::workload::{self, Catalogue, Mix, SchemeMix, Workload, run_and_summarise};
 
 fn daemon() -> TargetSpec {
     TargetSpec::Spawn {
@@ -32,19 +30,7 @@ fn workload(scheme: SchemeMix, connection: ConnMode) -> Workload {
         duration: Duration::from_secs(60),
         max_sessions: Some(4),
         requests_per_session: 6,
-        mix: Mix::Synthetic {
-            objects: vec![
-                ObjectSize {
-                    size: 1024,
-                    weight: 3,
-                },
-                ObjectSize {
-                    size: 300_000,
-                    weight: 1,
-                },
-            ],
-            distinct: 3,
-        },
+        mix: Mix::synthetic(&[(1024, 3), (300_000, 1)], 3),
         session_trust: None,
         scheme,
         connection,

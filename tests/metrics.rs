@@ -221,7 +221,7 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
     use fetchgate_loadtest::origin::OriginBehaviour;
     use fetchgate_loadtest::stats::Live;
     use fetchgate_loadtest::target::TargetSpec;
-    use fetchgate_loadtest::workload::{Mix, ObjectSize, SchemeMix, Workload, run_and_summarise};
+    use fetchgate_loadtest::workload::{Mix, SchemeMix, Workload, run_and_summarise};
     use std::sync::Arc;
 
     let spec = TargetSpec::Spawn {
@@ -238,19 +238,7 @@ async fn after_a_load_test_run_the_counters_match_the_harness_counts() {
         duration: Duration::from_secs(60),
         max_sessions: Some(5),
         requests_per_session: 7,
-        mix: Mix::Synthetic {
-            objects: vec![
-                ObjectSize {
-                    size: 1024,
-                    weight: 3,
-                },
-                ObjectSize {
-                    size: 200_000,
-                    weight: 1,
-                },
-            ],
-            distinct: 4,
-        },
+        mix: Mix::synthetic(&[(1024, 3), (200_000, 1)], 4),
         session_trust: None,
         scheme: SchemeMix::Mixed,
         connection: ConnMode::KeepAlive,

@@ -55,6 +55,19 @@ pub enum Mix {
     },
 }
 
+impl Mix {
+    /// Synthetic artifacts: `(size, weight)` pairs, `distinct` different ones of each.
+    pub fn synthetic(sizes: &[(u64, u32)], distinct: u32) -> Mix {
+        Mix::Synthetic {
+            objects: sizes
+                .iter()
+                .map(|&(size, weight)| ObjectSize { size, weight })
+                .collect(),
+            distinct,
+        }
+    }
+}
+
 /// What every builder does.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -252,49 +265,28 @@ pub async fn run_session(
         workload.request_timeout,
         workload.hash_bodies || workload.completions.is_some(),
     );
-    let mut expected = Vec::with_capacity(catalogue.first.len() + workload.requests_per_session);
-    // Under every scheme picks may use: a page lists its files at its own origin.
+    // The session's fetches: the first entries under every scheme picks may use (a
+    // page lists its files at its own origin), then the picks.
     let schemes: &[Scheme] = match workload.scheme {
         SchemeMix::Http => &[Scheme::Http],
         SchemeMix::Https => &[Scheme::Https],
         SchemeMix::Mixed => &[Scheme::Http, Scheme::Https],
     };
-    let firsts: Vec<(&Entry, Scheme)> = catalogue
+    let mut plan: Vec<(&Entry, Scheme)> = catalogue
         .first
         .iter()
         .flat_map(|e| schemes.iter().map(move |s| (e, *s)))
         .collect();
-    for (entry, scheme) in firsts {
-        expected.push(
-            fetch(
-                harness,
-                workload,
-                &mut fetcher,
-                session.as_ref(),
-                scheme,
-                entry,
-                rec,
-            )
-            .await,
-        );
-    }
     for _ in 0..workload.requests_per_session {
         let Some(entry) = catalogue.pick(rng) else {
             break;
         };
-        let scheme = pick_scheme(workload.scheme, rng);
-        expected.push(
-            fetch(
-                harness,
-                workload,
-                &mut fetcher,
-                session.as_ref(),
-                scheme,
-                entry,
-                rec,
-            )
-            .await,
-        );
+        plan.push((entry, pick_scheme(workload.scheme, rng)));
+    }
+    let mut expected = Vec::with_capacity(plan.len());
+    for (entry, scheme) in plan {
+        let session = session.as_ref();
+        expected.push(fetch(harness, workload, &mut fetcher, session, scheme, entry, rec).await);
     }
     drop(fetcher);
 

@@ -17,7 +17,7 @@ use fetchgate_loadtest::stats::Live;
 use fetchgate_loadtest::target::TargetSpec;
 use fetchgate_loadtest::tls::OriginPki;
 use fetchgate_loadtest::verify::verify_included;
-use fetchgate_loadtest::workload::{self, Mix, ObjectSize, SchemeMix, Workload};
+use fetchgate_loadtest::workload::{self, Mix, SchemeMix, Workload};
 use reqwest::Method;
 
 use super::common::AUTH;
@@ -56,19 +56,7 @@ async fn kill_9_under_load_loses_no_download_a_builder_saw_complete() {
         duration: Duration::from_secs(4),
         max_sessions: None,
         requests_per_session: 16,
-        mix: Mix::Synthetic {
-            objects: vec![
-                ObjectSize {
-                    size: 1024,
-                    weight: 4,
-                },
-                ObjectSize {
-                    size: 128 * 1024,
-                    weight: 1,
-                },
-            ],
-            distinct: 8,
-        },
+        mix: Mix::synthetic(&[(1024, 4), (128 * 1024, 1)], 8),
         session_trust: None,
         scheme: SchemeMix::Mixed,
         connection: ConnMode::KeepAlive,
