@@ -3,20 +3,24 @@
 //! streams: the data member's bytes go to a worker thread that decompresses the tar
 //! and stops at the first copyright file.
 //!
-//! Best effort by design: a package without a DEP-5 copyright file, one whose data
-//! arrives faster than it can be scanned (more than [`MAX_BACKLOG`] queued), or one
-//! whose license has no SPDX name here gets no `license`. Never an error.
+//! Best effort by design, and never a brake on the download: a package without a DEP-5
+//! copyright file, one whose data arrives faster than it can be scanned (more than
+//! [`MAX_BACKLOG`] queued: the scan is then abandoned at once), or one whose license has
+//! no SPDX name here gets no `license`. Never an error. A package smaller than the
+//! backlog is always scanned to the end (the verdict waits for it); a large one only if
+//! it streams no faster than it decompresses (xz is the slow case: see
+//! `docs/performance.md`, "Inspection of real packages").
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use fetchgate_formats::copyright::{Copyright, parse};
 
 /// Bytes of the data member queued for the scanner at most.
-pub const MAX_BACKLOG: usize = 32 << 20;
+pub const MAX_BACKLOG: usize = 1 << 20;
 /// The most of the data tar decompressed while looking.
 const MAX_DATA_TAR: u64 = 16 << 30;
 /// The largest copyright file read.
@@ -28,10 +32,15 @@ struct Chunks {
     current: Vec<u8>,
     at: usize,
     backlog: Arc<AtomicUsize>,
+    /// Set when the scan is abandoned: the data ends here.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Read for Chunks {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
         while self.at == self.current.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
@@ -55,8 +64,18 @@ pub struct CopyrightScan {
     tx: Option<Sender<Vec<u8>>>,
     worker: Option<JoinHandle<Option<Copyright>>>,
     backlog: Arc<AtomicUsize>,
+    /// Tells the scanner to stop reading.
+    abandoned: Arc<AtomicBool>,
     /// The scan was abandoned (backlog too long, or the thread could not start).
     given_up: bool,
+}
+
+impl Drop for CopyrightScan {
+    /// A download that ends without [`CopyrightScan::finish`] (cut off, failed) stops
+    /// its scanner too.
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
 }
 
 impl CopyrightScan {
@@ -87,6 +106,7 @@ impl CopyrightScan {
             current: Vec::new(),
             at: 0,
             backlog: Arc::clone(&self.backlog),
+            abandoned: Arc::clone(&self.abandoned),
         };
         let member = member.to_owned();
         match std::thread::Builder::new()
@@ -107,7 +127,8 @@ impl CopyrightScan {
     fn give_up(&mut self) {
         self.given_up = true;
         self.tx = None;
-        // The worker ends at the end of what it was sent; nobody waits for it.
+        // The worker stops at its next read; nobody waits for it.
+        self.abandoned.store(true, Ordering::Relaxed);
         self.worker = None;
     }
 
@@ -197,6 +218,38 @@ mod tests {
             scan.feed("data.tar", &tail);
         }
         assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
+    }
+
+    #[test]
+    fn data_arriving_faster_than_it_is_scanned_abandons_the_scan_at_once() {
+        let tar = data_tar(&[
+            ("./usr/bin/x", &vec![7u8; 3 * MAX_BACKLOG][..]),
+            ("./usr/share/doc/x/copyright", DEP5.as_bytes()),
+        ]);
+        let mut scan = CopyrightScan::default();
+        // More than the backlog at once: the scanner cannot have read it yet.
+        let (first, rest) = tar.split_at(MAX_BACKLOG + 1);
+        scan.feed("data.tar", first);
+        assert!(scan.given_up);
+        scan.feed("data.tar", rest);
+        assert!(
+            scan.abandoned.load(Ordering::Relaxed),
+            "the worker is told to stop"
+        );
+        assert_eq!(scan.finish(), None);
+
+        // An abandoned scanner reads no more of what was queued for it.
+        let (tx, rx) = channel();
+        tx.send(vec![1u8; 16]).unwrap();
+        let abandoned = Arc::new(AtomicBool::new(true));
+        let mut chunks = Chunks {
+            rx,
+            current: Vec::new(),
+            at: 0,
+            backlog: Arc::default(),
+            abandoned,
+        };
+        assert_eq!(chunks.read(&mut [0u8; 16]).unwrap(), 0);
     }
 
     #[test]
