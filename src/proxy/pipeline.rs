@@ -968,10 +968,16 @@ impl ProxyHttp for Pipeline {
             );
         // Once the response head is out, nothing more may be written: an error body would
         // land inside the artifact's bytes. The connection is closed unfinished instead.
-        if !downstream_gone && session.response_written().is_none() {
-            // Recorded before the builder sees the answer, like a refusal.
-            self.record_unfinished(session, ctx).await;
-            let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;
+        if !downstream_gone {
+            if session.response_written().is_none() {
+                // Recorded before the builder sees the answer, like a refusal.
+                self.record_unfinished(session, ctx).await;
+                let _ = respond(session, code, &format!("{stage}: {e}"), &[]).await;
+            } else {
+                // What was written (the head, perhaps still gathered in the downstream
+                // stream's buffer) goes out, then the connection closes unfinished.
+                session.downstream_session.shutdown().await;
+            }
         }
         FailToProxy {
             error_code: code,
