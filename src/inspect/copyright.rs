@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use fetchgate_formats::copyright::{Copyright, parse};
 
 /// Bytes of the data member queued for the scanner at most.
-pub const MAX_BACKLOG: usize = 1 << 20;
+pub const MAX_BACKLOG: usize = 256 << 10;
 /// The most of the data tar decompressed while looking.
 const MAX_DATA_TAR: u64 = 16 << 30;
 /// The largest copyright file read.
