@@ -213,8 +213,8 @@ mod tests {
         while !scan.worker.as_ref().is_some_and(|w| w.is_finished()) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let tail = vec![0u8; 1 << 20];
-        for _ in 0..(2 * MAX_BACKLOG) >> 20 {
+        let tail = vec![0u8; 64 << 10];
+        for _ in 0..2 * MAX_BACKLOG / tail.len() {
             scan.feed("data.tar", &tail);
         }
         assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
