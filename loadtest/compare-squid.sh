@@ -252,6 +252,9 @@ for i, name in enumerate(names):
         get = lambda s: s.get("kib_per_connection")
         v = {t: med(r, get) for t, r in runs.items()}
         rows.append([name, "KiB/connection", "-", fmt(v["squid"], "{:.1f}"), fmt(v["fetchgate"], "{:.1f}"), ratio(v["fetchgate"], v["squid"]), "-"])
+        get = lambda s: s.get("kib_per_added_connection")
+        v = {t: med(r, get) for t, r in runs.items()}
+        rows.append(["", "KiB/added connection", "-", fmt(v["squid"], "{:.1f}"), fmt(v["fetchgate"], "{:.1f}"), ratio(v["fetchgate"], v["squid"]), "-"])
         est = {t: med(r, lambda s: s.get("established")) for t, r in runs.items()}
         rows.append(["", "established", "-", fmt(est["squid"]), fmt(est["fetchgate"]), "", ""])
         continue

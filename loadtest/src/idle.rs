@@ -1,7 +1,9 @@
 //! The idle-connections scenario: N keep-alive connections through the proxy, each having
 //! completed one small request (plain, or inside an intercepted CONNECT tunnel) and then
 //! left open, to measure what an idle connection costs the proxy in memory: the growth
-//! of its resident set divided by the number of connections.
+//! of its resident set divided by the number of connections. Then N more: the growth
+//! they cause, per connection, leaves out what the first N paid once for the process
+//! (allocator arenas, the audit memtable), which varies by several MiB from run to run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,31 +61,40 @@ pub async fn run(
     if let Err(e) = warm.get(scheme, &origin, &path).await {
         *errors.entry(e.kind).or_default() += 1;
     }
-    let mut open = Vec::with_capacity(connections);
+    let mut open = Vec::with_capacity(2 * connections);
     tokio::time::sleep(SETTLE).await;
     let before = harness.target.usage();
-    let mut remaining = connections;
-    while remaining > 0 {
-        let n = remaining.min(BATCH);
-        remaining -= n;
-        let batch = (0..n).map(|_| {
-            let mut f = fetcher();
-            let (path, origin) = (path.clone(), origin.clone());
-            async move { f.get(scheme, &origin, &path).await.map(|_| f) }
-        });
-        let handles: Vec<_> = batch.map(tokio::spawn).collect();
-        for h in handles {
-            match h.await {
-                Ok(Ok(f)) => open.push(f),
-                Ok(Err(e)) => *errors.entry(e.kind).or_default() += 1,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {}
+    // Two equal batches: the first also pays the proxy's one-off growth at this scale
+    // (allocator arenas, the audit memtable); the second shows what each connection
+    // adds to a process already holding N.
+    let mut after = [None, None];
+    let mut established_in = [0; 2];
+    for (batch_no, reading) in after.iter_mut().enumerate() {
+        let opened_before = open.len();
+        let mut remaining = connections;
+        while remaining > 0 {
+            let n = remaining.min(BATCH);
+            remaining -= n;
+            let batch = (0..n).map(|_| {
+                let mut f = fetcher();
+                let (path, origin) = (path.clone(), origin.clone());
+                async move { f.get(scheme, &origin, &path).await.map(|_| f) }
+            });
+            let handles: Vec<_> = batch.map(tokio::spawn).collect();
+            for h in handles {
+                match h.await {
+                    Ok(Ok(f)) => open.push(f),
+                    Ok(Err(e)) => *errors.entry(e.kind).or_default() += 1,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => {}
+                }
             }
         }
+        tokio::time::sleep(SETTLE).await;
+        *reading = harness.target.usage();
+        established_in[batch_no] = open.len() - opened_before;
     }
-    tokio::time::sleep(SETTLE).await;
-    let after = harness.target.usage();
-    let established = open.len();
+    let established = established_in[0];
     drop((warm, open));
     if let (Some(c), Some(s)) = (control, &session) {
         let ended = async {
@@ -94,7 +105,13 @@ pub async fn run(
             *errors.entry(ErrorKind::Control).or_default() += 1;
         }
     }
-    let (rss_before_kib, rss_after_kib) = (before.map(|u| u.rss_kib), after.map(|u| u.rss_kib));
+    let rss = |u: Option<crate::procstat::Usage>| u.map(|u| u.rss_kib);
+    let (rss_before_kib, rss_after_kib, rss_after_second_kib) =
+        (rss(before), rss(after[0]), rss(after[1]));
+    let per = |from: Option<u64>, to: Option<u64>, n: usize| match (from, to) {
+        (Some(b), Some(a)) if n > 0 => Some((a as f64 - b as f64) / n as f64),
+        _ => None,
+    };
     IdleSummary {
         label: label.to_owned(),
         tls,
@@ -103,11 +120,8 @@ pub async fn run(
         errors,
         rss_before_kib,
         rss_after_kib,
-        kib_per_connection: match (rss_before_kib, rss_after_kib) {
-            (Some(b), Some(a)) if established > 0 => {
-                Some((a as f64 - b as f64) / established as f64)
-            }
-            _ => None,
-        },
+        rss_after_second_kib,
+        kib_per_connection: per(rss_before_kib, rss_after_kib, established),
+        kib_per_added_connection: per(rss_after_kib, rss_after_second_kib, established_in[1]),
     }
 }

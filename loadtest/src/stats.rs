@@ -213,9 +213,14 @@ pub struct IdleSummary {
     pub established: usize,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub rss_before_kib: Option<u64>,
+    /// With the first N connections open.
     pub rss_after_kib: Option<u64>,
+    /// With N more open.
+    pub rss_after_second_kib: Option<u64>,
     /// (after - before) / established, when the proxy's processes are known.
     pub kib_per_connection: Option<f64>,
+    /// (after second - after) / the second batch's established connections.
+    pub kib_per_added_connection: Option<f64>,
 }
 
 impl IdleSummary {
@@ -228,9 +233,16 @@ impl IdleSummary {
             ("proxy RSS before".into(), kib(self.rss_before_kib)),
             ("proxy RSS after".into(), kib(self.rss_after_kib)),
             (
+                "proxy RSS after N more".into(),
+                kib(self.rss_after_second_kib),
+            ),
+            (
                 "memory per connection".into(),
-                self.kib_per_connection
-                    .map_or("unknown".into(), |k| format!("{k:.1} KiB")),
+                per_connection(self.kib_per_connection),
+            ),
+            (
+                "memory per added connection".into(),
+                per_connection(self.kib_per_added_connection),
             ),
         ];
         for (kind, n) in &self.errors {
@@ -238,6 +250,10 @@ impl IdleSummary {
         }
         render(&self.label, &rows)
     }
+}
+
+fn per_connection(kib: Option<f64>) -> String {
+    kib.map_or("unknown".into(), |k| format!("{k:.1} KiB"))
 }
 
 /// The results of the revocation scenario ([`crate::revocation`]).
