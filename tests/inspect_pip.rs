@@ -168,7 +168,7 @@ async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
     );
     assert_eq!(
         wheel["response-inspection"]["pip.wheel"]["annotations"]["record"],
-        "3 files checked"
+        "3 files checked, 3 of them while the wheel streamed"
     );
     let meta = &wheel["metadata"];
     let served = std::fs::read(s.files.package(WHEEL)).unwrap();

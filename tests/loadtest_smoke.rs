@@ -225,6 +225,11 @@ async fn real_package_files_are_inspected_when_trusted_and_only_hashed_when_not(
             assert_eq!(whl["result"], "Approved", "{whl:#}");
             assert_eq!(whl["metadata"]["name"], "fg-load", "{whl:#}");
             assert_eq!(whl["metadata"]["version"], "3.0", "{whl:#}");
+            assert_eq!(
+                whl["response-inspection"]["pip.wheel"]["annotations"]["record"],
+                "2 files checked, 2 of them while the wheel streamed",
+                "{whl:#}"
+            );
         } else {
             assert_eq!(deb["request-inspection"]["deb"]["opinion"], "Unknown");
             assert_eq!(whl["request-inspection"]["pip.wheel"]["opinion"], "Unknown");

@@ -4,11 +4,14 @@
 //! tarballs) in an unnamed temporary file in `<spool>/inspect/` ([`Spool`]), so memory
 //! stays bounded and nothing is left behind when the download ends, however it ends.
 //! Which content coding a recognised request may ask the origin for follows from what
-//! can be read back ([`readable_encoding`]).
+//! can be read back ([`readable_encoding`]). Another thread can read a spool file while
+//! it is written ([`Spool::tail`]), to do its work as the body streams.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The read buffer of [`Spool::into_reader`].
 const READ_BUFFER: usize = 256 << 10;
@@ -19,6 +22,23 @@ pub struct Spool {
     state: Result<File, String>,
     written: u64,
     limit: u64,
+    /// Told of every write, when a [`SpoolTail`] reads along.
+    tail: Option<Arc<TailState>>,
+}
+
+/// How far a spool file is written, and whether it will grow any more.
+#[derive(Debug, Default)]
+struct TailState {
+    /// (bytes written, no more to come)
+    progress: Mutex<(u64, bool)>,
+    grown: Condvar,
+}
+
+impl TailState {
+    fn update(&self, change: impl FnOnce(&mut (u64, bool))) {
+        change(&mut self.progress.lock().unwrap_or_else(|p| p.into_inner()));
+        self.grown.notify_all();
+    }
 }
 
 impl Spool {
@@ -28,7 +48,19 @@ impl Spool {
             state: tempfile::tempfile_in(dir).map_err(|e| format!("cannot spool the body: {e}")),
             written: 0,
             limit,
+            tail: None,
         }
+    }
+
+    /// A reader of this spool's file for another thread, which waits for each byte to
+    /// be written and ends where the body ends (or where the spool is abandoned or
+    /// dropped). `None` if the file cannot be shared.
+    pub fn tail(&mut self) -> Option<SpoolTail> {
+        let file = self.state.as_ref().ok()?.try_clone().ok()?;
+        let state = Arc::new(TailState::default());
+        state.update(|p| p.0 = self.written);
+        self.tail = Some(Arc::clone(&state));
+        Some(SpoolTail { file, at: 0, state })
     }
 
     /// Appends the next chunk; past the limit (or on a write error) the spool is
@@ -40,14 +72,27 @@ impl Spool {
         self.written += bytes.len() as u64;
         if self.written > self.limit {
             self.state = Err(format!("larger than {} bytes", self.limit));
+            self.end_tail();
         } else if let Err(e) = file.write_all(bytes) {
             self.state = Err(format!("cannot spool the body: {e}"));
+            self.end_tail();
+        } else if let Some(tail) = &self.tail {
+            let written = self.written;
+            tail.update(|p| p.0 = written);
+        }
+    }
+
+    /// A reading tail stops waiting: nothing more will be written.
+    fn end_tail(&mut self) {
+        if let Some(tail) = self.tail.take() {
+            tail.update(|p| p.1 = true);
         }
     }
 
     /// The complete body, rewound to its start.
-    pub fn into_file(self) -> Result<File, String> {
-        let mut file = self.state?;
+    pub fn into_file(mut self) -> Result<File, String> {
+        self.end_tail();
+        let mut file = std::mem::replace(&mut self.state, Err(String::new()))?;
         file.rewind()
             .map_err(|e| format!("cannot read the spooled body: {e}"))?;
         Ok(file)
@@ -57,6 +102,49 @@ impl Spool {
     /// pieces).
     pub fn into_reader(self) -> Result<BufReader<File>, String> {
         Ok(BufReader::with_capacity(READ_BUFFER, self.into_file()?))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.end_tail();
+    }
+}
+
+/// Reads a [`Spool`]'s file while it is written ([`Spool::tail`]), at its own offset.
+#[derive(Debug)]
+pub struct SpoolTail {
+    file: File,
+    at: u64,
+    state: Arc<TailState>,
+}
+
+impl Read for SpoolTail {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = {
+            let mut progress = self
+                .state
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            while progress.0 <= self.at && !progress.1 {
+                progress = self
+                    .state
+                    .grown
+                    .wait(progress)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            progress.0.saturating_sub(self.at)
+        };
+        let n = buf
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        if n == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -161,6 +249,40 @@ mod tests {
         spool.write(b"world");
         let e = spool.into_file().unwrap_err();
         assert!(e.contains("larger than 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_tail_reads_along_while_the_body_is_written_and_ends_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(dir.path(), 1 << 20);
+        spool.write(b"early ");
+        let mut tail = spool.tail().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            tail.read_to_string(&mut all).map(|_| all)
+        });
+        for piece in ["bytes ", "keep ", "coming"] {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            spool.write(piece.as_bytes());
+        }
+        assert!(!reader.is_finished(), "the tail ends only with the body");
+        let mut whole = String::new();
+        spool
+            .into_file()
+            .unwrap()
+            .read_to_string(&mut whole)
+            .unwrap();
+        assert_eq!(whole, "early bytes keep coming");
+        assert_eq!(reader.join().unwrap().unwrap(), whole);
+
+        // A spool dropped half way (the download failed) ends its tail too.
+        let mut spool = Spool::new(dir.path(), 1 << 20);
+        let mut tail = spool.tail().unwrap();
+        spool.write(b"half");
+        drop(spool);
+        let mut got = Vec::new();
+        tail.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"half");
     }
 
     #[test]

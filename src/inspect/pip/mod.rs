@@ -188,11 +188,11 @@ impl Inspector for DistributionInspector {
             return RequestFinding::unknown();
         }
         match listed(session, req.url) {
-            Some(file) => RequestFinding::pending(Box::new(DistributionObserver {
-                kind: self.kind,
+            Some(file) => RequestFinding::pending(Box::new(DistributionObserver::new(
+                self.kind,
                 file,
-                spool: Spool::new(&self.spool, MAX_DISTRIBUTION),
-            })),
+                Spool::new(&self.spool, MAX_DISTRIBUTION),
+            ))),
             None if under_trusted_index(session, req.url) => RequestFinding::rejected(
                 "not listed on any project page of a trusted index fetched in this session",
             ),
@@ -205,6 +205,31 @@ struct DistributionObserver {
     kind: Distribution,
     file: IndexedFile,
     spool: Spool,
+    /// A wheel's files expanded and hashed from the spool as it is written.
+    streaming: Option<std::thread::JoinHandle<wheel::Streamed>>,
+}
+
+impl DistributionObserver {
+    fn new(kind: Distribution, file: IndexedFile, mut spool: Spool) -> Self {
+        let streaming = match kind {
+            Distribution::Wheel => spool.tail().and_then(|tail| {
+                std::thread::Builder::new()
+                    .name("wheel-stream".into())
+                    .spawn(move || {
+                        wheel::stream_entries(std::io::BufReader::with_capacity(256 << 10, tail))
+                    })
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot start the wheel streamer; the wheel is expanded at its end"))
+                    .ok()
+            }),
+            Distribution::Sdist => None,
+        };
+        DistributionObserver {
+            kind,
+            file,
+            spool,
+            streaming,
+        }
+    }
 }
 
 /// The page's sha256 for a file must be the content's.
@@ -233,17 +258,27 @@ impl BodyObserver for DistributionObserver {
             Ok(f) => f,
             Err(e) => return ResponseFinding::rejected(e),
         };
+        // The spool is complete: the streamer reads to its end and stops.
+        let streamed = self
+            .streaming
+            .and_then(|s| s.join().ok())
+            .unwrap_or_default();
         let name = &self.file.filename;
         let (found, mut finding) = match self.kind {
             Distribution::Wheel => {
                 let parsed = wheel::parse_name(name).and_then(|w| {
-                    let got = wheel::inspect(file, &w)?;
+                    let got = wheel::inspect_streamed(file, &w, &streamed)?;
                     Ok((got, w.platform))
                 });
                 match parsed {
                     Ok((got, platform)) => {
-                        let mut finding = ResponseFinding::approved()
-                            .note("record", format!("{} files checked", got.checked));
+                        let mut finding = ResponseFinding::approved().note(
+                            "record",
+                            format!(
+                                "{} files checked, {} of them while the wheel streamed",
+                                got.checked, got.streamed
+                            ),
+                        );
                         finding.metadata.insert("architecture".into(), platform);
                         finding.metadata.insert("type".into(), WHEEL_MIME.into());
                         (got.metadata, finding)
