@@ -172,6 +172,8 @@ scenarios=(
   "10MiB c8|run --object 10MiB -c 8 --requests-per-session 4 --distinct 4"
   "100MiB single stream|run --object 100MiB -c 1 --requests-per-session 1 --distinct 1"
   "HTTPS 1KiB c64 intercepted|run --object 1KiB -c 64 --requests-per-session 50 --scheme https {bump}"
+  "HTTPS 10MiB c8 intercepted|run --object 10MiB -c 8 --requests-per-session 4 --distinct 4 --scheme https {bump}"
+  "HTTPS new TLS connection per request c64|run --object 1KiB -c 64 --requests-per-session 50 --scheme https --connection per-request {bump}"
   "idle keep-alive x$idle_connections|idle --connections $idle_connections"
   "idle intercepted TLS x$idle_connections|idle --connections $idle_connections --tls {bump}"
 )
@@ -267,6 +269,9 @@ for i, name in enumerate(names):
         ("sessions/s", lambda s: s["sessions_per_s"], "{:.1f}"),
         ("report failures", lambda s: s["report_verification_failures"], "{:.0f}"),
         ("proxy CPU s", lambda s: (s.get("proxy") or {}).get("cpu_seconds"), "{:.1f}"),
+        # With a connection per request (CONNECT + TLS each time), this is new
+        # intercepted TLS connections per proxy CPU-second.
+        ("requests per proxy CPU-s", lambda s: s["requests"] / c if (c := (s.get("proxy") or {}).get("cpu_seconds")) else None, "{:.0f}"),
         ("proxy peak RSS MiB", lambda s: ((s.get("proxy") or {}).get("peak_rss_kib") or 0) / 1024 or None, "{:.0f}"),
     ]
     for j, (label, get, spec) in enumerate(metrics):
@@ -275,8 +280,8 @@ for i, name in enumerate(names):
         # "session" is just a batch of requests.
         if label.startswith(("sessions", "report")):
             v["direct"] = v["squid"] = None
-        direct = "-" if label.startswith(("proxy", "report", "sessions")) else fmt(v["direct"], spec)
-        ratios = label in ("requests/s", "MB/s", "p50 ms", "p99 ms", "proxy CPU s", "proxy peak RSS MiB")
+        direct = "-" if label.startswith(("proxy", "report", "sessions", "requests per proxy")) else fmt(v["direct"], spec)
+        ratios = label in ("requests/s", "MB/s", "p50 ms", "p99 ms", "proxy CPU s", "proxy peak RSS MiB", "requests per proxy CPU-s")
         rows.append([name if j == 0 else "", label, direct, fmt(v["squid"], spec), fmt(v["fetchgate"], spec),
                      ratio(v["fetchgate"], v["squid"]) if ratios else "",
                      ratio(v["fetchgate"], v["direct"]) if ratios and direct != "-" else ""])
