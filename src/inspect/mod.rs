@@ -315,6 +315,7 @@ impl Inspectors {
 
     /// Forgets a session that will serve no more requests (downloads in flight keep
     /// their own reference).
+    ///
     /// A permissive session's summary of what strict would have blocked is logged here.
     pub fn forget(&self, id: SessionId) {
         let state = self
