@@ -375,6 +375,18 @@ mod tests {
         assert!(normalise_base("http://u:p@x/").is_err());
     }
 
+    /// Found by CI's run of the `inspectors_config` fuzz target (the target's own check
+    /// was wrong): an `@` after the host is part of the path, as in npm's scoped
+    /// packages, and stays; only one in the authority is a credential.
+    #[test]
+    fn an_at_sign_in_the_path_is_kept() {
+        assert_eq!(
+            normalise_base("https://PyPI.org/simpl@e/").unwrap(),
+            "https://pypi.org:443/simpl@e"
+        );
+        assert!(normalise_base("https://u@pypi.org/simple/").is_err());
+    }
+
     /// Found by the `inspectors_config` fuzz target: `http::Uri` took this authority and
     /// gave `k[` as its host, so the origin was normalised to `https://k[:8443/go`, a
     /// URL that does not even parse again.
