@@ -1,6 +1,9 @@
 //! TLS interception: every CONNECT is answered with a leaf certificate for the
 //! requested host, signed by the fetchgate CA, minted on an EC P-256 key and kept in a
-//! bounded LRU cache shared by all connections. The builder is offered `http/1.1` only.
+//! bounded LRU cache shared by all connections. The builder is offered `http/1.1` only,
+//! and no session resumption: each connection's configuration is its own, so a ticket
+//! could never be redeemed, and a resumed TLS 1.3 handshake still pays for its key
+//! exchange.
 //!
 //! The leaf is for the client's SNI name when it sends one, otherwise for the CONNECT
 //! host (clients send no SNI for IP literals).
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 
@@ -78,6 +81,11 @@ impl CertCache {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The builder's default is a 256-entry session cache of this connection's own,
+        // sent two tickets that could never be redeemed: allocated, filled and thrown
+        // away with every intercepted connection.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 }
@@ -141,5 +149,14 @@ mod tests {
         let (_d, c) = cache(4);
         let cfg = c.server_config("127.0.0.1").unwrap();
         assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn server_config_keeps_no_sessions_and_sends_no_tickets() {
+        let (_d, c) = cache(4);
+        let cfg = c.server_config("127.0.0.1").unwrap();
+        assert!(!cfg.session_storage.can_cache());
+        assert!(!cfg.ticketer.enabled());
+        assert_eq!(cfg.send_tls13_tickets, 0);
     }
 }
