@@ -375,6 +375,7 @@ impl Config {
             read_timeout: Duration::from_secs(p.read_timeout),
             upstream_ca_file: p.upstream_ca_file.clone(),
             cert_cache_size: p.cert_cache_size,
+            dns_cache_ttl: Duration::from_secs(p.dns_cache_ttl),
             acl,
             upstreams,
             max_connections: p.max_connections,

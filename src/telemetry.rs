@@ -54,6 +54,8 @@ pub mod metric {
     pub const INSPECTION_SECONDS: &str = "fetchgate_inspection_seconds";
     /// Leaf certificate lookups, by result (`hit`, `miss`).
     pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
+    /// Upstream host names resolved, by result (`hit`: from the cache, `miss`: a query).
+    pub const DNS_LOOKUPS: &str = "fetchgate_dns_lookups_total";
     /// Debtags lookups answered, by source (`upstream`, `packages-cache`, `overrides-only`).
     pub const DEBTAGS_LOOKUPS: &str = "fetchgate_debtags_lookups_total";
     /// Time to parse one Packages file for debtags, in seconds.

@@ -174,6 +174,8 @@ pub struct ProxySection {
     pub upstream_ca_file: Option<PathBuf>,
     /// Certificates minted for intercepted hosts kept in memory (0 is refused by the parser).
     pub cert_cache_size: NonZeroUsize,
+    /// Seconds an upstream host name's addresses are kept (0: looked up every time).
+    pub dns_cache_ttl: u64,
     pub max_connections: usize,
     pub max_requests_per_session: usize,
 }
@@ -188,6 +190,7 @@ impl Default for ProxySection {
             read_timeout: 60,
             upstream_ca_file: None,
             cert_cache_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            dns_cache_ttl: 30,
             max_connections: 4096,
             max_requests_per_session: 256,
         }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod listener;
 pub mod mitm;
 pub mod pipeline;
+pub mod resolver;
 pub mod secrets;
 pub mod target;
 pub mod upstream;
@@ -31,6 +32,7 @@ use self::limits::SessionLimiter;
 use self::listener::{ConnectionLimits, ProxyListener};
 use self::mitm::CertCache;
 use self::pipeline::{Pipeline, UpstreamTimeouts};
+use self::resolver::Resolver;
 use self::upstream::UpstreamProxies;
 use crate::ca::CertificateAuthority;
 use crate::debtags::cache::PackagesCache;
@@ -54,6 +56,8 @@ pub struct ProxyConfig {
     /// Extra roots trusted for upstream TLS, on top of the system's.
     pub upstream_ca_file: Option<PathBuf>,
     pub cert_cache_size: NonZeroUsize,
+    /// How long an upstream host name's addresses are kept (zero: looked up every time).
+    pub dns_cache_ttl: Duration,
     /// Operator destination rules (`[acl]` and `acl.yaml`), before the defaults.
     pub acl: AclRules,
     /// Connections open on the proxy port at once (503 beyond).
@@ -125,6 +129,7 @@ pub fn build(
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),
+        resolver: Resolver::new(config.dns_cache_ttl),
         inspectors: Arc::clone(&inspectors),
         max_head_bytes: config.max_head_bytes,
     };

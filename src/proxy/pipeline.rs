@@ -43,6 +43,7 @@ use super::acl::Acl;
 use super::auth::{self, Refusal};
 use super::downstream::{DurabilityGate, HeadClock};
 use super::limits::{InFlight, SessionLimiter};
+use super::resolver::Resolver;
 use super::target::{HostPort, Scheme, Target};
 use super::upstream::{ProxyEndpoint, TunnelConnector, UpstreamProxies};
 use crate::audit::digest::BodyHasher;
@@ -85,6 +86,8 @@ pub struct Pipeline {
     pub timeouts: UpstreamTimeouts,
     pub limiter: Arc<SessionLimiter>,
     pub upstreams: UpstreamProxies,
+    /// Upstream host names to addresses (`proxy.dns-cache-ttl`).
+    pub resolver: Resolver,
     pub inspectors: Arc<Inspectors>,
     /// Largest request head (`proxy.max-header-bytes`): beyond it, 431.
     pub max_head_bytes: usize,
@@ -301,9 +304,7 @@ impl Pipeline {
         dest: &HostPort,
         via: Option<&ProxyEndpoint>,
     ) -> std::result::Result<SocketAddr, Unroutable> {
-        let resolved = tokio::net::lookup_host((dest.host.as_str(), dest.port))
-            .await
-            .map(|a| a.collect::<Vec<_>>());
+        let resolved = self.resolver.resolve(&dest.host, dest.port).await;
         let Some(proxy) = via else {
             let addrs = resolved.map_err(|e| Unroutable::Failed {
                 stage: "dns",
@@ -326,10 +327,11 @@ impl Pipeline {
                 .check(addr)
                 .map_err(|d| Unroutable::Acl(d.to_string()))?;
         }
-        tokio::net::lookup_host((proxy.host.as_str(), proxy.port))
+        self.resolver
+            .resolve(&proxy.host, proxy.port)
             .await
             .ok()
-            .and_then(|mut a| a.next())
+            .and_then(|a| a.into_iter().next())
             .ok_or_else(|| Unroutable::Failed {
                 stage: "upstream-proxy",
                 reason: format!("cannot resolve the upstream proxy {proxy}"),
