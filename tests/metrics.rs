@@ -212,14 +212,30 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
 }
 
 /// Upstream host names are resolved once and then answered from the cache; IP literals
-/// are never looked up. The requests go to a port nobody serves: resolving comes first
-/// whatever the ACL or the connection then make of them.
+/// are never looked up, and neither is a host a strict session refuses by policy. The
+/// requests go to a port nobody serves: resolving comes first whatever the ACL or the
+/// connection then make of them.
 #[tokio::test]
 async fn upstream_host_names_are_looked_up_once_then_cached() {
     let dir = tempfile::tempdir().unwrap();
-    let d = DaemonOpts::new(dir.path()).start().await;
-    let (id, token) = d.create(json!({})).await;
+    let d = DaemonOpts::new(dir.path())
+        .arg("--permissive-mode")
+        .start()
+        .await;
     let port = common::free_port();
+    let lookups = |s: &Scrape, result| {
+        value(s, "fetchgate_dns_lookups_total", &[("result", result)]).unwrap_or(0.0)
+    };
+
+    let (id, token) = d.create(json!({"policy": "strict"})).await;
+    let url = format!("http://localhost:{port}/x");
+    assert_eq!(d.proxy_get(&url, Some((&id, &token))).await, 403);
+    let report = d.report(&id, &token).await;
+    assert_eq!(report["denied"][0]["stage"], "policy", "{report:#}");
+    let s = scrape(&d).await;
+    assert_eq!((lookups(&s, "miss"), lookups(&s, "hit")), (0.0, 0.0));
+
+    let (id, token) = d.create(json!({"policy": "permissive"})).await;
     for host in ["localhost", "LOCALHOST", "127.0.0.1", "localhost"] {
         let status = d
             .proxy_get(&format!("http://{host}:{port}/x"), Some((&id, &token)))
@@ -227,9 +243,7 @@ async fn upstream_host_names_are_looked_up_once_then_cached() {
         assert!(matches!(status, 403 | 502), "{host}: {status}");
     }
     let s = scrape(&d).await;
-    let lookups = |result| value(&s, "fetchgate_dns_lookups_total", &[("result", result)]);
-    assert_eq!(lookups("miss"), Some(1.0));
-    assert_eq!(lookups("hit"), Some(2.0));
+    assert_eq!((lookups(&s, "miss"), lookups(&s, "hit")), (1.0, 2.0));
 }
 
 /// A short load-test run (complete sessions over plain HTTP and intercepted HTTPS,

@@ -669,27 +669,9 @@ impl ProxyHttp for Pipeline {
         if let Err(d) = self.acl.check_destination(&target.dest) {
             return self.deny_acl(session, ctx, id, d.to_string()).await;
         }
-        ctx.via = self
-            .upstreams
-            .for_target(target.scheme, &target.dest)
-            .cloned();
-        match self.route(&target.dest, ctx.via.as_deref()).await {
-            Ok(addr) => ctx.upstream = Some(addr),
-            Err(Unroutable::Acl(reason)) => return self.deny_acl(session, ctx, id, reason).await,
-            Err(Unroutable::Failed { stage, reason }) => {
-                let body = reason.clone();
-                ctx.failure = Some((
-                    502,
-                    Failure {
-                        stage: stage.into(),
-                        reason,
-                    },
-                ));
-                self.record_unfinished(session, ctx).await;
-                return respond(session, 502, &body, &[]).await;
-            }
-        }
-
+        // The policy before any name is resolved: a strict session only ever resolves
+        // the hosts of origins it trusts, so refused requests cannot carry data out in
+        // DNS queries.
         let url = target.url();
         let req = session.req_header();
         let method = req.method.to_string();
@@ -712,6 +694,27 @@ impl ProxyHttp for Pipeline {
             self.inspectors
                 .overlooked(id, StrictAction::Refuse, &url, &reason);
         }
+        ctx.via = self
+            .upstreams
+            .for_target(target.scheme, &target.dest)
+            .cloned();
+        match self.route(&target.dest, ctx.via.as_deref()).await {
+            Ok(addr) => ctx.upstream = Some(addr),
+            Err(Unroutable::Acl(reason)) => return self.deny_acl(session, ctx, id, reason).await,
+            Err(Unroutable::Failed { stage, reason }) => {
+                let body = reason.clone();
+                ctx.failure = Some((
+                    502,
+                    Failure {
+                        stage: stage.into(),
+                        reason,
+                    },
+                ));
+                self.record_unfinished(session, ctx).await;
+                return respond(session, 502, &body, &[]).await;
+            }
+        }
+
         ctx.inspection = Some(inspection);
         Ok(false)
     }
