@@ -304,4 +304,14 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn dns_cache_ttl_defaults_to_30_seconds_and_0_turns_it_off() {
+        assert_eq!(FileConfig::parse("").unwrap().proxy.dns_cache_ttl, 30);
+        let off = FileConfig::parse("[proxy]\ndns-cache-ttl = 0\n").unwrap();
+        assert_eq!(off.proxy.dns_cache_ttl, 0);
+        off.validate().unwrap();
+        let err = FileConfig::parse("[proxy]\ndns-cache-ttl = -1\n").unwrap_err();
+        assert!(err.contains("dns-cache-ttl"), "{err}");
+    }
 }
