@@ -20,7 +20,7 @@
 //! The connection manager reconnects by itself but fails the command that hit the
 //! outage; every operation here is idempotent, so each is retried a few times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +45,9 @@ pub const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Sessions whose headers are cached at most.
 const CACHE_ENTRIES: usize = 4096;
+/// Invalidations remembered so that a read racing one is not cached. A read that more
+/// than this many invalidations overtook is not cached either.
+const RECENT_INVALIDATIONS: usize = 256;
 /// Pauses before the retries of a command that failed on a broken connection.
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(150)];
 /// How long one command or connection attempt may take before it counts as an outage.
@@ -142,66 +145,100 @@ struct Scripts {
 
 /// Live sessions read recently, trusted only while invalidations are being received.
 struct AuthCache {
-    entries: Mutex<LruCache<SessionId, (Instant, SessionHeader)>>,
+    state: Mutex<CacheState>,
     /// Whether the invalidation channel is subscribed right now.
     subscribed: AtomicBool,
-    /// Bumped by every invalidation, so a read that raced one is not cached.
+    /// Counts invalidations (under the lock), so that a read can tell which ones
+    /// happened while it was asking Redis.
     generation: AtomicU64,
+}
+
+struct CacheState {
+    entries: LruCache<SessionId, (Instant, SessionHeader)>,
+    /// The latest invalidations, oldest first, with the generation each one made:
+    /// `None` evicted everything. A read that raced one of these for its session is
+    /// not cached; other sessions' changes do not stop it.
+    recent: VecDeque<(u64, Option<SessionId>)>,
 }
 
 impl AuthCache {
     fn new() -> Self {
         AuthCache {
-            entries: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            state: Mutex::new(CacheState {
+                entries: LruCache::new(
+                    NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
+                ),
+                recent: VecDeque::with_capacity(RECENT_INVALIDATIONS),
+            }),
             subscribed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<SessionId, (Instant, SessionHeader)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         // A cache has nothing a panic could leave inconsistent beyond a stale entry,
         // which the TTL bounds anyway.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: SessionId) -> Option<SessionHeader> {
         if !self.subscribed.load(Ordering::Acquire) {
             return None;
         }
-        let mut entries = self.lock();
-        match entries.get(&id) {
+        let mut state = self.lock();
+        match state.entries.get(&id) {
             Some((at, h)) if at.elapsed() < CACHE_TTL => Some(h.clone()),
             Some(_) => {
-                entries.pop(&id);
+                state.entries.pop(&id);
                 None
             }
             None => None,
         }
     }
 
-    /// Caches `h` if it is live and no invalidation arrived since `generation` was read.
+    /// Caches `h`, read from Redis when the generation was `generation`, if it is live
+    /// and no invalidation of it (or of everything) has arrived since.
     fn offer(&self, h: &SessionHeader, generation: u64) {
         if h.revoked.is_some() || h.ended.is_some() || !self.subscribed.load(Ordering::Acquire) {
             return;
         }
-        let mut entries = self.lock();
-        if self.generation.load(Ordering::Acquire) == generation {
-            entries.put(h.id, (Instant::now(), h.clone()));
+        let mut state = self.lock();
+        let now = self.generation.load(Ordering::Acquire);
+        if now != generation {
+            // Every invalidation since must still be listed, and none may concern `h`.
+            let covered = state
+                .recent
+                .front()
+                .is_some_and(|&(oldest, _)| oldest <= generation + 1);
+            let raced = state
+                .recent
+                .iter()
+                .any(|&(g, id)| g > generation && id.is_none_or(|id| id == h.id));
+            if !covered || raced {
+                return;
+            }
+        }
+        state.entries.put(h.id, (Instant::now(), h.clone()));
+    }
+
+    /// Evicts one session, or every session (`None`).
+    fn invalidate(&self, id: Option<SessionId>) {
+        let mut state = self.lock();
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if state.recent.len() == RECENT_INVALIDATIONS {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((generation, id));
+        match id {
+            Some(id) => {
+                state.entries.pop(&id);
+            }
+            None => state.entries.clear(),
         }
     }
 
-    fn invalidate(&self, id: SessionId) {
-        let mut entries = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.pop(&id);
-    }
-
     fn set_subscribed(&self, subscribed: bool) {
-        let mut entries = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        self.invalidate(None);
         self.subscribed.store(subscribed, Ordering::Release);
     }
 }
@@ -314,7 +351,7 @@ impl RedisStorage {
     /// other nodes; this node does not wait for its own message.
     fn changed(&self, h: &Option<SessionHeader>) {
         if let Some(h) = h {
-            self.cache.invalidate(h.id);
+            self.cache.invalidate(Some(h.id));
         }
     }
 
@@ -399,13 +436,15 @@ async fn listen(pubsub: redis::aio::PubSub, cache: &AuthCache) {
                     .ok()
                     .and_then(|s| s.parse::<SessionId>().ok())
                 {
-                    Some(id) => cache.invalidate(id),
+                    Some(id) => cache.invalidate(Some(id)),
                     // Someone else's message on our channel: trust nothing cached.
                     None => cache.set_subscribed(true),
                 }
             }
             _ = liveness.tick() => {
-                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                // Any reply will do: a subscribed RESP2 connection answers PING with an
+                // array, not the usual status.
+                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     return;
                 }
@@ -676,7 +715,7 @@ impl SessionStore for RedisStorage {
             async move { pipe.query_async::<()>(&mut conn).await }
         })
         .await?;
-        self.cache.invalidate(id);
+        self.cache.invalidate(Some(id));
         Ok(())
     }
 
@@ -728,5 +767,113 @@ impl NodeSets for RedisStorage {
             .collect::<Result<Vec<_>>>()?;
         nodes.sort_unstable();
         Ok(nodes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    fn live(n: u8) -> SessionHeader {
+        SessionHeader {
+            id: SessionId::from_bytes([n; 16]),
+            token_hash: [n; 32],
+            policy: Policy::Strict,
+            created: Timestamp::now(),
+            timeout_secs: 60,
+            revoked: None,
+            ended: None,
+            secrets: vec![],
+            inspectors_configuration: None,
+            owner: None,
+            labels: Default::default(),
+        }
+    }
+
+    fn subscribed_cache() -> AuthCache {
+        let cache = AuthCache::new();
+        cache.set_subscribed(true);
+        cache
+    }
+
+    fn generation(cache: &AuthCache) -> u64 {
+        cache.generation.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_read_is_cached_only_while_subscribed() {
+        let (a, cache) = (live(1), AuthCache::new());
+        cache.offer(&a, generation(&cache));
+        assert!(cache.get(a.id).is_none(), "not subscribed yet");
+        cache.set_subscribed(true);
+        cache.offer(&a, generation(&cache));
+        assert_eq!(cache.get(a.id).map(|h| h.id), Some(a.id));
+        cache.set_subscribed(false);
+        assert!(cache.get(a.id).is_none(), "subscription lost");
+    }
+
+    #[test]
+    fn other_sessions_changes_during_a_read_do_not_stop_it_being_cached() {
+        let (a, b, cache) = (live(1), live(2), subscribed_cache());
+        let before = generation(&cache);
+        for _ in 0..10 {
+            cache.invalidate(Some(b.id));
+        }
+        cache.offer(&a, before);
+        assert!(cache.get(a.id).is_some());
+    }
+
+    #[test]
+    fn a_read_raced_by_its_own_sessions_invalidation_is_not_cached() {
+        let (a, b, cache) = (live(1), live(2), subscribed_cache());
+        let before = generation(&cache);
+        cache.invalidate(Some(a.id));
+        cache.invalidate(Some(b.id));
+        cache.offer(&a, before);
+        assert!(cache.get(a.id).is_none());
+    }
+
+    #[test]
+    fn a_read_raced_by_a_resubscription_is_not_cached() {
+        let (a, cache) = (live(1), subscribed_cache());
+        let before = generation(&cache);
+        cache.set_subscribed(true);
+        cache.offer(&a, before);
+        assert!(cache.get(a.id).is_none());
+    }
+
+    #[test]
+    fn a_read_overtaken_by_more_invalidations_than_remembered_is_not_cached() {
+        let (a, b, cache) = (live(1), live(2), subscribed_cache());
+        let before = generation(&cache);
+        for _ in 0..RECENT_INVALIDATIONS - 1 {
+            cache.invalidate(Some(b.id));
+        }
+        cache.offer(&a, before);
+        assert!(cache.get(a.id).is_some(), "all still remembered");
+        cache.invalidate(Some(a.id));
+        let before = generation(&cache);
+        for _ in 0..=RECENT_INVALIDATIONS {
+            cache.invalidate(Some(b.id));
+        }
+        cache.offer(&a, before);
+        assert!(cache.get(a.id).is_none(), "some forgotten: not cached");
+    }
+
+    #[test]
+    fn revoked_and_ended_sessions_are_never_cached() {
+        let cache = subscribed_cache();
+        let mut revoked = live(1);
+        revoked.revoked = Some(Timestamp::now());
+        cache.offer(&revoked, generation(&cache));
+        assert!(cache.get(revoked.id).is_none());
+        let mut ended = live(2);
+        ended.ended = Some(Ended {
+            at: Timestamp::now(),
+            reason: EndReason::Ended,
+        });
+        cache.offer(&ended, generation(&cache));
+        assert!(cache.get(ended.id).is_none());
     }
 }

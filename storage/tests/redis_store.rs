@@ -96,6 +96,46 @@ async fn node_sets_collect_each_node_once_and_count_who_is_left() {
     assert!(store.members(h.id).await.unwrap().is_empty());
 }
 
+/// How many times the server ran `command` (lower case), from `INFO commandstats`.
+async fn calls(server: &support::RedisServer, command: &str) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_authentication_reads_are_served_from_the_cache_and_the_subscription_holds() {
+    let server = support::RedisServer::start();
+    let store = connect(&server).await;
+    let h = live_header(5, 60);
+    store.create(&h).await.unwrap();
+    // Several liveness checks of the invalidation channel pass in this time.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        calls(&server, "subscribe").await,
+        1,
+        "the invalidation channel was subscribed again: its liveness check failed"
+    );
+    let before = calls(&server, "hgetall").await;
+    for _ in 0..20 {
+        let got = store.get_for_auth(h.id).await.unwrap().unwrap();
+        assert_eq!(got.id, h.id);
+    }
+    let read = calls(&server, "hgetall").await - before;
+    assert_eq!(
+        read, 1,
+        "20 reads within the cache's TTL asked Redis {read} times"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revocation_reaches_the_other_nodes_cached_read_at_once() {
     let server = support::RedisServer::start();
