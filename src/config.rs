@@ -376,6 +376,7 @@ impl Config {
             upstream_ca_file: p.upstream_ca_file.clone(),
             cert_cache_size: p.cert_cache_size,
             dns_cache_ttl: Duration::from_secs(p.dns_cache_ttl),
+            upstream_keepalive_pool: p.upstream_keepalive_pool,
             acl,
             upstreams,
             max_connections: p.max_connections,

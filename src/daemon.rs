@@ -107,7 +107,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .thread_name("fetchgate")
         .build()
         .map_err(|e| DaemonError::Service(format!("cannot start the runtime: {e}")))?;
-    raise_open_files_limit(config.proxy.max_connections);
+    raise_open_files_limit(&config.proxy);
     let logs_to_file = config.log.file.is_some();
     let result = runtime.block_on(serve(config, log_files));
     if let Err(e) = &result {
@@ -122,10 +122,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 /// Raises the soft limit on open files to the hard one: each proxied connection holds
-/// two descriptors (builder and upstream), and a shell's default soft limit (1,024)
-/// would refuse connections long before `proxy.max-connections`. Warns when even the
-/// hard limit is too low for that setting.
-fn raise_open_files_limit(max_connections: usize) {
+/// two descriptors (builder and upstream), each idle upstream connection kept for reuse
+/// one, and a shell's default soft limit (1,024) would refuse connections long before
+/// `proxy.max-connections`. Warns when even the hard limit is too low for those settings.
+fn raise_open_files_limit(proxy: &crate::proxy::ProxyConfig) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -146,13 +146,15 @@ fn raise_open_files_limit(max_connections: usize) {
         }
         lim.rlim_cur
     };
-    // Two per connection, plus the database's files, logs and listeners.
-    let needed = 2 * max_connections as u64 + 512;
+    // Two per connection and one per pooled upstream connection, plus the database's
+    // files, logs and listeners.
+    let needed =
+        2 * proxy.max_connections as u64 + proxy.upstream_keepalive_pool.get() as u64 + 512;
     if soft < needed {
         tracing::warn!(
             limit = soft,
             needed,
-            "the open-files limit is below what proxy.max-connections needs; raise it (LimitNOFILE= in the unit, ulimit -n) or lower proxy.max-connections"
+            "the open-files limit is below what proxy.max-connections and proxy.upstream-keepalive-pool need; raise it (LimitNOFILE= in the unit, ulimit -n) or lower them"
         );
     }
 }

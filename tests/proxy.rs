@@ -1350,3 +1350,61 @@ async fn a_request_for_another_scheme_is_400_and_recorded() {
     assert_eq!(d["status-code"], 400);
     assert_eq!(d["error"]["stage"], "request");
 }
+
+/// An origin answering every request with a 2-byte body after 300 ms, over kept-alive
+/// connections, and counting the connections it accepted.
+async fn counting_origin() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if conn.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_for_reuse_as_many_as_the_pool_holds() {
+    use std::sync::atomic::Ordering;
+    // Two waves of three builders at once: the first opens three upstream connections,
+    // and the second reuses as many of them as the pool kept.
+    for (proxy_toml, connections) in [("", 3), ("upstream-keepalive-pool = 1", 5)] {
+        let s = setup_with(proxy_toml).await;
+        let (port, accepted) = counting_origin().await;
+        let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
+        for wave in 0..2 {
+            let get = |i| {
+                let url = format!("http://127.0.0.1:{port}/w{wave}/r{i}");
+                let (d, id, token) = (&s.d, &id, &token);
+                async move { d.proxy_get(&url, Some((id, token))).await }
+            };
+            let statuses = tokio::join!(get(0), get(1), get(2));
+            assert_eq!(statuses, (200, 200, 200));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            connections,
+            "upstream connections opened with [proxy] {proxy_toml:?}"
+        );
+    }
+}

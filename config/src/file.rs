@@ -176,6 +176,9 @@ pub struct ProxySection {
     pub cert_cache_size: NonZeroUsize,
     /// Seconds an upstream host name's addresses are kept (0: looked up every time).
     pub dns_cache_ttl: u64,
+    /// Idle upstream connections kept for reuse, over all origins (0 is refused by the
+    /// parser).
+    pub upstream_keepalive_pool: NonZeroUsize,
     pub max_connections: usize,
     pub max_requests_per_session: usize,
 }
@@ -191,6 +194,7 @@ impl Default for ProxySection {
             upstream_ca_file: None,
             cert_cache_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             dns_cache_ttl: 30,
+            upstream_keepalive_pool: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             max_connections: 4096,
             max_requests_per_session: 256,
         }
@@ -313,5 +317,18 @@ mod tests {
         off.validate().unwrap();
         let err = FileConfig::parse("[proxy]\ndns-cache-ttl = -1\n").unwrap_err();
         assert!(err.contains("dns-cache-ttl"), "{err}");
+    }
+
+    #[test]
+    fn upstream_keepalive_pool_defaults_to_1024_and_must_hold_one() {
+        let default = FileConfig::parse("").unwrap();
+        assert_eq!(default.proxy.upstream_keepalive_pool.get(), 1024);
+        let one = FileConfig::parse("[proxy]\nupstream-keepalive-pool = 1\n").unwrap();
+        assert_eq!(one.proxy.upstream_keepalive_pool.get(), 1);
+        for bad in ["0", "\"big\""] {
+            let err = FileConfig::parse(&format!("[proxy]\nupstream-keepalive-pool = {bad}\n"))
+                .unwrap_err();
+            assert!(err.contains("upstream-keepalive-pool"), "{err}");
+        }
     }
 }

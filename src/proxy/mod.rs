@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     pub cert_cache_size: NonZeroUsize,
     /// How long an upstream host name's addresses are kept (zero: looked up every time).
     pub dns_cache_ttl: Duration,
+    /// Idle upstream connections kept for reuse, over all origins.
+    pub upstream_keepalive_pool: NonZeroUsize,
     /// Operator destination rules (`[acl]` and `acl.yaml`), before the defaults.
     pub acl: AclRules,
     /// Connections open on the proxy port at once (503 beyond).
@@ -95,7 +97,12 @@ pub fn build(
     } = shared;
     // Pingora's rustls connector expects a process-wide provider; ring, as ours.
     pingora::tls::install_default_crypto_provider();
-    let mut conf = ServerConf::default();
+    let mut conf = ServerConf {
+        // Pingora's pool holds this many per thread of its own server, which we do not
+        // run (`threads` stays 1): so this is the whole pool.
+        upstream_keepalive_pool_size: config.upstream_keepalive_pool.get(),
+        ..ServerConf::default()
+    };
     if let Some(extra) = &config.upstream_ca_file {
         conf.ca_file = Some(upstream_roots(extra, spool)?.display().to_string());
     }
