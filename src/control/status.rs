@@ -38,7 +38,7 @@ pub async fn status(
         )
     })?;
     let now = Timestamp::now();
-    let sessions = st.sessions.store().list().await.map_err(unavailable)?;
+    let sessions = st.sessions.store().list_live().await.map_err(unavailable)?;
     let mut active: Vec<_> = sessions
         .iter()
         .filter(|h| state(h, now) == SessionState::Active)
@@ -87,21 +87,23 @@ pub async fn metrics(State(st): State<Arc<ControlState>>, headers: HeaderMap) ->
         .into_response()
 }
 
-/// Sets the sessions-by-state gauges from the store; a store that cannot answer leaves
-/// the previous values (its trouble shows in `/status`).
+/// Sets the sessions-by-state gauges from the store: the live sessions by state (a
+/// timed-out one is `expired` until the reaper ends it), and as `ended` every session
+/// kept for the retention period, whether it was ended or expired. A store that cannot
+/// answer leaves the previous values (its trouble shows in `/status`).
 async fn sessions_by_state(st: &ControlState) {
-    let Ok(sessions) = st.sessions.store().list().await else {
+    let store = st.sessions.store();
+    let (Ok(live), Ok(retained)) = (store.list_live().await, store.retained().await) else {
         return;
     };
     let now = Timestamp::now();
-    let mut counts = [0u64; 4];
     let states = [
         SessionState::Active,
         SessionState::Revoked,
-        SessionState::Ended,
         SessionState::Expired,
     ];
-    for h in &sessions {
+    let mut counts = [0u64; 3];
+    for h in &live {
         let s = state(h, now);
         if let Some(i) = states.iter().position(|x| *x == s) {
             counts[i] += 1;
@@ -110,4 +112,6 @@ async fn sessions_by_state(st: &ControlState) {
     for (s, n) in states.iter().zip(counts) {
         metrics::gauge!(metric::SESSIONS, "state" => s.as_str()).set(n as f64);
     }
+    metrics::gauge!(metric::SESSIONS, "state" => SessionState::Ended.as_str())
+        .set(retained.count as f64);
 }

@@ -15,7 +15,7 @@ use super::{Sessions, remove_dir};
 pub async fn reap_expired(sessions: &Sessions) -> Result<usize, super::SessionError> {
     let now = Timestamp::now();
     let mut n = 0;
-    for h in sessions.store().list().await? {
+    for h in sessions.store().list_live().await? {
         if h.ended.is_none() && now >= h.expires_at() {
             sessions.expire(&h).await?;
             n += 1;

@@ -104,6 +104,12 @@ impl SessionStore for MemoryStorage {
         Ok(self.lock().sessions.values().cloned().collect())
     }
 
+    async fn list_live(&self) -> Result<Vec<SessionHeader>> {
+        let state = self.lock();
+        let live = state.sessions.values().filter(|h| h.ended.is_none());
+        Ok(live.cloned().collect())
+    }
+
     async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>> {
         Ok(self
             .lock()

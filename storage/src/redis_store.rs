@@ -9,6 +9,8 @@
 //!   day's grace: the sweepers delete it first).
 //! - `P nodes:{id}`: the set of nodes that served the session, with the same expiry.
 //! - `P sessions`: the set of ids, for listing (ids whose hash expired are dropped lazily).
+//! - `P live`: the set of ids that have not ended, so that the reaper and `/status`
+//!   read the live sessions only, not every one kept for the retention period.
 //! - `P ended`: a sorted set of ended ids scored by end time, the retention queue.
 //! - `P invalidate`: the pub/sub channel every change to a session is published on.
 //!
@@ -45,6 +47,8 @@ pub const KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Sessions whose headers are cached at most.
 const CACHE_ENTRIES: usize = 4096;
+/// Sessions whose hashes one pipelined read fetches.
+const READ_BATCH: usize = 1000;
 /// Invalidations remembered so that a read racing one is not cached. A read that more
 /// than this many invalidations overtook is not cached either.
 const RECENT_INVALIDATIONS: usize = 256;
@@ -82,6 +86,7 @@ if ARGV[5] ~= '' then
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[8])
+if ARGV[5] == '' then redis.call('SADD', KEYS[4], ARGV[8]) end
 return 1
 ";
 
@@ -104,6 +109,7 @@ if redis.call('HEXISTS', KEYS[1], 'ended') == 0 then
   redis.call('PEXPIREAT', KEYS[3], expire)
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
+redis.call('SREM', KEYS[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
 ";
 
@@ -284,7 +290,7 @@ impl RedisStorage {
         let cache = Arc::new(AuthCache::new());
         let channel = format!("{}invalidate", config.key_prefix);
         let subscriber = tokio::spawn(subscribe(client, channel, Arc::clone(&cache)));
-        Ok(RedisStorage {
+        let store = RedisStorage {
             conn,
             prefix: config.key_prefix.clone(),
             kept_after_ms: u64::try_from((config.retention + KEY_GRACE).as_millis())
@@ -299,7 +305,15 @@ impl RedisStorage {
             },
             cache,
             subscriber,
-        })
+        };
+        let added = store.backfill_live().await?;
+        if added > 0 {
+            tracing::info!(
+                sessions = added,
+                "live sessions listed in the live set (created before it existed)"
+            );
+        }
+        Ok(store)
     }
 
     fn session_key(&self, id: SessionId) -> String {
@@ -312,6 +326,74 @@ impl RedisStorage {
 
     fn sessions_key(&self) -> String {
         format!("{}sessions", self.prefix)
+    }
+
+    fn live_key(&self) -> String {
+        format!("{}live", self.prefix)
+    }
+
+    /// The headers of the sessions whose ids the set `set` holds; ids whose hash has
+    /// expired are dropped from the set.
+    async fn members_headers(&self, set: &str) -> Result<Vec<(SessionId, SessionHeader)>> {
+        let ids: Vec<String> = self
+            .retry(|mut conn| {
+                let set = set.to_owned();
+                async move { conn.smembers(set).await }
+            })
+            .await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for batch in ids.chunks(READ_BATCH) {
+            let keys: Vec<String> = batch.iter().map(|id| self.session_key(*id)).collect();
+            let all: Vec<HashMap<String, Vec<u8>>> = self
+                .retry(|mut conn| {
+                    let mut pipe = redis::pipe();
+                    for k in &keys {
+                        pipe.hgetall(k);
+                    }
+                    async move { pipe.query_async(&mut conn).await }
+                })
+                .await?;
+            for (id, fields) in batch.iter().zip(all) {
+                if fields.is_empty() {
+                    gone.push(id.to_string());
+                } else {
+                    out.push((*id, header_from_fields(&fields)?));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // Their hashes expired; the set's entry is all that is left of them.
+            self.retry(|mut conn| {
+                let (set, gone) = (set.to_owned(), gone.clone());
+                async move { conn.srem::<_, _, ()>(set, gone).await }
+            })
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Puts every session that has not ended into the live set: sessions created by a
+    /// version without that set, or by one still running on the other node during an
+    /// upgrade. Run once at start-up; returns how many it added.
+    async fn backfill_live(&self) -> Result<usize> {
+        let live: Vec<String> = self
+            .members_headers(&self.sessions_key())
+            .await?
+            .into_iter()
+            .filter(|(_, h)| h.ended.is_none())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let key = self.live_key();
+        self.retry(|mut conn| {
+            let (key, live) = (key.clone(), live.clone());
+            async move { conn.sadd::<_, _, usize>(key, live).await }
+        })
+        .await
     }
 
     fn ended_key(&self) -> String {
@@ -518,6 +600,7 @@ impl SessionStore for RedisStorage {
             self.session_key(header.id),
             self.sessions_key(),
             self.ended_key(),
+            self.live_key(),
         ];
         let micros =
             |t: Option<Timestamp>| t.map(|t| t.as_micros().to_string()).unwrap_or_default();
@@ -591,7 +674,12 @@ impl SessionStore for RedisStorage {
     ) -> Result<Option<SessionHeader>> {
         self.run_update(
             &self.scripts.end,
-            &[self.session_key(id), self.ended_key(), self.nodes_key(id)],
+            &[
+                self.session_key(id),
+                self.ended_key(),
+                self.nodes_key(id),
+                self.live_key(),
+            ],
             &[
                 at.as_micros().to_string(),
                 reason_name(reason).to_owned(),
@@ -618,45 +706,25 @@ impl SessionStore for RedisStorage {
     }
 
     async fn list(&self) -> Result<Vec<SessionHeader>> {
-        let index = self.sessions_key();
-        let ids: Vec<String> = self
-            .retry(|mut conn| {
-                let index = index.clone();
-                async move { conn.smembers(index).await }
-            })
-            .await?;
-        let ids: Vec<SessionId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| self.session_key(*id)).collect();
-        let all: Vec<HashMap<String, Vec<u8>>> = self
-            .retry(|mut conn| {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.hgetall(k);
-                }
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
-        let mut out = Vec::with_capacity(all.len());
-        let mut gone = Vec::new();
-        for (id, fields) in ids.iter().zip(all) {
-            if fields.is_empty() {
-                gone.push(id.to_string());
-            } else {
-                out.push(header_from_fields(&fields)?);
-            }
-        }
-        if !gone.is_empty() {
-            // Their hashes expired; the index entry is all that is left of them.
+        let headers = self.members_headers(&self.sessions_key()).await?;
+        Ok(headers.into_iter().map(|(_, h)| h).collect())
+    }
+
+    async fn list_live(&self) -> Result<Vec<SessionHeader>> {
+        let live_key = self.live_key();
+        let headers = self.members_headers(&live_key).await?;
+        let (live, ended): (Vec<_>, Vec<_>) =
+            headers.into_iter().partition(|(_, h)| h.ended.is_none());
+        if !ended.is_empty() {
+            // Listed by a start-up backfill that raced their end: drop them now.
+            let ended: Vec<String> = ended.iter().map(|(id, _)| id.to_string()).collect();
             self.retry(|mut conn| {
-                let (index, gone) = (index.clone(), gone.clone());
-                async move { conn.srem::<_, _, ()>(index, gone).await }
+                let (key, ended) = (live_key.clone(), ended.clone());
+                async move { conn.srem::<_, _, ()>(key, ended).await }
             })
             .await?;
         }
-        Ok(out)
+        Ok(live.into_iter().map(|(_, h)| h).collect())
     }
 
     async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>> {
@@ -698,6 +766,7 @@ impl SessionStore for RedisStorage {
     async fn purge(&self, id: SessionId) -> Result<()> {
         let (session, nodes) = (self.session_key(id), self.nodes_key(id));
         let (ended, index, channel) = (self.ended_key(), self.sessions_key(), self.channel());
+        let live = self.live_key();
         let member = id.to_string();
         self.retry(|mut conn| {
             let mut pipe = redis::pipe();
@@ -709,6 +778,8 @@ impl SessionStore for RedisStorage {
                 .zrem(&ended, &member)
                 .ignore()
                 .srem(&index, &member)
+                .ignore()
+                .srem(&live, &member)
                 .ignore()
                 .publish(&channel, &member)
                 .ignore();

@@ -46,6 +46,7 @@ mod index_tail;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -114,8 +115,41 @@ struct Shared {
     /// after each commit, so a hit is never stale. It spares the proxy a blocking-pool
     /// round trip per request for the credentials check.
     headers: Mutex<LruCache<SessionId, SessionHeader>>,
+    /// Every session that has not ended, read once at open and written through by the
+    /// writer thread after each commit, like `headers`: listing them reads no table.
+    live: Mutex<HashMap<SessionId, SessionHeader>>,
+    /// How many entries the retention queue holds, counted once at open and kept by
+    /// the writer thread.
+    retained: AtomicU64,
     /// Index entries not ingested yet; only the writer thread changes it.
     tail: RwLock<IndexTail>,
+}
+
+/// The sessions that have not ended, and how many entries the retention queue holds.
+/// A header that cannot be decoded is left out with a warning: the database still
+/// opens, and reading that session reports the damage.
+fn live_and_retained(db: &DB) -> Result<(HashMap<SessionId, SessionHeader>, u64)> {
+    let mut live = HashMap::new();
+    for item in db.iterator_cf(cf(db, CF_SESSIONS)?, IteratorMode::Start) {
+        let (key, value) = item?;
+        match codec::decode_header(&value) {
+            Ok(h) if h.ended.is_none() => {
+                live.insert(h.id, h);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                session = ?session_from_key(&key),
+                error = %e,
+                "a stored session header cannot be read; it is not listed among the live sessions"
+            ),
+        }
+    }
+    let mut retained = 0;
+    for item in db.iterator_cf(cf(db, CF_BY_END_TIME)?, IteratorMode::Start) {
+        item?;
+        retained += 1;
+    }
+    Ok((live, retained))
 }
 
 /// A column family's handle.
@@ -494,12 +528,15 @@ impl RocksStorage {
     /// [`RocksStorage::open`] with the given options.
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let db = open_db(path)?;
+        let (live, retained) = live_and_retained(&db)?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             db: RwLock::new(Some(Arc::new(db))),
             failure: Mutex::new(None),
             session_lock: Mutex::new(()),
             headers: Mutex::new(LruCache::new(HEADER_CACHE)),
+            live: Mutex::new(live),
+            retained: AtomicU64::new(retained),
             tail: RwLock::new(IndexTail::default()),
         });
         let unindexed = reindex_after_crash(&shared)?;
@@ -1070,6 +1107,12 @@ impl<'a> Writer<'a> {
             sync_write(&db, batch).inspect_err(|e| self.write_failed(e))
         });
         self.events.clear();
+        let queued = self
+            .end_times
+            .iter()
+            .filter(|(_, deleted)| !deleted)
+            .count() as u64;
+        let dequeued = self.end_times.len() as u64 - queued;
         self.end_times.clear();
         let mut artifacts = std::mem::replace(&mut self.artifacts, Vec::with_capacity(MAX_BATCH));
         let mut names = std::mem::take(&mut self.names);
@@ -1098,12 +1141,26 @@ impl<'a> Writer<'a> {
                         .headers
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
+                    let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
                     for (id, header) in self.headers.drain() {
                         match header {
-                            Some(h) => cache.put(id, h),
-                            None => cache.pop(&id),
+                            Some(h) => {
+                                if h.ended.is_none() {
+                                    live.insert(id, h.clone());
+                                } else {
+                                    live.remove(&id);
+                                }
+                                cache.put(id, h)
+                            }
+                            None => {
+                                live.remove(&id);
+                                cache.pop(&id)
+                            }
                         };
                     }
+                    let retained = &self.shared.retained;
+                    let now = retained.load(Ordering::Relaxed);
+                    retained.store((now + queued).saturating_sub(dequeued), Ordering::Relaxed);
                 }
                 if let Some(o) = &self.observer {
                     o.committed(self.pending.len(), started.elapsed());
@@ -1253,6 +1310,11 @@ impl SessionStore for RocksStorage {
         .await
     }
 
+    async fn list_live(&self) -> Result<Vec<SessionHeader>> {
+        let live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(live.values().cloned().collect())
+    }
+
     async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>> {
         self.blocking(move |s| {
             let cutoff = u64::try_from(cutoff.as_micros()).unwrap_or(0);
@@ -1276,21 +1338,24 @@ impl SessionStore for RocksStorage {
 
     async fn retained(&self) -> Result<Retained> {
         self.blocking(|s| {
-            let mut retained = Retained::default();
+            let mut retained = Retained {
+                count: s.retained.load(Ordering::Relaxed),
+                oldest_end: None,
+            };
             let db = s.db()?;
-            for item in db.iterator_cf(cf(&db, CF_BY_END_TIME)?, IteratorMode::Start) {
+            if let Some(item) = db
+                .iterator_cf(cf(&db, CF_BY_END_TIME)?, IteratorMode::Start)
+                .next()
+            {
                 let (key, _) = item?;
-                if retained.oldest_end.is_none() {
-                    let at: [u8; 8] =
-                        key.get(..8)
-                            .and_then(|k| k.try_into().ok())
-                            .ok_or_else(|| {
-                                Error::Corrupt("retention queue key shorter than 8 bytes".into())
-                            })?;
-                    let us = i64::try_from(u64::from_be_bytes(at)).unwrap_or(i64::MAX);
-                    retained.oldest_end = Some(Timestamp::from_micros(us));
-                }
-                retained.count += 1;
+                let at: [u8; 8] =
+                    key.get(..8)
+                        .and_then(|k| k.try_into().ok())
+                        .ok_or_else(|| {
+                            Error::Corrupt("retention queue key shorter than 8 bytes".into())
+                        })?;
+                let us = i64::try_from(u64::from_be_bytes(at)).unwrap_or(i64::MAX);
+                retained.oldest_end = Some(Timestamp::from_micros(us));
             }
             Ok(retained)
         })

@@ -44,6 +44,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Every stored session, in no particular order.
     async fn list(&self) -> Result<Vec<SessionHeader>>;
 
+    /// Every session that has not ended (active, revoked, or past its timeout and
+    /// waiting for the reaper), in no particular order. Its cost follows the live
+    /// sessions, not the ended ones kept for the retention period, so the reaper and
+    /// `/status` can ask every second.
+    async fn list_live(&self) -> Result<Vec<SessionHeader>>;
+
     /// Up to `limit` sessions that ended strictly before `cutoff`, oldest first.
     async fn ended_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<SessionId>>;
 

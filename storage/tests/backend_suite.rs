@@ -108,6 +108,7 @@ for_each_session_store!(
     concurrent_session_changes_apply_each_exactly_once,
     unknown_session_reads_as_empty_or_none,
     retained_counts_ended_sessions_and_the_oldest_end,
+    list_live_holds_the_sessions_that_have_not_ended,
 );
 
 mod audit_log {
@@ -482,6 +483,54 @@ async fn artifact_index_finds_every_session(b: Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn list_live_holds_the_sessions_that_have_not_ended(b: Backend) {
+    async fn live_ids(b: &Backend) -> Vec<SessionId> {
+        let mut ids: Vec<_> = b
+            .sessions
+            .list_live()
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+    assert!(live_ids(&b).await.is_empty());
+    for n in 1..=4 {
+        b.sessions.create(&header(n)).await.unwrap();
+    }
+    // Created already ended (as an import would): never live.
+    let mut imported = header(5);
+    imported.ended = Some(fetchgate_storage::Ended {
+        at: Timestamp::from_micros(50),
+        reason: EndReason::Ended,
+    });
+    b.sessions.create(&imported).await.unwrap();
+    b.sessions
+        .revoke(id(2), Timestamp::from_micros(10))
+        .await
+        .unwrap();
+    b.sessions
+        .end(id(3), Timestamp::from_micros(20), EndReason::Expired)
+        .await
+        .unwrap();
+    b.sessions.set_timeout(id(4), 600).await.unwrap();
+    assert_eq!(live_ids(&b).await, vec![id(1), id(2), id(4)]);
+    let live = b.sessions.list_live().await.unwrap();
+    let four = live.iter().find(|h| h.id == id(4)).unwrap();
+    assert_eq!(four.timeout_secs, 600, "the live copy follows changes");
+    let two = live.iter().find(|h| h.id == id(2)).unwrap();
+    assert_eq!(two.revoked, Some(Timestamp::from_micros(10)));
+    b.sessions
+        .end(id(1), Timestamp::from_micros(30), EndReason::Ended)
+        .await
+        .unwrap();
+    b.sessions.purge(id(4)).await.unwrap();
+    assert_eq!(live_ids(&b).await, vec![id(2)]);
+    assert_eq!(b.sessions.list().await.unwrap().len(), 4, "1, 2, 3 and 5");
 }
 
 async fn retained_counts_ended_sessions_and_the_oldest_end(b: Backend) {

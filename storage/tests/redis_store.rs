@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fetchgate_storage::redis_store::{CACHE_TTL, KEY_GRACE, RedisConfig, RedisStorage};
 use fetchgate_storage::{
-    NodeId, NodeSets, Policy, SessionHeader, SessionId, SessionStore, Timestamp,
+    EndReason, NodeId, NodeSets, Policy, SessionHeader, SessionId, SessionStore, Timestamp,
 };
 
 const RETENTION: Duration = Duration::from_secs(3600);
@@ -134,6 +134,61 @@ async fn proxy_authentication_reads_are_served_from_the_cache_and_the_subscripti
         read, 1,
         "20 reads within the cache's TTL asked Redis {read} times"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_live_sessions_reads_none_of_the_ended_ones() {
+    let server = support::RedisServer::start();
+    let store = connect(&server).await;
+    for n in 10..40 {
+        store.create(&live_header(n, 60)).await.unwrap();
+        if n >= 12 {
+            store
+                .end(live_header(n, 60).id, Timestamp::now(), EndReason::Ended)
+                .await
+                .unwrap();
+        }
+    }
+    let before = calls(&server, "hgetall").await;
+    let live = store.list_live().await.unwrap();
+    assert_eq!(live.len(), 2);
+    assert_eq!(
+        calls(&server, "hgetall").await - before,
+        2,
+        "only the live sessions' hashes are read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_created_before_the_live_set_are_listed_after_a_restart() {
+    let server = support::RedisServer::start();
+    let (old, ended) = (live_header(50, 60), live_header(51, 60));
+    {
+        let store = connect(&server).await;
+        store.create(&old).await.unwrap();
+        store.create(&ended).await.unwrap();
+        store
+            .end(ended.id, Timestamp::now(), EndReason::Ended)
+            .await
+            .unwrap();
+    }
+    // As a version without the live set would have left them.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg("t:live")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let store = connect(&server).await;
+    let live: Vec<_> = store
+        .list_live()
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(live, vec![old.id]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fetchgate_storage::rocks::{OpenOptions, RocksStorage, WriterObserver};
 use fetchgate_storage::{
-    AuditLog, AuditRecord, Denied, DeniedStage, Error, Policy, SessionHeader, SessionId,
+    AuditLog, AuditRecord, Denied, DeniedStage, EndReason, Error, Policy, SessionHeader, SessionId,
     SessionStore, Timestamp,
 };
 
@@ -67,6 +67,37 @@ async fn sessions_and_records_survive_reopening() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn live_sessions_and_the_retention_count_are_rebuilt_on_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = |n: u8| SessionHeader {
+        id: SessionId::from_bytes([n; 16]),
+        ..header()
+    };
+    {
+        let s = RocksStorage::open(dir.path()).unwrap();
+        for n in 1..=4 {
+            s.create(&session(n)).await.unwrap();
+        }
+        for n in [2, 3] {
+            let at = Timestamp::from_micros(1_700_000_002_000_000 + i64::from(n));
+            s.end(session(n).id, at, EndReason::Ended).await.unwrap();
+        }
+    }
+    let s = RocksStorage::open(dir.path()).unwrap();
+    let mut live: Vec<_> = s.list_live().await.unwrap().iter().map(|h| h.id).collect();
+    live.sort_unstable();
+    assert_eq!(live, vec![session(1).id, session(4).id]);
+    let retained = s.retained().await.unwrap();
+    assert_eq!(retained.count, 2);
+    assert_eq!(
+        retained.oldest_end,
+        Some(Timestamp::from_micros(1_700_000_002_000_002))
+    );
+    s.purge(session(2).id).await.unwrap();
+    assert_eq!(s.retained().await.unwrap().count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn corrupt_and_unknown_version_records_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let id = header().id;
@@ -85,7 +116,9 @@ async fn corrupt_and_unknown_version_records_are_errors() {
         let sessions = db.cf_handle("sessions").unwrap();
         db.put_cf(sessions, id.as_bytes(), [9u8, 1, 2, 3]).unwrap();
     }
+    // The database opens; the damaged header is not listed as a live session.
     let s = RocksStorage::open(dir.path()).unwrap();
+    assert!(s.list_live().await.unwrap().is_empty());
     let err = s.scan(id).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
     let err = s.get(id).await.unwrap_err();
