@@ -472,6 +472,15 @@ async fn sessions_list_filters_pages_and_counts() {
     assert!(revoked["sessions"][0]["end-time"].is_string());
     let ended = list("?state=ended".into()).await;
     assert_eq!(ended["sessions"][0]["session-id"], ids[2].0.as_str());
+    let active = list("?state=active".into()).await;
+    let got: Vec<&str> = active["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session-id"].as_str().unwrap())
+        .collect();
+    let live: Vec<&str> = [4, 3, 0].iter().map(|&i| ids[i].0.as_str()).collect();
+    assert_eq!(got, live, "active sessions, newest first");
     let permissive = list("?policy=permissive".into()).await;
     assert_eq!(permissive["sessions"].as_array().unwrap().len(), 2);
 

@@ -422,12 +422,18 @@ pub async fn list(
     let page = Page::parse(q.limit.as_deref(), q.cursor.as_deref())?;
 
     let now = Timestamp::now();
-    let mut all = st
-        .sessions
-        .store()
-        .list()
-        .await
-        .map_err(SessionError::from)?;
+    let store = st.sessions.store();
+    // Active and revoked sessions are live ones: no need to read the retained ones.
+    let live_only = matches!(
+        want_state,
+        Some(SessionState::Active | SessionState::Revoked)
+    );
+    let listed = if live_only {
+        store.list_live().await
+    } else {
+        store.list().await
+    };
+    let mut all = listed.map_err(SessionError::from)?;
     all.retain(|h| {
         want_state.is_none_or(|s| state(h, now) == s)
             && q.policy.as_deref().is_none_or(|p| h.policy.as_str() == p)
