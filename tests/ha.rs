@@ -700,3 +700,42 @@ fn an_unreachable_redis_at_start_is_a_service_failure() {
     let log = std::fs::read_to_string(opts.log_path()).unwrap_or_default();
     assert!(log.contains("redis"), "{log}");
 }
+
+/// How many times the pair's Redis ran `command` (lower case), from `INFO commandstats`.
+fn redis_calls(redis: &Redis, command: &str) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli comes with redis-server");
+    assert!(out.status.success());
+    let prefix = format!("cmdstat_{command}:calls=");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn housekeeping_and_health_checks_leave_ended_sessions_unread() {
+    let p = Pair::start().await;
+    for _ in 0..20 {
+        let (id, token) = p.create().await;
+        p.revoke(&id, &token).await;
+        let r = p
+            .control(Method::DELETE, &format!("/session/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let before = redis_calls(&p.redis, "hgetall");
+    // Both nodes' reapers run every second, and haproxy checks each node's /status
+    // twice a second; so does this test.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for node in [&p.a, p.b()] {
+        let r = node.anon(Method::GET, "/status").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let read = redis_calls(&p.redis, "hgetall") - before;
+    assert_eq!(read, 0, "20 ended sessions' hashes were read {read} times");
+}
