@@ -227,7 +227,8 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
         ),
         Some(c) => {
             // Sessions in the shared Redis, this node's audit records in its own RocksDB.
-            let shared = Arc::new(RedisStorage::connect(&c.redis).await?);
+            let observer = Arc::new(telemetry::SessionCacheMetrics);
+            let shared = Arc::new(RedisStorage::connect_with(&c.redis, Some(observer)).await?);
             tracing::info!(node = %c.node, peers = c.peers.len(), "HA pair node; sessions in redis");
             let sessions = Sessions::new(
                 shared.clone(),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
+use fetchgate_storage::redis_store::CacheObserver;
 use fetchgate_storage::rocks::WriterObserver;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Level;
@@ -67,9 +68,16 @@ pub mod metric {
     /// Time from a proxy request's head to the end of its answer, in seconds, by
     /// status class of the answer (`2xx` ... `5xx`, `none` when nothing was answered).
     pub const PROXY_REQUEST_SECONDS: &str = "fetchgate_proxy_request_duration_seconds";
-    /// Sessions by state (`active`, `revoked`, `ended`, `expired`), counted when
-    /// `/metrics` is read.
+    /// Sessions by state, counted when `/metrics` is read: live ones `active`,
+    /// `revoked` or `expired` (timed out, about to be ended by the reaper), and as
+    /// `ended` those kept for the retention period (ended or expired).
     pub const SESSIONS: &str = "fetchgate_sessions";
+    /// HA pair: proxy authentication reads of the Redis session store, by `result`
+    /// (`hit`: answered from this node's cache, `miss`: asked Redis).
+    pub const SESSION_CACHE: &str = "fetchgate_session_cache_total";
+    /// HA pair: 1 while this node receives Redis's invalidations (its auth cache is
+    /// on), 0 while not.
+    pub const SESSION_CACHE_SUBSCRIBED: &str = "fetchgate_session_cache_subscribed";
     /// Audit appends waiting for the writer, sampled before each group commit.
     pub const AUDIT_QUEUE_DEPTH: &str = "fetchgate_audit_queue_depth";
     /// Duration of one audit group commit, fsync included, in seconds.
@@ -246,6 +254,20 @@ impl WriterObserver for AuditWriterMetrics {
     fn ingested(&self, entries: usize, elapsed: Duration) {
         metrics::histogram!(metric::AUDIT_INDEX_INGEST_SECONDS).record(elapsed.as_secs_f64());
         metrics::counter!(metric::AUDIT_INDEX_ENTRIES).increment(entries as u64);
+    }
+}
+
+/// Exports how the Redis session store's auth cache fares.
+pub struct SessionCacheMetrics;
+
+impl CacheObserver for SessionCacheMetrics {
+    fn auth_read(&self, cached: bool) {
+        let result = if cached { "hit" } else { "miss" };
+        metrics::counter!(metric::SESSION_CACHE, "result" => result).increment(1);
+    }
+
+    fn subscribed(&self, up: bool) {
+        metrics::gauge!(metric::SESSION_CACHE_SUBSCRIBED).set(if up { 1.0 } else { 0.0 });
     }
 }
 

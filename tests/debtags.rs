@@ -267,14 +267,7 @@ async fn debtags_endpoint_falls_back_to_the_packages_cache() {
     assert_eq!(r.status(), 401);
 
     // 8. Metrics count lookups by source.
-    let m = d
-        .anon(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics_text().await;
     for source in ["upstream", "packages-cache", "overrides-only"] {
         assert!(
             m.contains(&format!(

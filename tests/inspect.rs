@@ -543,14 +543,7 @@ async fn tampered_package_is_cut_off_and_recorded_as_rejected() {
         "{inspection:#}"
     );
     assert_eq!(deb["downloads"][0]["error"]["stage"], "policy", "{deb:#}");
-    let metrics =
-        s.d.anon(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = s.d.metrics_text().await;
     assert!(
         metrics
             .lines()

@@ -149,8 +149,18 @@ struct Scripts {
     leave: Script,
 }
 
+/// Told how the auth cache fares, so the daemon can export it as metrics; this crate
+/// names no metric and knows no exporter.
+pub trait CacheObserver: Send + Sync + 'static {
+    /// A proxy authentication read was answered from the cache (`true`) or by Redis.
+    fn auth_read(&self, cached: bool);
+    /// The invalidation channel was subscribed (`true`: the cache is on) or lost.
+    fn subscribed(&self, up: bool);
+}
+
 /// Live sessions read recently, trusted only while invalidations are being received.
 struct AuthCache {
+    observer: Option<Arc<dyn CacheObserver>>,
     state: Mutex<CacheState>,
     /// Whether the invalidation channel is subscribed right now.
     subscribed: AtomicBool,
@@ -168,8 +178,9 @@ struct CacheState {
 }
 
 impl AuthCache {
-    fn new() -> Self {
+    fn new(observer: Option<Arc<dyn CacheObserver>>) -> Self {
         AuthCache {
+            observer,
             state: Mutex::new(CacheState {
                 entries: LruCache::new(
                     NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
@@ -188,6 +199,14 @@ impl AuthCache {
     }
 
     fn get(&self, id: SessionId) -> Option<SessionHeader> {
+        let found = self.lookup(id);
+        if let Some(o) = &self.observer {
+            o.auth_read(found.is_some());
+        }
+        found
+    }
+
+    fn lookup(&self, id: SessionId) -> Option<SessionHeader> {
         if !self.subscribed.load(Ordering::Acquire) {
             return None;
         }
@@ -246,6 +265,9 @@ impl AuthCache {
     fn set_subscribed(&self, subscribed: bool) {
         self.invalidate(None);
         self.subscribed.store(subscribed, Ordering::Release);
+        if let Some(o) = &self.observer {
+            o.subscribed(subscribed);
+        }
     }
 }
 
@@ -274,6 +296,14 @@ impl RedisStorage {
     /// Connects and subscribes to the invalidation channel. Fails if Redis cannot be
     /// reached now; once connected, outages are survived.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        Self::connect_with(config, None).await
+    }
+
+    /// [`RedisStorage::connect`], telling `observer` how the auth cache fares.
+    pub async fn connect_with(
+        config: &RedisConfig,
+        observer: Option<Arc<dyn CacheObserver>>,
+    ) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(backend)?;
         // Few, quick reconnection attempts: a command waits for them, and while Redis
         // is down callers must hear so at once (503), not after seconds of backoff.
@@ -287,7 +317,7 @@ impl RedisStorage {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(backend)?;
-        let cache = Arc::new(AuthCache::new());
+        let cache = Arc::new(AuthCache::new(observer));
         let channel = format!("{}invalidate", config.key_prefix);
         let subscriber = tokio::spawn(subscribe(client, channel, Arc::clone(&cache)));
         let store = RedisStorage {
@@ -863,7 +893,7 @@ mod tests {
     }
 
     fn subscribed_cache() -> AuthCache {
-        let cache = AuthCache::new();
+        let cache = AuthCache::new(None);
         cache.set_subscribed(true);
         cache
     }
@@ -874,7 +904,7 @@ mod tests {
 
     #[test]
     fn a_read_is_cached_only_while_subscribed() {
-        let (a, cache) = (live(1), AuthCache::new());
+        let (a, cache) = (live(1), AuthCache::new(None));
         cache.offer(&a, generation(&cache));
         assert!(cache.get(a.id).is_none(), "not subscribed yet");
         cache.set_subscribed(true);

@@ -594,6 +594,13 @@ impl Daemon {
         self.client.request(method, self.url(path))
     }
 
+    /// `GET /metrics` (no credentials), as text.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.anon(Method::GET, "/metrics").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     /// The proxy URL with a session's credentials.
     pub fn proxy_url(&self, id: &str, token: &str) -> String {
         format!("http://{id}:{token}@127.0.0.1:{}", self.opts.proxy_port)
