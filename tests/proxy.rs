@@ -1408,3 +1408,30 @@ async fn upstream_connections_are_kept_for_reuse_as_many_as_the_pool_holds() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_upstream_connection_idle_longer_than_idle_timeout_is_closed_not_reused() {
+    use std::sync::atomic::Ordering;
+    let s = setup_with("idle-timeout = 1").await;
+    let (port, accepted) = counting_origin().await;
+    let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
+    let get = |i: usize| {
+        let url = format!("http://127.0.0.1:{port}/r{i}");
+        let (d, id, token) = (&s.d, &id, &token);
+        async move { d.proxy_get(&url, Some((id, token))).await }
+    };
+    assert_eq!(get(0).await, 200);
+    assert_eq!(get(1).await, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "reused within the timeout"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert_eq!(get(2).await, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a connection idle past idle-timeout was reused"
+    );
+}

@@ -49,7 +49,8 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub struct ProxyConfig {
     pub head_timeout: Duration,
     pub max_head_bytes: usize,
-    /// Idle time allowed between requests on a kept-alive connection or tunnel.
+    /// Idle time allowed between requests on a kept-alive connection or tunnel, and for
+    /// an upstream connection in the keep-alive pool.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -133,6 +134,7 @@ pub fn build(
         timeouts: UpstreamTimeouts {
             connect: config.connect_timeout,
             read: config.read_timeout,
+            idle: config.idle_timeout,
         },
         limiter: SessionLimiter::new(config.max_requests_per_session),
         upstreams: config.upstreams.clone(),

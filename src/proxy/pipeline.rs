@@ -76,6 +76,8 @@ pub struct Connection {
 pub struct UpstreamTimeouts {
     pub connect: Duration,
     pub read: Duration,
+    /// How long an upstream connection may wait in the keep-alive pool.
+    pub idle: Duration,
 }
 
 /// The pipeline's shared state.
@@ -752,6 +754,7 @@ impl ProxyHttp for Pipeline {
         peer.options.total_connection_timeout = Some(self.timeouts.connect);
         peer.options.read_timeout = Some(self.timeouts.read);
         peer.options.write_timeout = Some(self.timeouts.read);
+        peer.options.idle_timeout = Some(self.timeouts.idle);
         Ok(Box::new(peer))
     }
 
