@@ -105,6 +105,11 @@ code = b"print('hello')\n"
 files = [("fg_hello/__init__.py", code), ("fg_hello-1.0.dist-info/METADATA", metadata)]
 record = "".join(record_line(p, d) for p, d in files) + "fg_hello-1.0.dist-info/RECORD,,\n"
 seed("pip_wheel", "wheel", zip_of(files + [("fg_hello-1.0.dist-info/RECORD", record.encode())]))
+# Found by the fuzzer: the central directory marks the first file encrypted (general
+# purpose flags, 8 bytes into its record) and its local header does not.
+encrypted = bytearray(zip_of(files + [("fg_hello-1.0.dist-info/RECORD", record.encode())]))
+encrypted[encrypted.index(b"PK\x01\x02") + 8] |= 1
+seed("pip_wheel", "crash-cd-encrypted", bytes(encrypted))
 
 seed("pip_sdist", "sdist", tar_gz([("fg-hello-1.0/PKG-INFO", metadata), ("fg-hello-1.0/setup.py", b"")]))
 

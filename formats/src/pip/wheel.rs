@@ -258,7 +258,10 @@ impl Streamed {
             zip::CompressionMethod::Deflated => 8,
             _ => return None,
         };
-        let same = e.name == file.name_raw()
+        // The central directory may mark encrypted an entry whose local header does not;
+        // a zip reader then refuses it, and so must the digest taken while streaming.
+        let same = !file.encrypted()
+            && e.name == file.name_raw()
             && e.method == method
             && e.compressed == file.compressed_size()
             && e.size == file.size()
@@ -644,6 +647,22 @@ mod tests {
         let mut elsewhere = Streamed::default();
         elsewhere.0.insert(offset + 1, entry.clone());
         assert!(inspect_streamed(Cursor::new(w.clone()), &name(), &elsewhere).is_ok());
+    }
+
+    #[test]
+    fn an_entry_the_central_directory_marks_encrypted_is_refused_however_it_streamed() {
+        let mut w = wheel(&[("fg_hello/__init__.py", b"print('hi')\n")], |r| r);
+        // Found by the fuzzer: set the encryption flag in the first central directory
+        // record only (its general purpose flags are 8 bytes in); the local header
+        // still says plain.
+        let cd = w.windows(4).position(|s| s == b"PK\x01\x02").unwrap();
+        w[cd + 8] |= 1;
+        let streamed = stream_entries(&w[..]);
+        assert!(!streamed.0.is_empty(), "the local headers still stream");
+        let whole = inspect(Cursor::new(w.clone()), &name()).unwrap_err();
+        let both = inspect_streamed(Cursor::new(w.clone()), &name(), &streamed).unwrap_err();
+        assert!(whole.contains("Password required"), "{whole}");
+        assert_eq!(whole, both);
     }
 
     #[test]
