@@ -311,6 +311,16 @@ impl Pair {
             .unwrap_or(0)
     }
 
+    /// Ends the session through haproxy (`DELETE /session/{id}`).
+    async fn end(&self, id: &str) {
+        let r = self
+            .control(Method::DELETE, &format!("/session/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     async fn revoke(&self, id: &str, token: &str) {
         let r = self
             .control(Method::DELETE, &format!("/session/{id}/token"))
@@ -555,12 +565,7 @@ async fn retention_deletes_every_nodes_records_before_the_shared_session() {
     }
     assert!(!node_records(&p.a, &id).await.is_empty());
     assert!(!node_records(p.b(), &id).await.is_empty());
-    let r = p
-        .control(Method::DELETE, &format!("/session/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    p.end(&id).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let gone =
@@ -721,12 +726,7 @@ async fn housekeeping_and_health_checks_leave_ended_sessions_unread() {
     for _ in 0..20 {
         let (id, token) = p.create().await;
         p.revoke(&id, &token).await;
-        let r = p
-            .control(Method::DELETE, &format!("/session/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        p.end(&id).await;
     }
     let before = redis_calls(&p.redis, "hgetall");
     // Both nodes' reapers run every second, and haproxy checks each node's /status
