@@ -1201,6 +1201,18 @@ fn ingest_sorted<K: AsRef<[u8]>>(
         return Ok(());
     }
     let path = dir.join(format!("{family}.sst"));
+    // Ingesting moves the file by hard-linking it into the database, then unlinks this
+    // name. A kill between the two leaves this name linked to a live table file, and
+    // writing it again would rewrite that table in place: unlink it first.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Backend(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
     let writer = SstFileWriter::create(opts);
     writer.open(&path)?;
     let mut writer = writer;
