@@ -2,7 +2,8 @@
 //! through the proxy's streaming digest alone (sha1 + sha256, what every download pays)
 //! and through the digest plus the inspector chain (`pip.wheel` spools the wheel, then
 //! opens the zip and checks every file against `RECORD`; `default` sniffs), both
-//! reporting MB/s of wheel.
+//! reporting MB/s of wheel; and through the chain once the wheel's sha256 was verified
+//! before (`[proxy] verified-cache-size`: only its sha256 is checked again).
 //!
 //! `cargo bench --bench wheel_inspect` uses a wheel of about 50 MiB; under `cargo test`
 //! (no `--bench` argument) a small one, so the smoke run stays quick.
@@ -96,16 +97,14 @@ fn bench(c: &mut Criterion) {
         wheel(8, 16 << 10)
     };
     let spool = tempfile::tempdir().unwrap();
-    let inspectors = Inspectors::new(
-        Trust {
-            pip: vec![INDEX.into()],
-            ..Default::default()
-        },
-        spool.path().to_owned(),
-        None,
-    );
+    let trust = Trust {
+        pip: vec![INDEX.into()],
+        ..Default::default()
+    };
+    let remembering = Inspectors::new(trust.clone(), spool.path().to_owned(), None, 16);
+    let forgetting = Inspectors::new(trust, spool.path().to_owned(), None, 0);
     let headers = http::HeaderMap::new();
-    let get = |url: &str| {
+    let get = |inspectors: &Inspectors, url: &str| {
         let req = RequestInfo {
             method: "GET",
             url,
@@ -119,35 +118,39 @@ fn bench(c: &mut Criterion) {
         "<a href=\"{WHEEL}#sha256={}\">{WHEEL}</a>",
         hex::encode(sha2::Sha256::digest(&body))
     );
-    let mut listing = get(&format!("{INDEX}/fg-bench/"));
-    listing.chunk(page.as_bytes());
-    let verdict = listing.finish(&hash(page.as_bytes()).finish());
-    assert_eq!(
-        verdict.response["pip.simple-index"].opinion,
-        Opinion::Approved
-    );
+    for inspectors in [&remembering, &forgetting] {
+        let mut listing = get(inspectors, &format!("{INDEX}/fg-bench/"));
+        listing.chunk(page.as_bytes());
+        let verdict = listing.finish(&hash(page.as_bytes()).finish());
+        assert_eq!(
+            verdict.response["pip.simple-index"].opinion,
+            Opinion::Approved
+        );
+    }
+    let download = |inspectors: &Inspectors| {
+        let mut inspection = get(inspectors, &wheel_url);
+        let mut h = BodyHasher::default();
+        for chunk in body.chunks(CHUNK) {
+            h.update(chunk);
+            inspection.chunk(chunk);
+        }
+        let verdict = inspection.finish(&h.finish());
+        let wheel = &verdict.response["pip.wheel"];
+        assert_eq!(wheel.opinion, Opinion::Approved, "{wheel:?}");
+        wheel.annotations["record"].clone()
+    };
+    // The first download verifies the wheel in full; the cache remembers it.
+    assert!(download(&remembering).contains("while the wheel streamed"));
+    assert!(download(&remembering).contains("first verified"));
 
     let mut group = c.benchmark_group(format!("wheel_{}KiB", body.len() >> 10));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(if full { 15 } else { 1 }));
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("hash_only", |b| b.iter(|| hash(&body).finish()));
-    group.bench_function("hash_and_inspect", |b| {
-        b.iter(|| {
-            let mut inspection = get(&wheel_url);
-            let mut h = BodyHasher::default();
-            for chunk in body.chunks(CHUNK) {
-                h.update(chunk);
-                inspection.chunk(chunk);
-            }
-            let verdict = inspection.finish(&h.finish());
-            assert_eq!(
-                verdict.response["pip.wheel"].opinion,
-                Opinion::Approved,
-                "{:?}",
-                verdict.response["pip.wheel"]
-            );
-        })
+    group.bench_function("hash_and_inspect", |b| b.iter(|| download(&forgetting)));
+    group.bench_function("hash_and_inspect_verified_before", |b| {
+        b.iter(|| download(&remembering))
     });
     group.finish();
 }

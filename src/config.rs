@@ -377,6 +377,7 @@ impl Config {
             cert_cache_size: p.cert_cache_size,
             dns_cache_ttl: Duration::from_secs(p.dns_cache_ttl),
             upstream_keepalive_pool: p.upstream_keepalive_pool,
+            verified_cache_size: p.verified_cache_size,
             acl,
             upstreams,
             max_connections: p.max_connections,

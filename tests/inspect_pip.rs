@@ -132,6 +132,30 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// The origin serves another build of the wheel under its name while the page keeps
+    /// the original's sha256: a new session's pip download fails, and the report shows
+    /// it cut off. Returns the other build.
+    async fn serve_another_build_and_expect_it_cut_off(&self) -> Vec<u8> {
+        self.files.write_wheel(b"print('tampered')\n");
+        let tampered = std::fs::read(self.files.package(WHEEL)).unwrap();
+        let (id, token) = self.d.create(json!({})).await;
+        let dest = self.dir.path().join("tampered");
+        let out = self.pip_download((&id, &token), &["fg-hello==1.0"], &dest);
+        assert!(!out.status.success(), "pip accepted a tampered wheel");
+        assert!(!dest.join(WHEEL).exists());
+        let report = self.d.report(&id, &token).await;
+        common::assert_cut_off(
+            &report,
+            WHEEL,
+            &tampered,
+            "pip.wheel",
+            "does not match the project page",
+        );
+        tampered
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
     let s = setup().await;
@@ -202,23 +226,7 @@ async fn strict_session_approves_a_wheel_and_an_sdist_from_a_trusted_index() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wheel_that_is_not_the_one_the_index_lists_is_cut_off() {
     let s = setup().await;
-    // The page keeps the original wheel's sha256; the origin now serves another build.
-    s.files.write_wheel(b"print('tampered')\n");
-    let tampered = std::fs::read(s.files.package(WHEEL)).unwrap();
-    let (id, token) = s.d.create(json!({})).await;
-    let dest = s.dir.path().join("downloads");
-    let out = s.pip_download((&id, &token), &["fg-hello==1.0"], &dest);
-    assert!(!out.status.success(), "pip accepted a tampered wheel");
-    assert!(!dest.join(WHEEL).exists());
-
-    let report = s.d.report(&id, &token).await;
-    common::assert_cut_off(
-        &report,
-        WHEEL,
-        &tampered,
-        "pip.wheel",
-        "does not match the project page",
-    );
+    s.serve_another_build_and_expect_it_cut_off().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,5 +246,106 @@ async fn a_file_no_project_page_listed_is_refused_at_request_time() {
             .unwrap()
             .contains("no inspector recognises"),
         "{denied:#}"
+    );
+}
+
+/// The wheel's report entry in a new session that downloads it with pip.
+async fn download_wheel(s: &Setup, dest: &str) -> (Output, serde_json::Value) {
+    let (id, token) = s.d.create(json!({})).await;
+    let out = s.pip_download((&id, &token), &["fg-hello==1.0"], &s.dir.path().join(dest));
+    let report = s.d.report(&id, &token).await;
+    (out, artifact(&report, WHEEL).clone())
+}
+
+/// `fetchgate_verified_cache_total` for wheels with this result.
+async fn verified_cache(s: &Setup, result: &str) -> u64 {
+    let series = format!("fetchgate_verified_cache_total{{kind=\"wheel\",result=\"{result}\"}} ");
+    s.d.metrics_text()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wheel_verified_before_is_checked_by_its_sha256_and_a_different_one_in_full() {
+    let s = setup().await;
+    let (out, first) = download_wheel(&s, "first").await;
+    assert_success(&out, "pip download");
+    assert_eq!(
+        first["response-inspection"]["pip.wheel"]["annotations"]["record"],
+        "3 files checked, 3 of them while the wheel streamed"
+    );
+
+    // Another session, the same file: the verdict of the full check carries over.
+    let (out, again) = download_wheel(&s, "again").await;
+    assert_success(&out, "pip download");
+    assert_eq!(
+        std::fs::read(s.dir.path().join("again").join(WHEEL)).unwrap(),
+        std::fs::read(s.files.package(WHEEL)).unwrap()
+    );
+    assert_eq!(again["result"], "Approved", "{again:#}");
+    let inspection = &again["response-inspection"]["pip.wheel"];
+    assert_eq!(
+        inspection["annotations"]["record"],
+        "3 files checked when a download of this sha256 was first verified"
+    );
+    assert_eq!(
+        inspection["annotations"]["sha256"],
+        "matches the project page"
+    );
+    assert_eq!(again["metadata"], first["metadata"]);
+    assert_eq!(again["metadata"]["license"], "MIT");
+    assert_eq!(verified_cache(&s, "miss").await, 1);
+    assert_eq!(verified_cache(&s, "hit").await, 1);
+
+    // Remembering the first build's verdict does not let another build through.
+    let tampered = s.serve_another_build_and_expect_it_cut_off().await;
+
+    // Once the page lists the new build, it is a file never verified: checked in full.
+    s.files.write_pages();
+    let (out, rebuilt) = download_wheel(&s, "rebuilt").await;
+    assert_success(&out, "pip download");
+    assert_eq!(rebuilt["metadata"]["sha256"], sha256_hex(&tampered));
+    assert_eq!(
+        rebuilt["response-inspection"]["pip.wheel"]["annotations"]["record"],
+        "3 files checked, 3 of them while the wheel streamed"
+    );
+    assert_eq!(verified_cache(&s, "hit").await, 2);
+    assert_eq!(verified_cache(&s, "miss").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_verified_cache_size_0_every_download_of_a_wheel_is_checked_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PyIndex::build(dir.path());
+    let (origin, d) = common::trusted_origin(
+        dir.path(),
+        &files.root,
+        true,
+        "verified-cache-size = 0\n",
+        |base| format!("pip:\n  indexes: [{base}simple]\n"),
+    )
+    .await;
+    let s = Setup {
+        dir,
+        files,
+        origin,
+        d,
+    };
+    for dest in ["first", "again"] {
+        let (out, wheel) = download_wheel(&s, dest).await;
+        assert_success(&out, "pip download");
+        assert_eq!(
+            wheel["response-inspection"]["pip.wheel"]["annotations"]["record"],
+            "3 files checked, 3 of them while the wheel streamed",
+            "{dest}"
+        );
+    }
+    assert!(
+        !s.d.metrics_text()
+            .await
+            .contains("fetchgate_verified_cache_total"),
+        "a cache that is off is never asked"
     );
 }

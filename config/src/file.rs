@@ -179,6 +179,8 @@ pub struct ProxySection {
     /// Idle upstream connections kept for reuse, over all origins (0 is refused by the
     /// parser).
     pub upstream_keepalive_pool: NonZeroUsize,
+    /// Files verified in full whose verdict is remembered by sha256 (0: none).
+    pub verified_cache_size: usize,
     pub max_connections: usize,
     pub max_requests_per_session: usize,
 }
@@ -195,6 +197,7 @@ impl Default for ProxySection {
             cert_cache_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             dns_cache_ttl: 30,
             upstream_keepalive_pool: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            verified_cache_size: 4096,
             max_connections: 4096,
             max_requests_per_session: 256,
         }
@@ -330,5 +333,18 @@ mod tests {
                 .unwrap_err();
             assert!(err.contains("upstream-keepalive-pool"), "{err}");
         }
+    }
+
+    #[test]
+    fn verified_cache_size_defaults_to_4096_and_0_turns_it_off() {
+        assert_eq!(
+            FileConfig::parse("").unwrap().proxy.verified_cache_size,
+            4096
+        );
+        let off = FileConfig::parse("[proxy]\nverified-cache-size = 0\n").unwrap();
+        assert_eq!(off.proxy.verified_cache_size, 0);
+        off.validate().unwrap();
+        let err = FileConfig::parse("[proxy]\nverified-cache-size = -1\n").unwrap_err();
+        assert!(err.contains("verified-cache-size"), "{err}");
     }
 }

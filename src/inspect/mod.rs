@@ -30,6 +30,7 @@ pub mod openpgp;
 pub mod pip;
 pub mod sniff;
 pub mod spool;
+pub mod verified;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -256,9 +257,15 @@ const MAX_SESSIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
 
 impl Inspectors {
     /// The chain in [`INSPECTOR_IDS`] order, trusting `global` (from `inspectors.yaml`)
-    /// in every session; index files are spooled under `spool` while they stream, and
-    /// the debtags of verified Packages indexes are fed to `debtags`.
-    pub fn new(global: Trust, spool: PathBuf, debtags: Option<Arc<PackagesCache>>) -> Self {
+    /// in every session; index files are spooled under `spool` while they stream, the
+    /// debtags of verified Packages indexes are fed to `debtags`, and up to
+    /// `verified_cache` wheels verified in full are remembered ([`verified`]).
+    pub fn new(
+        global: Trust,
+        spool: PathBuf,
+        debtags: Option<Arc<PackagesCache>>,
+        verified_cache: usize,
+    ) -> Self {
         let spool = Arc::new(spool);
         Inspectors {
             chain: vec![
@@ -269,7 +276,10 @@ impl Inspectors {
                 }),
                 Box::new(deb::DebInspector),
                 Box::new(pip::IndexInspector),
-                Box::new(pip::DistributionInspector::wheel(Arc::clone(&spool))),
+                Box::new(pip::DistributionInspector::wheel(
+                    Arc::clone(&spool),
+                    verified_cache,
+                )),
                 Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
                 Box::new(pip::MetadataInspector),
                 Box::new(cargo::IndexInspector),
@@ -516,7 +526,7 @@ mod tests {
 
     #[test]
     fn an_unrecognised_request_is_refused_with_every_opinion_recorded() {
-        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None);
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None, 0);
         let headers = http::HeaderMap::new();
         let req = RequestInfo {
             method: "GET",
@@ -543,7 +553,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_session_starts_afresh() {
-        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None);
+        let chain = Inspectors::new(Trust::default(), std::env::temp_dir(), None, 0);
         let first = chain.session(&header());
         assert!(Arc::ptr_eq(&first, &chain.session(&header())));
         chain.forget(header().id);

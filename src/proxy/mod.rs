@@ -61,6 +61,8 @@ pub struct ProxyConfig {
     pub dns_cache_ttl: Duration,
     /// Idle upstream connections kept for reuse, over all origins.
     pub upstream_keepalive_pool: NonZeroUsize,
+    /// Wheels verified in full whose verdict is remembered by sha256 (0: none).
+    pub verified_cache_size: usize,
     /// Operator destination rules (`[acl]` and `acl.yaml`), before the defaults.
     pub acl: AclRules,
     /// Connections open on the proxy port at once (503 beyond).
@@ -120,6 +122,7 @@ pub fn build(
         config.trust.clone(),
         inspect_spool(spool)?,
         Some(debtags),
+        config.verified_cache_size,
     ));
     let forget = Arc::downgrade(&inspectors);
     sessions.on_finished(move |h, _| {

@@ -4,7 +4,9 @@
 //!   lists are remembered with their sha256 (the `#sha256=` fragment or `hashes`) and
 //!   the hash of their PEP 658 metadata.
 //! - `pip.wheel`: a listed `.whl`, spooled while it streams; its sha256 must be the
-//!   page's, every file must match `RECORD`, and `METADATA` must name it.
+//!   page's, every file must match `RECORD`, and `METADATA` must name it. A wheel of a
+//!   sha256 verified so before (in any session) is checked by that sha256 alone
+//!   ([`Verified`]).
 //! - `pip.sdist`: a listed `.tar.gz`, spooled; sha256 as above, `PKG-INFO` must name it.
 //! - `pip.metadata`: a listed file's `.metadata` (PEP 658), checked against the hash the
 //!   page gave for it.
@@ -20,10 +22,12 @@ use std::sync::Arc;
 use fetchgate_storage::BodyDigest;
 
 use super::spool::{Buffer, Spool};
+use super::verified::Verified;
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
 use fetchgate_formats::pip::index::{self, IndexedFile};
+use fetchgate_formats::pip::metadata::CoreMetadata;
 use fetchgate_formats::pip::{metadata, sdist, wheel};
 
 pub const INDEX_ID: &str = "pip.simple-index";
@@ -133,24 +137,57 @@ impl BodyObserver for PageObserver {
     }
 }
 
-/// What kind of distribution file an inspector reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the report says of a wheel verified in full, remembered by its sha256.
+#[derive(Debug)]
+pub struct VerifiedWheel {
+    metadata: CoreMetadata,
+    platform: String,
+    /// Files checked against `RECORD`.
+    checked: usize,
+}
+
+impl VerifiedWheel {
+    /// The approval, with `record` as the `record` annotation.
+    fn finding(&self, record: String) -> ResponseFinding {
+        let mut finding = ResponseFinding::approved().note("record", record);
+        finding.metadata = self.metadata.report();
+        finding
+            .metadata
+            .insert("architecture".into(), self.platform.clone());
+        finding.metadata.insert("type".into(), WHEEL_MIME.into());
+        finding
+    }
+
+    /// The length of its text, which bounds what remembering it costs.
+    fn text_len(&self) -> usize {
+        let m = &self.metadata;
+        [&m.license, &m.summary, &m.author, &m.author_email]
+            .into_iter()
+            .flatten()
+            .chain([&m.name, &m.version, &self.platform])
+            .map(String::len)
+            .sum()
+    }
+}
+
+/// What a distribution inspector reads, and how.
 enum Distribution {
-    Wheel,
+    /// Wheels verified before are remembered here.
+    Wheel(Arc<Verified<VerifiedWheel>>),
     Sdist,
 }
 
 impl Distribution {
-    fn id(self) -> &'static str {
+    fn id(&self) -> &'static str {
         match self {
-            Distribution::Wheel => WHEEL_ID,
+            Distribution::Wheel(_) => WHEEL_ID,
             Distribution::Sdist => SDIST_ID,
         }
     }
 
-    fn suffix(self) -> &'static str {
+    fn suffix(&self) -> &'static str {
         match self {
-            Distribution::Wheel => ".whl",
+            Distribution::Wheel(_) => ".whl",
             Distribution::Sdist => ".tar.gz",
         }
     }
@@ -163,9 +200,10 @@ pub struct DistributionInspector {
 }
 
 impl DistributionInspector {
-    pub fn wheel(spool: Arc<PathBuf>) -> Self {
+    /// `pip.wheel`, remembering up to `verified_cache` wheels verified in full.
+    pub fn wheel(spool: Arc<PathBuf>, verified_cache: usize) -> Self {
         DistributionInspector {
-            kind: Distribution::Wheel,
+            kind: Distribution::Wheel(Arc::new(Verified::new("wheel", verified_cache))),
             spool,
         }
     }
@@ -174,6 +212,26 @@ impl DistributionInspector {
         DistributionInspector {
             kind: Distribution::Sdist,
             spool,
+        }
+    }
+
+    /// The observer of a listed file's download.
+    fn observer(&self, file: IndexedFile) -> Box<dyn BodyObserver> {
+        let spool = || Spool::new(&self.spool, MAX_DISTRIBUTION);
+        match &self.kind {
+            Distribution::Wheel(verified) => {
+                let known = file
+                    .sha256
+                    .and_then(|sha256| verified.get(&sha256, &file.filename));
+                match known {
+                    Some(wheel) => Box::new(KnownWheelObserver { file, wheel }),
+                    None => Box::new(WheelObserver::new(file, spool(), Arc::clone(verified))),
+                }
+            }
+            Distribution::Sdist => Box::new(SdistObserver {
+                file,
+                spool: spool(),
+            }),
         }
     }
 }
@@ -188,11 +246,7 @@ impl Inspector for DistributionInspector {
             return RequestFinding::unknown();
         }
         match listed(session, req.url) {
-            Some(file) => RequestFinding::pending(Box::new(DistributionObserver::new(
-                self.kind,
-                file,
-                Spool::new(&self.spool, MAX_DISTRIBUTION),
-            ))),
+            Some(file) => RequestFinding::pending(self.observer(file)),
             None if under_trusted_index(session, req.url) => RequestFinding::rejected(
                 "not listed on any project page of a trusted index fetched in this session",
             ),
@@ -201,33 +255,32 @@ impl Inspector for DistributionInspector {
     }
 }
 
-struct DistributionObserver {
-    kind: Distribution,
+/// A wheel not verified before: spooled, its files expanded and hashed from the spool as
+/// it is written, the rest checked at its end.
+struct WheelObserver {
     file: IndexedFile,
     spool: Spool,
-    /// A wheel's files expanded and hashed from the spool as it is written.
+    /// The thread expanding and hashing the files as the wheel streams in.
     streaming: Option<std::thread::JoinHandle<wheel::Streamed>>,
+    verified: Arc<Verified<VerifiedWheel>>,
 }
 
-impl DistributionObserver {
-    fn new(kind: Distribution, file: IndexedFile, mut spool: Spool) -> Self {
-        let streaming = match kind {
-            Distribution::Wheel => spool.tail().and_then(|tail| {
-                std::thread::Builder::new()
-                    .name("wheel-stream".into())
-                    .spawn(move || {
-                        wheel::stream_entries(std::io::BufReader::with_capacity(256 << 10, tail))
-                    })
-                    .inspect_err(|e| tracing::warn!(error = %e, "cannot start the wheel streamer; the wheel is expanded at its end"))
-                    .ok()
-            }),
-            Distribution::Sdist => None,
-        };
-        DistributionObserver {
-            kind,
+impl WheelObserver {
+    fn new(file: IndexedFile, mut spool: Spool, verified: Arc<Verified<VerifiedWheel>>) -> Self {
+        let streaming = spool.tail().and_then(|tail| {
+            std::thread::Builder::new()
+                .name("wheel-stream".into())
+                .spawn(move || {
+                    wheel::stream_entries(std::io::BufReader::with_capacity(256 << 10, tail))
+                })
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot start the wheel streamer; the wheel is expanded at its end"))
+                .ok()
+        });
+        WheelObserver {
             file,
             spool,
             streaming,
+            verified,
         }
     }
 }
@@ -245,7 +298,7 @@ fn check_listed_hash(expected: Option<[u8; 32]>, body: &BodyDigest) -> Result<()
     }
 }
 
-impl BodyObserver for DistributionObserver {
+impl BodyObserver for WheelObserver {
     fn chunk(&mut self, bytes: &[u8]) {
         self.spool.write(bytes);
     }
@@ -264,35 +317,78 @@ impl BodyObserver for DistributionObserver {
             .and_then(|s| s.join().ok())
             .unwrap_or_default();
         let name = &self.file.filename;
-        let (found, mut finding) = match self.kind {
-            Distribution::Wheel => {
-                let parsed = wheel::parse_name(name).and_then(|w| {
-                    let got = wheel::inspect_streamed(file, &w, &streamed)?;
-                    Ok((got, w.platform))
-                });
-                match parsed {
-                    Ok((got, platform)) => {
-                        let mut finding = ResponseFinding::approved().note(
-                            "record",
-                            format!(
-                                "{} files checked, {} of them while the wheel streamed",
-                                got.checked, got.streamed
-                            ),
-                        );
-                        finding.metadata.insert("architecture".into(), platform);
-                        finding.metadata.insert("type".into(), WHEEL_MIME.into());
-                        (got.metadata, finding)
-                    }
-                    Err(e) => return ResponseFinding::rejected(e),
-                }
-            }
-            Distribution::Sdist => match sdist::inspect(file, name) {
-                Ok(m) => (m, ResponseFinding::approved()),
-                Err(e) => return ResponseFinding::rejected(e),
-            },
+        let checked = wheel::parse_name(name).and_then(|w| {
+            let got = wheel::inspect_streamed(file, &w, &streamed)?;
+            Ok((got, w.platform))
+        });
+        let (got, platform) = match checked {
+            Ok(c) => c,
+            Err(e) => return ResponseFinding::rejected(e),
         };
-        finding.metadata.extend(found.report());
+        let verified = VerifiedWheel {
+            metadata: got.metadata,
+            platform,
+            checked: got.checked,
+        };
+        let finding = verified.finding(format!(
+            "{} files checked, {} of them while the wheel streamed",
+            got.checked, got.streamed
+        ));
+        let len = verified.text_len();
+        self.verified.insert(body.sha256, name, verified, len);
         finding.note("sha256", "matches the project page")
+    }
+}
+
+/// A wheel of a sha256 verified in full before: only its sha256 is checked.
+struct KnownWheelObserver {
+    file: IndexedFile,
+    wheel: Arc<VerifiedWheel>,
+}
+
+impl BodyObserver for KnownWheelObserver {
+    fn chunk(&mut self, _bytes: &[u8]) {}
+
+    fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
+        if let Err(e) = check_listed_hash(self.file.sha256, body) {
+            return ResponseFinding::rejected(e);
+        }
+        self.wheel
+            .finding(format!(
+                "{} files checked when a download of this sha256 was first verified",
+                self.wheel.checked
+            ))
+            .note("sha256", "matches the project page")
+    }
+}
+
+/// An sdist: spooled, `PKG-INFO` read at its end.
+struct SdistObserver {
+    file: IndexedFile,
+    spool: Spool,
+}
+
+impl BodyObserver for SdistObserver {
+    fn chunk(&mut self, bytes: &[u8]) {
+        self.spool.write(bytes);
+    }
+
+    fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
+        if let Err(e) = check_listed_hash(self.file.sha256, body) {
+            return ResponseFinding::rejected(e);
+        }
+        let checked = self
+            .spool
+            .into_reader()
+            .and_then(|file| sdist::inspect(file, &self.file.filename));
+        match checked {
+            Ok(m) => {
+                let mut finding = ResponseFinding::approved();
+                finding.metadata = m.report();
+                finding.note("sha256", "matches the project page")
+            }
+            Err(e) => ResponseFinding::rejected(e),
+        }
     }
 }
 
@@ -389,7 +485,7 @@ mod tests {
     fn files_are_recognised_once_a_project_page_listed_them() {
         let s = session();
         let spool = Arc::new(std::env::temp_dir());
-        let wheel = DistributionInspector::wheel(Arc::clone(&spool));
+        let wheel = DistributionInspector::wheel(Arc::clone(&spool), 0);
         let url = "https://files:443/p/fg_hello-1.0-py3-none-any.whl";
         assert_eq!(
             opinion(&IndexInspector, &s, "https://idx:443/simple/fg-hello/"),
