@@ -699,6 +699,9 @@ struct Writer<'a> {
     staged_unindexed: HashMap<SessionId, u64>,
     /// The ingest under way, if any.
     ingest: Option<Ingest>,
+    /// Log states (next sequence number, counters) of the sessions appended to since
+    /// the database was opened, until they end; every other one is read from disk when
+    /// needed.
     states: HashMap<SessionId, LogState>,
     /// The records staged per session: the sequence number of the first, and the chunk.
     /// The sessions in it are those the commit writes a new log state for.
@@ -1149,6 +1152,10 @@ impl<'a> Writer<'a> {
                                     live.insert(id, h.clone());
                                 } else {
                                     live.remove(&id);
+                                    // Its log state is on disk now, and an ended session
+                                    // seldom gets another record (a download that was
+                                    // in flight): the next one reloads it.
+                                    self.states.remove(&id);
                                 }
                                 cache.put(id, h)
                             }

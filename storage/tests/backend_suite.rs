@@ -115,6 +115,7 @@ mod audit_log {
     use super::*;
     for_each_backend!(
         records_scan_in_append_order_with_sequence_numbers,
+        records_appended_after_the_session_ends_continue_its_log,
         sessions_do_not_see_each_others_records,
         delete_removes_records_counters_and_index_entries,
         concurrent_appenders_lose_nothing,
@@ -303,6 +304,29 @@ async fn records_scan_in_append_order_with_sequence_numbers(b: Backend) {
     assert_eq!(b.log.scan(id(1)).await.unwrap(), records);
     let c = b.log.counters(id(1)).await.unwrap();
     assert_eq!((c.downloads, c.denied), (257, 43));
+}
+
+async fn records_appended_after_the_session_ends_continue_its_log(b: Backend) {
+    // A download in flight when its session ends is still recorded when it completes.
+    b.sessions.create(&header(1)).await.unwrap();
+    let mut records = vec![download("http://h/0", Some(1)), denied("http://h/1")];
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(b.log.append(id(1), r.clone()).await.unwrap(), i as u64);
+    }
+    b.sessions
+        .end(id(1), Timestamp::from_micros(5), EndReason::Ended)
+        .await
+        .unwrap();
+    for (i, r) in [download("http://h/2", Some(2)), denied("http://h/3")]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(b.log.append(id(1), r.clone()).await.unwrap(), 2 + i as u64);
+        records.push(r);
+    }
+    assert_eq!(b.log.scan(id(1)).await.unwrap(), records);
+    let c = b.log.counters(id(1)).await.unwrap();
+    assert_eq!((c.downloads, c.denied), (2, 2));
 }
 
 async fn sessions_do_not_see_each_others_records(b: Backend) {
