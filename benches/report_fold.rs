@@ -17,17 +17,14 @@ const ARTIFACTS: u64 = 10_000;
 
 fn header() -> SessionHeader {
     SessionHeader {
-        id: SessionId::from_bytes([3; 16]),
-        token_hash: [0; 32],
-        policy: Policy::Strict,
-        created: Timestamp::from_micros(1_790_000_000_000_000),
-        timeout_secs: 3600,
         revoked: Some(Timestamp::from_micros(1_790_000_100_000_000)),
-        ended: None,
-        secrets: vec![],
-        inspectors_configuration: None,
-        owner: None,
-        labels: Default::default(),
+        ..SessionHeader::new(
+            SessionId::from_bytes([3; 16]),
+            [0; 32],
+            Policy::Strict,
+            Timestamp::from_micros(1_790_000_000_000_000),
+            3600,
+        )
     }
 }
 

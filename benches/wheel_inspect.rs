@@ -65,19 +65,13 @@ fn wheel(files: usize, size: usize) -> Vec<u8> {
 }
 
 fn header() -> SessionHeader {
-    SessionHeader {
-        id: SessionId::from_bytes([9; 16]),
-        token_hash: [0; 32],
-        policy: Policy::Strict,
-        created: Timestamp::now(),
-        timeout_secs: 3600,
-        revoked: None,
-        ended: None,
-        secrets: Vec::new(),
-        inspectors_configuration: None,
-        owner: None,
-        labels: Default::default(),
-    }
+    SessionHeader::new(
+        SessionId::from_bytes([9; 16]),
+        [0; 32],
+        Policy::Strict,
+        Timestamp::now(),
+        3600,
+    )
 }
 
 /// The proxy's digest over the body, chunk by chunk.

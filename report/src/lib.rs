@@ -345,17 +345,14 @@ mod tests {
 
     fn header(policy: Policy) -> SessionHeader {
         SessionHeader {
-            id: SessionId::from_bytes([7; 16]),
-            token_hash: [0; 32],
-            policy,
-            created: Timestamp::from_micros(1_000_000),
-            timeout_secs: 60,
             revoked: Some(Timestamp::from_micros(2_000_000)),
-            ended: None,
-            secrets: vec![],
-            inspectors_configuration: None,
-            owner: None,
-            labels: Default::default(),
+            ..SessionHeader::new(
+                SessionId::from_bytes([7; 16]),
+                [0; 32],
+                policy,
+                Timestamp::from_micros(1_000_000),
+                60,
+            )
         }
     }
 

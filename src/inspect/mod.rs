@@ -509,19 +509,13 @@ mod tests {
     use fetchgate_storage::{Policy, Timestamp};
 
     fn header() -> SessionHeader {
-        SessionHeader {
-            id: SessionId::from_bytes([3; 16]),
-            token_hash: [0; 32],
-            policy: Policy::Strict,
-            created: Timestamp::now(),
-            timeout_secs: 60,
-            revoked: None,
-            ended: None,
-            secrets: Vec::new(),
-            inspectors_configuration: None,
-            owner: None,
-            labels: Default::default(),
-        }
+        SessionHeader::new(
+            SessionId::from_bytes([3; 16]),
+            [0; 32],
+            Policy::Strict,
+            Timestamp::now(),
+            60,
+        )
     }
 
     #[test]

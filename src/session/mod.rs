@@ -308,17 +308,17 @@ impl Sessions {
 
         let token = Token::generate();
         let header = SessionHeader {
-            id: new_session_id(),
-            token_hash: token.hash(),
-            policy,
-            created: Timestamp::now(),
-            timeout_secs,
-            revoked: None,
-            ended: None,
             secrets,
             inspectors_configuration: req.inspectors_configuration,
             owner: req.owner,
             labels: req.labels,
+            ..SessionHeader::new(
+                new_session_id(),
+                token.hash(),
+                policy,
+                Timestamp::now(),
+                timeout_secs,
+            )
         };
         self.store.create(&header).await?;
         self.created_since_start.fetch_add(1, Ordering::Relaxed);
@@ -519,19 +519,13 @@ mod tests {
     use fetchgate_storage::Ended;
 
     fn header(timeout_secs: u64) -> SessionHeader {
-        SessionHeader {
-            id: new_session_id(),
-            token_hash: [0; 32],
-            policy: Policy::Strict,
-            created: Timestamp::from_micros(1_000_000_000),
+        SessionHeader::new(
+            new_session_id(),
+            [0; 32],
+            Policy::Strict,
+            Timestamp::from_micros(1_000_000_000),
             timeout_secs,
-            revoked: None,
-            ended: None,
-            secrets: vec![],
-            inspectors_configuration: None,
-            owner: None,
-            labels: Default::default(),
-        }
+        )
     }
 
     #[test]

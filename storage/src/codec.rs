@@ -5,7 +5,6 @@
 //! error, never guessed at. Session headers have their own version
 //! ([`HEADER_VERSION`]): version 1 headers (before owner and labels) still load.
 
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -163,17 +162,11 @@ pub fn decode_header(bytes: &[u8]) -> Result<SessionHeader> {
         Some((1, body)) => {
             let v1: SessionHeaderV1 = decode_body(body)?;
             Ok(SessionHeader {
-                id: v1.id,
-                token_hash: v1.token_hash,
-                policy: v1.policy,
-                created: v1.created,
-                timeout_secs: v1.timeout_secs,
                 revoked: v1.revoked,
                 ended: v1.ended,
                 secrets: v1.secrets,
                 inspectors_configuration: v1.inspectors_configuration,
-                owner: None,
-                labels: BTreeMap::new(),
+                ..SessionHeader::new(v1.id, v1.token_hash, v1.policy, v1.created, v1.timeout_secs)
             })
         }
         Some((&found, _)) => Err(Error::UnsupportedVersion {

@@ -239,6 +239,30 @@ pub struct SessionHeader {
 }
 
 impl SessionHeader {
+    /// A live, unrevoked session with no secrets, inspectors configuration, owner or
+    /// labels.
+    pub fn new(
+        id: SessionId,
+        token_hash: [u8; 32],
+        policy: Policy,
+        created: Timestamp,
+        timeout_secs: u64,
+    ) -> Self {
+        SessionHeader {
+            id,
+            token_hash,
+            policy,
+            created,
+            timeout_secs,
+            revoked: None,
+            ended: None,
+            secrets: Vec::new(),
+            inspectors_configuration: None,
+            owner: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
     /// The instant the session's timeout passes.
     pub fn expires_at(&self) -> Timestamp {
         self.created.plus_secs(self.timeout_secs)

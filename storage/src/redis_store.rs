@@ -877,19 +877,13 @@ mod tests {
     use crate::Policy;
 
     fn live(n: u8) -> SessionHeader {
-        SessionHeader {
-            id: SessionId::from_bytes([n; 16]),
-            token_hash: [n; 32],
-            policy: Policy::Strict,
-            created: Timestamp::now(),
-            timeout_secs: 60,
-            revoked: None,
-            ended: None,
-            secrets: vec![],
-            inspectors_configuration: None,
-            owner: None,
-            labels: Default::default(),
-        }
+        SessionHeader::new(
+            SessionId::from_bytes([n; 16]),
+            [n; 32],
+            Policy::Strict,
+            Timestamp::now(),
+            60,
+        )
     }
 
     fn subscribed_cache() -> AuthCache {

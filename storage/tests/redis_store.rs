@@ -23,19 +23,13 @@ async fn connect(server: &support::RedisServer) -> RedisStorage {
 }
 
 fn live_header(n: u8, timeout_secs: u64) -> SessionHeader {
-    SessionHeader {
-        id: SessionId::from_bytes([n; 16]),
-        token_hash: [n; 32],
-        policy: Policy::Strict,
-        created: Timestamp::now(),
+    SessionHeader::new(
+        SessionId::from_bytes([n; 16]),
+        [n; 32],
+        Policy::Strict,
+        Timestamp::now(),
         timeout_secs,
-        revoked: None,
-        ended: None,
-        secrets: vec![],
-        inspectors_configuration: None,
-        owner: None,
-        labels: Default::default(),
-    }
+    )
 }
 
 async fn pttl(server: &support::RedisServer, key: &str) -> i64 {

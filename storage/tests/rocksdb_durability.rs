@@ -32,17 +32,14 @@ fn download(sha: u8, name: &str) -> AuditRecord {
 
 fn header() -> SessionHeader {
     SessionHeader {
-        id: SessionId::from_bytes([4; 16]),
-        token_hash: [1; 32],
-        policy: Policy::Permissive,
-        created: Timestamp::from_micros(1_700_000_000_000_000),
-        timeout_secs: 5,
         revoked: Some(Timestamp::from_micros(1_700_000_001_000_000)),
-        ended: None,
-        secrets: vec![],
-        inspectors_configuration: None,
-        owner: None,
-        labels: Default::default(),
+        ..SessionHeader::new(
+            SessionId::from_bytes([4; 16]),
+            [1; 32],
+            Policy::Permissive,
+            Timestamp::from_micros(1_700_000_000_000_000),
+            5,
+        )
     }
 }
 
