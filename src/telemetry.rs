@@ -55,8 +55,9 @@ pub mod metric {
     pub const INSPECTION_SECONDS: &str = "fetchgate_inspection_seconds";
     /// Leaf certificate lookups, by result (`hit`, `miss`).
     pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
-    /// Downloads of a file whose full check may be remembered (`kind`: `wheel`), by
-    /// `result` (`hit`: verified before, checked by sha256 alone; `miss`: checked in full).
+    /// Downloads whose costly check may have been remembered, by `kind` (`wheel`: the
+    /// full check; `deb`: the license scan) and `result` (`hit`: remembered, checked by
+    /// sha256 alone; `miss`: checked in full).
     pub const VERIFIED_CACHE: &str = "fetchgate_verified_cache_total";
     /// Upstream host names resolved, by result (`hit`: from the cache, `miss`: a query).
     pub const DNS_LOOKUPS: &str = "fetchgate_dns_lookups_total";

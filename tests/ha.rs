@@ -740,14 +740,6 @@ async fn housekeeping_and_health_checks_leave_ended_sessions_unread() {
     assert_eq!(read, 0, "20 ended sessions' hashes were read {read} times");
 }
 
-/// A metric's value in a node's `/metrics`, if it is there.
-async fn metric(node: &Daemon, series: &str) -> Option<f64> {
-    let text = node.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_answers_repeated_authentications_from_its_cache_and_counts_them() {
     let p = Pair::start().await;
@@ -755,14 +747,16 @@ async fn a_node_answers_repeated_authentications_from_its_cache_and_counts_them(
     let proxy = p.a.opts.proxy_port;
     // The cache is on once the invalidation channel is subscribed.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&p.a, "fetchgate_session_cache_subscribed").await != Some(1.0) {
+    while p.a.metric("fetchgate_session_cache_subscribed").await != Some(1.0) {
         assert!(Instant::now() < deadline, "node a never subscribed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for i in 0..4 {
         assert_eq!(p.curl(proxy, &id, &token, &p.file_url(i)), 200);
     }
-    let hits = metric(&p.a, r#"fetchgate_session_cache_total{result="hit"}"#).await;
+    let hits =
+        p.a.metric(r#"fetchgate_session_cache_total{result="hit"}"#)
+            .await;
     assert!(
         hits.is_some_and(|n| n >= 2.0),
         "four downloads in a row, {hits:?} answered from the cache"

@@ -175,6 +175,11 @@ impl Repo {
 
 /// Builds version `version` of the test package into `root`'s pool; returns its path.
 fn build_deb(dir: &Path, root: &Path, version: &str) -> PathBuf {
+    build_deb_licensed(dir, root, version, "GPL-2+")
+}
+
+/// [`build_deb`], its copyright file giving `license` for `Files: *`.
+fn build_deb_licensed(dir: &Path, root: &Path, version: &str, license: &str) -> PathBuf {
     let pkg = dir.join(format!("pkg-{version}"));
     std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(pkg.join("usr/share/doc").join(PACKAGE)).unwrap();
@@ -199,7 +204,9 @@ fn build_deb(dir: &Path, root: &Path, version: &str) -> PathBuf {
     std::fs::write(pkg.join("usr/share/doc").join(PACKAGE).join("data"), noise).unwrap();
     std::fs::write(
         pkg.join("usr/share/doc").join(PACKAGE).join("copyright"),
-        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: GPL-2+\n\nFiles: debian/*\nCopyright: 2026 Someone Else\nLicense: Expat\n",
+        format!(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2026 Jo Tester\nLicense: {license}\n\nFiles: debian/*\nCopyright: 2026 Someone Else\nLicense: Expat\n"
+        ),
     )
     .unwrap();
     let pool = root.join("pool/main");
@@ -356,6 +363,27 @@ async fn debtags(d: &Daemon) -> (u16, Option<String>, Value) {
         .get("x-debtags-source")
         .map(|v| v.to_str().unwrap().to_owned());
     (r.status().as_u16(), source, r.json().await.unwrap())
+}
+
+impl Setup {
+    /// `apt-get update` and `apt-get download` of `version` in a new session, in a new
+    /// directory `cwd`; its id and the package's report entry.
+    async fn download_in_a_new_session(&self, cwd: &str, version: &str) -> (String, Value) {
+        let (id, token) = self.d.create(json!({})).await;
+        // Each session fetches the indexes itself (its inspectors verify them).
+        let _ = std::fs::remove_dir_all(self.dir.path().join("apt/state/lists"));
+        let cwd = self.dir.path().join(cwd);
+        std::fs::create_dir_all(&cwd).unwrap();
+        assert_success(&self.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
+        let want = format!("{PACKAGE}={version}");
+        assert_success(
+            &self.apt_get((&id, &token), &["download", &want], &cwd),
+            "apt-get download",
+        );
+        let report = self.d.report(&id, &token).await;
+        let deb = artifact(&report, ".deb").clone();
+        (id, deb)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1006,19 +1034,10 @@ async fn a_package_in_three_sessions_and_another_version_in_a_fourth_are_found_b
     s.repo.index(&s.key);
     let mut sessions = Vec::new();
     for (i, version) in [VERSION, VERSION, VERSION, newer].into_iter().enumerate() {
-        let (id, token) = s.d.create(json!({})).await;
-        // Each session fetches the indexes itself (its inspectors verify them).
-        let _ = std::fs::remove_dir_all(s.dir.path().join("apt/state/lists"));
-        let cwd = s.dir.path().join(format!("session-{i}"));
-        std::fs::create_dir_all(&cwd).unwrap();
-        assert_success(&s.apt_get((&id, &token), UPDATE, &cwd), "apt-get update");
-        let want = format!("{PACKAGE}={version}");
-        assert_success(
-            &s.apt_get((&id, &token), &["download", &want], &cwd),
-            "apt-get download",
-        );
-        let report = s.d.report(&id, &token).await;
-        assert_eq!(artifact(&report, ".deb")["metadata"]["version"], version);
+        let (id, deb) = s
+            .download_in_a_new_session(&format!("session-{i}"), version)
+            .await;
+        assert_eq!(deb["metadata"]["version"], version);
         sessions.push(id);
     }
     let ids = |rows: &Value| -> Vec<String> {
@@ -1061,4 +1080,33 @@ async fn a_package_in_three_sessions_and_another_version_in_a_fourth_are_found_b
         s.d.get_json(&format!("/artifacts?name={PACKAGE}&version={newer}"))
             .await;
     assert_eq!(ids(&page), [sessions[3].clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packages_license_is_remembered_by_url_and_given_only_to_the_same_bytes() {
+    let s = setup().await;
+    let (_, first) = s.download_in_a_new_session("first", VERSION).await;
+    assert_eq!(first["metadata"]["license"], "GPL-2.0-or-later");
+    assert_eq!(s.d.verified_cache("deb", "miss").await, 1.0);
+
+    // Fetched again: not scanned, the license scanned before.
+    let (_, again) = s.download_in_a_new_session("again", VERSION).await;
+    assert_eq!(again["result"], "Approved", "{again:#}");
+    assert_eq!(again["metadata"], first["metadata"]);
+    assert_eq!(s.d.verified_cache("deb", "hit").await, 1.0);
+
+    // Another build under the same URL, listed by a re-signed index: the remembered
+    // license was for other bytes, so this download gets none, and the next is
+    // scanned again.
+    build_deb_licensed(s.dir.path(), &s.repo.root, VERSION, "MIT");
+    s.repo.index(&s.key);
+    let rebuilt_sha = sha256_hex(&std::fs::read(&s.repo.deb).unwrap());
+    let (_, changed) = s.download_in_a_new_session("changed", VERSION).await;
+    assert_eq!(changed["result"], "Approved", "{changed:#}");
+    assert_eq!(changed["metadata"]["sha256"], rebuilt_sha);
+    assert!(changed["metadata"].get("license").is_none(), "{changed:#}");
+    assert_eq!(s.d.verified_cache("deb", "hit").await, 2.0);
+    let (_, rescanned) = s.download_in_a_new_session("rescanned", VERSION).await;
+    assert_eq!(rescanned["metadata"]["license"], "MIT", "{rescanned:#}");
+    assert_eq!(s.d.verified_cache("deb", "miss").await, 2.0);
 }

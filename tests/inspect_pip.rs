@@ -257,16 +257,6 @@ async fn download_wheel(s: &Setup, dest: &str) -> (Output, serde_json::Value) {
     (out, artifact(&report, WHEEL).clone())
 }
 
-/// `fetchgate_verified_cache_total` for wheels with this result.
-async fn verified_cache(s: &Setup, result: &str) -> u64 {
-    let series = format!("fetchgate_verified_cache_total{{kind=\"wheel\",result=\"{result}\"}} ");
-    s.d.metrics_text()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wheel_verified_before_is_checked_by_its_sha256_and_a_different_one_in_full() {
     let s = setup().await;
@@ -296,8 +286,8 @@ async fn a_wheel_verified_before_is_checked_by_its_sha256_and_a_different_one_in
     );
     assert_eq!(again["metadata"], first["metadata"]);
     assert_eq!(again["metadata"]["license"], "MIT");
-    assert_eq!(verified_cache(&s, "miss").await, 1);
-    assert_eq!(verified_cache(&s, "hit").await, 1);
+    assert_eq!(s.d.verified_cache("wheel", "miss").await, 1.0);
+    assert_eq!(s.d.verified_cache("wheel", "hit").await, 1.0);
 
     // Remembering the first build's verdict does not let another build through.
     let tampered = s.serve_another_build_and_expect_it_cut_off().await;
@@ -311,8 +301,8 @@ async fn a_wheel_verified_before_is_checked_by_its_sha256_and_a_different_one_in
         rebuilt["response-inspection"]["pip.wheel"]["annotations"]["record"],
         "3 files checked, 3 of them while the wheel streamed"
     );
-    assert_eq!(verified_cache(&s, "hit").await, 2);
-    assert_eq!(verified_cache(&s, "miss").await, 2);
+    assert_eq!(s.d.verified_cache("wheel", "hit").await, 2.0);
+    assert_eq!(s.d.verified_cache("wheel", "miss").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -179,7 +179,8 @@ pub struct ProxySection {
     /// Idle upstream connections kept for reuse, over all origins (0 is refused by the
     /// parser).
     pub upstream_keepalive_pool: NonZeroUsize,
-    /// Files verified in full whose verdict is remembered by sha256 (0: none).
+    /// Wheels verified in full, and `.deb` licenses, remembered with their sha256, of
+    /// each kind (0: none).
     pub verified_cache_size: usize,
     pub max_connections: usize,
     pub max_requests_per_session: usize,

@@ -132,13 +132,38 @@ impl CopyrightScan {
         self.worker = None;
     }
 
-    /// The package is complete: what the copyright file says, if it was found.
-    pub fn finish(mut self) -> Option<Copyright> {
+    /// The package is complete: what the scan found, or that it gave up.
+    pub fn finish(mut self) -> Scanned {
         self.tx = None;
         if self.given_up {
-            return None;
+            return Scanned::GaveUp;
         }
-        self.worker.take()?.join().ok().flatten()
+        match self.worker.take().map(JoinHandle::join) {
+            Some(Ok(found)) => Scanned::Read(found),
+            // No data member, or a scanner that panicked.
+            None | Some(Err(_)) => Scanned::Read(None),
+        }
+    }
+}
+
+/// What a [`CopyrightScan`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scanned {
+    /// The data member was read as far as needed: the copyright file's license, or
+    /// `None` (no DEP-5 copyright file with a license known here, or unreadable data),
+    /// which the same bytes would give again.
+    Read(Option<Copyright>),
+    /// Abandoned: the data arrived faster than it could be scanned.
+    GaveUp,
+}
+
+impl Scanned {
+    /// The license found, if any.
+    pub fn copyright(self) -> Option<Copyright> {
+        match self {
+            Scanned::Read(found) => found,
+            Scanned::GaveUp => None,
+        }
     }
 }
 
@@ -200,7 +225,10 @@ mod tests {
             for chunk in tar.chunks(size) {
                 scan.feed("data.tar", chunk);
             }
-            assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
+            assert_eq!(
+                scan.finish().copyright().unwrap().license,
+                "GPL-2.0-or-later"
+            );
         }
     }
 
@@ -217,7 +245,10 @@ mod tests {
         for _ in 0..2 * MAX_BACKLOG / tail.len() {
             scan.feed("data.tar", &tail);
         }
-        assert_eq!(scan.finish().unwrap().license, "GPL-2.0-or-later");
+        assert_eq!(
+            scan.finish().copyright().unwrap().license,
+            "GPL-2.0-or-later"
+        );
     }
 
     #[test]
@@ -236,7 +267,7 @@ mod tests {
             scan.abandoned.load(Ordering::Relaxed),
             "the worker is told to stop"
         );
-        assert_eq!(scan.finish(), None);
+        assert_eq!(scan.finish(), Scanned::GaveUp);
 
         // An abandoned scanner reads no more of what was queued for it.
         let (tx, rx) = channel();
@@ -263,8 +294,8 @@ mod tests {
         ] {
             let mut scan = CopyrightScan::default();
             scan.feed(member, b"\xfd7zXZ\x00 this is not what it claims");
-            assert_eq!(scan.finish(), None, "{member}");
+            assert_eq!(scan.finish(), Scanned::Read(None), "{member}");
         }
-        assert_eq!(CopyrightScan::default().finish(), None);
+        assert_eq!(CopyrightScan::default().finish(), Scanned::Read(None));
     }
 }

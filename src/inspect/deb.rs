@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use fetchgate_storage::BodyDigest;
 
-use super::copyright::CopyrightScan;
+use super::copyright::{CopyrightScan, Scanned};
+use super::verified::{Remembered, Verified};
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
+use fetchgate_formats::copyright::Copyright;
 use fetchgate_formats::deb822::{Item, Paragraphs};
 
 pub const ID: &str = "deb";
@@ -291,8 +293,19 @@ fn metadata(control: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     m
 }
 
-/// `deb`.
-pub struct DebInspector;
+/// `deb`, remembering the licenses of the packages it scanned whole.
+pub struct DebInspector {
+    licenses: Arc<Verified<Option<Copyright>>>,
+}
+
+impl DebInspector {
+    /// Remembers the license of up to `verified_cache` packages, by URL.
+    pub fn new(verified_cache: usize) -> Self {
+        DebInspector {
+            licenses: Arc::new(Verified::new("deb", verified_cache)),
+        }
+    }
+}
 
 impl Inspector for DebInspector {
     fn id(&self) -> &'static str {
@@ -303,25 +316,73 @@ impl Inspector for DebInspector {
         if !super::apt::is_trusted_deb(session, req) {
             return RequestFinding::unknown();
         }
+        let license = match self.licenses.get(req.url, None) {
+            Some(known) => License::Remembered(known),
+            None => License::Scan(CopyrightScan::default()),
+        };
         RequestFinding::pending(Box::new(DebObserver {
             session: Arc::clone(session),
             ar: ArReader::default(),
-            copyright: CopyrightScan::default(),
+            url: req.url.to_owned(),
+            license,
+            licenses: Arc::clone(&self.licenses),
         }))
     }
+}
+
+/// Where a package's license comes from.
+enum License {
+    /// Its data member, scanned while it streams.
+    Scan(CopyrightScan),
+    /// An earlier download by the same URL, scanned whole: the license applies if the
+    /// package is still the same bytes.
+    Remembered(Remembered<Option<Copyright>>),
 }
 
 struct DebObserver {
     session: Arc<SessionInspection>,
     ar: ArReader,
-    copyright: CopyrightScan,
+    url: String,
+    license: License,
+    licenses: Arc<Verified<Option<Copyright>>>,
+}
+
+impl DebObserver {
+    /// The license of the approved package `body`, remembered by its URL once its data
+    /// member was scanned to the end.
+    fn license(self, body: &BodyDigest) -> Option<Copyright> {
+        match self.license {
+            License::Scan(scan) => match scan.finish() {
+                Scanned::Read(found) => {
+                    let bytes = found.as_ref().map_or(0, |c| {
+                        c.license.len() + c.holders.as_ref().map_or(0, String::len)
+                    });
+                    self.licenses
+                        .insert(&self.url, body.sha256, found.clone(), bytes);
+                    found
+                }
+                Scanned::GaveUp => None,
+            },
+            License::Remembered(known) if known.sha256 == body.sha256 => {
+                known.verdict.as_ref().clone()
+            }
+            License::Remembered(_) => {
+                // Another package under this URL now: scan the next download again.
+                self.licenses.forget(&self.url);
+                None
+            }
+        }
+    }
 }
 
 impl BodyObserver for DebObserver {
     fn chunk(&mut self, bytes: &[u8]) {
-        let copyright = &mut self.copyright;
-        self.ar
-            .feed(bytes, &mut |member, data| copyright.feed(member, data));
+        match &mut self.license {
+            License::Scan(scan) => self
+                .ar
+                .feed(bytes, &mut |member, data| scan.feed(member, data)),
+            License::Remembered(_) => self.ar.feed(bytes, &mut |_, _| {}),
+        }
     }
 
     fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
@@ -362,7 +423,7 @@ impl BodyObserver for DebObserver {
         if let Some(vendor) = &entry.listing.vendor {
             meta.insert("vendor".into(), vendor.clone());
         }
-        if let Some(c) = self.copyright.finish() {
+        if let Some(c) = self.license(body) {
             meta.insert("license".into(), c.license);
             if let Some(holders) = c.holders {
                 meta.insert("copyright".into(), holders);

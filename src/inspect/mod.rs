@@ -259,7 +259,8 @@ impl Inspectors {
     /// The chain in [`INSPECTOR_IDS`] order, trusting `global` (from `inspectors.yaml`)
     /// in every session; index files are spooled under `spool` while they stream, the
     /// debtags of verified Packages indexes are fed to `debtags`, and up to
-    /// `verified_cache` wheels verified in full are remembered ([`verified`]).
+    /// `verified_cache` wheels verified in full and `.deb` licenses are remembered
+    /// ([`verified`]).
     pub fn new(
         global: Trust,
         spool: PathBuf,
@@ -274,7 +275,7 @@ impl Inspectors {
                     spool: Arc::clone(&spool),
                     debtags,
                 }),
-                Box::new(deb::DebInspector),
+                Box::new(deb::DebInspector::new(verified_cache)),
                 Box::new(pip::IndexInspector),
                 Box::new(pip::DistributionInspector::wheel(
                     Arc::clone(&spool),

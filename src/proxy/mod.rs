@@ -61,7 +61,8 @@ pub struct ProxyConfig {
     pub dns_cache_ttl: Duration,
     /// Idle upstream connections kept for reuse, over all origins.
     pub upstream_keepalive_pool: NonZeroUsize,
-    /// Wheels verified in full whose verdict is remembered by sha256 (0: none).
+    /// Wheels verified in full, and `.deb` licenses, remembered with their sha256, of
+    /// each kind (0: none).
     pub verified_cache_size: usize,
     /// Operator destination rules (`[acl]` and `acl.yaml`), before the defaults.
     pub acl: AclRules,

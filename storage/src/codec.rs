@@ -5,7 +5,6 @@
 //! error, never guessed at. Session headers have their own version
 //! ([`HEADER_VERSION`]): version 1 headers (before owner and labels) still load.
 
-
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{Ended, Error, Policy, Result, SecretRule, SessionHeader, SessionId, Timestamp};

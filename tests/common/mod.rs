@@ -601,6 +601,22 @@ impl Daemon {
         r.text().await.unwrap()
     }
 
+    /// A series' value in `/metrics` (`name` or `name{labels}`), if it is there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    /// `fetchgate_verified_cache_total` of this kind and result (0 before the first).
+    pub async fn verified_cache(&self, kind: &str, result: &str) -> f64 {
+        let series =
+            format!("fetchgate_verified_cache_total{{kind=\"{kind}\",result=\"{result}\"}}");
+        self.metric(&series).await.unwrap_or(0.0)
+    }
+
     /// The proxy URL with a session's credentials.
     pub fn proxy_url(&self, id: &str, token: &str) -> String {
         format!("http://{id}:{token}@127.0.0.1:{}", self.opts.proxy_port)

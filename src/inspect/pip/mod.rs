@@ -4,9 +4,9 @@
 //!   lists are remembered with their sha256 (the `#sha256=` fragment or `hashes`) and
 //!   the hash of their PEP 658 metadata.
 //! - `pip.wheel`: a listed `.whl`, spooled while it streams; its sha256 must be the
-//!   page's, every file must match `RECORD`, and `METADATA` must name it. A wheel of a
-//!   sha256 verified so before (in any session) is checked by that sha256 alone
-//!   ([`Verified`]).
+//!   page's, every file must match `RECORD`, and `METADATA` must name it. A wheel
+//!   verified so before (in any session), listed with the same sha256, is checked by
+//!   that sha256 alone ([`Verified`]).
 //! - `pip.sdist`: a listed `.tar.gz`, spooled; sha256 as above, `PKG-INFO` must name it.
 //! - `pip.metadata`: a listed file's `.metadata` (PEP 658), checked against the hash the
 //!   page gave for it.
@@ -222,9 +222,12 @@ impl DistributionInspector {
             Distribution::Wheel(verified) => {
                 let known = file
                     .sha256
-                    .and_then(|sha256| verified.get(&sha256, &file.filename));
+                    .and_then(|sha256| verified.get(&file.filename, Some(&sha256)));
                 match known {
-                    Some(wheel) => Box::new(KnownWheelObserver { file, wheel }),
+                    Some(known) => Box::new(KnownWheelObserver {
+                        file,
+                        wheel: known.verdict,
+                    }),
                     None => Box::new(WheelObserver::new(file, spool(), Arc::clone(verified))),
                 }
             }
@@ -335,7 +338,7 @@ impl BodyObserver for WheelObserver {
             got.checked, got.streamed
         ));
         let len = verified.text_len();
-        self.verified.insert(body.sha256, name, verified, len);
+        self.verified.insert(name, body.sha256, verified, len);
         finding.note("sha256", "matches the project page")
     }
 }
