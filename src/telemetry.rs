@@ -57,7 +57,8 @@ pub mod metric {
     pub const CERT_CACHE: &str = "fetchgate_cert_cache_total";
     /// Downloads whose costly check may have been remembered, by `kind` (`wheel`: the
     /// full check; `deb`: the license scan) and `result` (`hit`: remembered, checked by
-    /// sha256 alone; `miss`: checked in full).
+    /// sha256 alone; `shared`: a wheel another download was checking, whose verdict it
+    /// takes; `miss`: checked in full).
     pub const VERIFIED_CACHE: &str = "fetchgate_verified_cache_total";
     /// Upstream host names resolved, by result (`hit`: from the cache, `miss`: a query).
     pub const DNS_LOOKUPS: &str = "fetchgate_dns_lookups_total";

@@ -55,7 +55,7 @@ impl PyIndex {
             ("fg_hello-1.0.dist-info/METADATA", metadata),
             ("fg_hello-1.0.dist-info/WHEEL", wheel_file),
         ];
-        let wheel = common::wheel("fg_hello-1.0.dist-info", &files);
+        let wheel = fetchgate_formats::testing::wheel("fg_hello-1.0.dist-info", &files);
         std::fs::write(self.package(WHEEL), wheel).unwrap();
         std::fs::write(self.package(&format!("{WHEEL}.metadata")), metadata).unwrap();
     }

@@ -164,7 +164,7 @@ fn package_files(dir: &std::path::Path) -> std::path::PathBuf {
             .arg(files.join("fg-load_2.1-1_all.deb")),
     );
     let code = "print('load test')\n".repeat(5_000);
-    let wheel = common::wheel(
+    let wheel = fetchgate_formats::testing::wheel(
         "fg_load-3.0.dist-info",
         &[
             ("fg_load/__init__.py", code.as_bytes()),

@@ -27,29 +27,6 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A wheel (zip) of `files` plus a RECORD listing each file's sha256 and size, as
-/// `<dist_info>/RECORD`.
-pub fn wheel(dist_info: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
-    use base64::Engine;
-    use sha2::Digest;
-    use std::io::Write;
-    let options = zip::write::SimpleFileOptions::default();
-    let mut record = String::new();
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data) in files {
-        let digest =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data));
-        record.push_str(&format!("{name},sha256={digest},{}\n", data.len()));
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    let record_name = format!("{dist_info}/RECORD");
-    record.push_str(&format!("{record_name},,\n"));
-    zip.start_file(record_name, options).unwrap();
-    zip.write_all(record.as_bytes()).unwrap();
-    zip.finish().unwrap().into_inner()
-}
-
 /// Fails the test with a client's output unless it succeeded.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(

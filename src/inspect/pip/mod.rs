@@ -6,7 +6,8 @@
 //! - `pip.wheel`: a listed `.whl`, spooled while it streams; its sha256 must be the
 //!   page's, every file must match `RECORD`, and `METADATA` must name it. A wheel
 //!   verified so before (in any session), listed with the same sha256, is checked by
-//!   that sha256 alone ([`Verified`]).
+//!   that sha256 alone, and one that starts while another download of it is checked
+//!   takes that verdict ([`Verified`]).
 //! - `pip.sdist`: a listed `.tar.gz`, spooled; sha256 as above, `PKG-INFO` must name it.
 //! - `pip.metadata`: a listed file's `.metadata` (PEP 658), checked against the hash the
 //!   page gave for it.
@@ -18,11 +19,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fetchgate_storage::BodyDigest;
 
 use super::spool::{Buffer, Spool};
-use super::verified::Verified;
+use super::verified::{Begun, Checking, Leader, Verified};
 use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
@@ -220,16 +222,21 @@ impl DistributionInspector {
         let spool = || Spool::new(&self.spool, MAX_DISTRIBUTION);
         match &self.kind {
             Distribution::Wheel(verified) => {
-                let known = file
-                    .sha256
-                    .and_then(|sha256| verified.get(&file.filename, Some(&sha256)));
-                match known {
-                    Some(known) => Box::new(KnownWheelObserver {
-                        file,
-                        wheel: known.verdict,
-                    }),
-                    None => Box::new(WheelObserver::new(file, spool(), Arc::clone(verified))),
-                }
+                let role = match file.sha256.map(|h| verified.begin(&file.filename, h)) {
+                    Some(Begun::Remembered(wheel)) => {
+                        return Box::new(KnownWheelObserver { file, wheel });
+                    }
+                    Some(Begun::Checking(checking)) => Role::Follow(checking),
+                    Some(Begun::Check(leader)) => Role::Check(Some(leader)),
+                    // Rejected at its end: the page gives no sha256.
+                    None => Role::Check(None),
+                };
+                Box::new(WheelObserver::new(
+                    file,
+                    spool(),
+                    Arc::clone(verified),
+                    role,
+                ))
             }
             Distribution::Sdist => Box::new(SdistObserver {
                 file,
@@ -258,19 +265,41 @@ impl Inspector for DistributionInspector {
     }
 }
 
-/// A wheel not verified before: spooled, its files expanded and hashed from the spool as
-/// it is written, the rest checked at its end.
+/// The longest a download waits for the check of the same wheel another download is
+/// doing, before checking its own copy.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(10);
+
+/// Which download checks a wheel not verified before.
+enum Role {
+    /// This one, for those that start meanwhile too (`None`: nobody waits for it).
+    Check(Option<Leader<VerifiedWheel>>),
+    /// Another one: take its verdict, or check this copy if there is none.
+    Follow(Arc<Checking<VerifiedWheel>>),
+}
+
+/// A wheel not verified before: spooled; when this download checks it, its files are
+/// expanded and hashed from the spool as it is written, the rest checked at its end.
 struct WheelObserver {
     file: IndexedFile,
     spool: Spool,
     /// The thread expanding and hashing the files as the wheel streams in.
     streaming: Option<std::thread::JoinHandle<wheel::Streamed>>,
     verified: Arc<Verified<VerifiedWheel>>,
+    role: Role,
 }
 
 impl WheelObserver {
-    fn new(file: IndexedFile, mut spool: Spool, verified: Arc<Verified<VerifiedWheel>>) -> Self {
-        let streaming = spool.tail().and_then(|tail| {
+    fn new(
+        file: IndexedFile,
+        mut spool: Spool,
+        verified: Arc<Verified<VerifiedWheel>>,
+        role: Role,
+    ) -> Self {
+        let tail = match role {
+            Role::Check(_) => spool.tail(),
+            Role::Follow(_) => None,
+        };
+        let streaming = tail.and_then(|tail| {
             std::thread::Builder::new()
                 .name("wheel-stream".into())
                 .spawn(move || {
@@ -284,6 +313,7 @@ impl WheelObserver {
             spool,
             streaming,
             verified,
+            role,
         }
     }
 }
@@ -309,6 +339,16 @@ impl BodyObserver for WheelObserver {
     fn finish(self: Box<Self>, body: &BodyDigest) -> ResponseFinding {
         if let Err(e) = check_listed_hash(self.file.sha256, body) {
             return ResponseFinding::rejected(e);
+        }
+        if let Role::Follow(checking) = &self.role
+            && let Some(wheel) = checking.wait(FOLLOW_LIMIT)
+        {
+            return wheel
+                .finding(format!(
+                    "{} files checked by another download of this sha256 at the same time",
+                    wheel.checked
+                ))
+                .note("sha256", "matches the project page");
         }
         let file = match self.spool.into_reader() {
             Ok(f) => f,
@@ -338,7 +378,10 @@ impl BodyObserver for WheelObserver {
             got.checked, got.streamed
         ));
         let len = verified.text_len();
-        self.verified.insert(name, body.sha256, verified, len);
+        match self.role {
+            Role::Check(Some(leader)) => leader.approve(verified, len),
+            _ => self.verified.insert(name, body.sha256, verified, len),
+        }
         finding.note("sha256", "matches the project page")
     }
 }
@@ -502,20 +545,7 @@ mod tests {
         assert!(opinion(&wheel, &s, "https://idx:443/simple/x.whl").starts_with("Rejected"));
 
         let page = format!("<a href=\"{url}#sha256={SHA}\" data-core-metadata=\"true\">w</a>");
-        let mut observer =
-            crate::inspect::with_request("GET", "https://idx:443/simple/fg-hello/", |req| {
-                IndexInspector.request(req, &s).observer.unwrap()
-            });
-        observer.chunk(page.as_bytes());
-        let digest = BodyDigest {
-            sha1: [0; 20],
-            sha256: [0; 32],
-            size: 0,
-        };
-        assert_eq!(
-            observer.finish(&digest).opinion,
-            crate::inspect::ResponseOpinion::Approved
-        );
+        assert_eq!(list(&s, &page), crate::inspect::ResponseOpinion::Approved);
         assert_eq!(opinion(&wheel, &s, url), "Pending");
         assert_eq!(
             opinion(&MetadataInspector, &s, &format!("{url}.metadata")),
@@ -543,5 +573,87 @@ mod tests {
                 .contains("does not match")
         );
         assert!(check_listed_hash(Some([1; 32]), &body).is_ok());
+    }
+
+    /// The session fetches fg-hello's project page, `page`: its verdict.
+    fn list(s: &Arc<SessionInspection>, page: &str) -> crate::inspect::ResponseOpinion {
+        let mut observer =
+            crate::inspect::with_request("GET", "https://idx:443/simple/fg-hello/", |req| {
+                IndexInspector.request(req, s).observer.unwrap()
+            });
+        observer.chunk(page.as_bytes());
+        let digest = BodyDigest {
+            sha1: [0; 20],
+            sha256: [0; 32],
+            size: 0,
+        };
+        observer.finish(&digest).opinion
+    }
+
+    /// A session whose project page listed `url` with `body`'s sha256.
+    fn listing(url: &str, body: &[u8]) -> Arc<SessionInspection> {
+        use sha2::Digest;
+        let s = session();
+        let sha256 = hex::encode(sha2::Sha256::digest(body));
+        let page = format!("<a href=\"{url}#sha256={sha256}\">w</a>");
+        assert_eq!(list(&s, &page), crate::inspect::ResponseOpinion::Approved);
+        s
+    }
+
+    #[test]
+    fn a_wheel_fetched_twice_at_once_is_checked_once_unless_that_download_fails() {
+        use sha2::Digest;
+        let body = fetchgate_formats::testing::wheel(
+            "fg_hello-1.0.dist-info",
+            &[
+                ("fg_hello/__init__.py", b"print('hello')\n"),
+                (
+                    "fg_hello-1.0.dist-info/METADATA",
+                    b"Metadata-Version: 2.1\nName: fg-hello\nVersion: 1.0\n",
+                ),
+            ],
+        );
+        let digest = BodyDigest {
+            sha1: [0; 20],
+            sha256: sha2::Sha256::digest(&body).into(),
+            size: body.len() as u64,
+        };
+        let url = "https://files:443/p/fg_hello-1.0-py3-none-any.whl";
+        let s = listing(url, &body);
+        let spool = Arc::new(std::env::temp_dir());
+        let record = |finding: ResponseFinding| {
+            assert_eq!(finding.opinion, crate::inspect::ResponseOpinion::Approved);
+            finding.annotations["record"].clone()
+        };
+
+        let wheels = DistributionInspector::wheel(Arc::clone(&spool), 16);
+        let begin = || {
+            crate::inspect::with_request("GET", url, |req| {
+                wheels.request(req, &s).observer.unwrap()
+            })
+        };
+        let (mut first, mut second) = (begin(), begin());
+        first.chunk(&body);
+        second.chunk(&body);
+        assert!(record(first.finish(&digest)).starts_with("2 files checked, "));
+        assert_eq!(
+            record(second.finish(&digest)),
+            "2 files checked by another download of this sha256 at the same time"
+        );
+
+        // The download doing the check fails: the other checks its own copy.
+        let wheels = DistributionInspector::wheel(spool, 16);
+        let begin = || {
+            crate::inspect::with_request("GET", url, |req| {
+                wheels.request(req, &s).observer.unwrap()
+            })
+        };
+        let (first, mut second) = (begin(), begin());
+        second.chunk(&body);
+        drop(first);
+        assert_eq!(
+            record(second.finish(&digest)),
+            "2 files checked, 0 of them while the wheel streamed"
+        );
     }
 }
