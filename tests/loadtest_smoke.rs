@@ -182,20 +182,23 @@ fn package_files(dir: &std::path::Path) -> std::path::PathBuf {
 async fn real_package_files_are_inspected_when_trusted_and_only_hashed_when_not() {
     let dir = tempfile::tempdir().unwrap();
     let files = load_files(&package_files(dir.path())).unwrap();
+    let repo = fetchgate_loadtest::apt_repo::build(&files).unwrap();
     let pages = index_pages(&files);
     assert_eq!(pages.len(), 1, "one project page, for the wheel");
+    // InRelease, Packages, then the project page.
+    let first: Vec<_> = repo.files.iter().chain(&pages).cloned().collect();
     for trusted in [true, false] {
         let h = harness(OriginBehaviour {
-            files: files.iter().chain(&pages).cloned().collect(),
+            files: files.iter().chain(&first).cloned().collect(),
             ..OriginBehaviour::default()
         })
         .await;
         let w = Workload {
             mix: Mix::Files {
                 files: files.clone(),
-                first: if trusted { pages.clone() } else { vec![] },
+                first: if trusted { first.clone() } else { vec![] },
             },
-            session_trust: trusted.then(|| h.trust_origin()),
+            session_trust: trusted.then(|| h.trust_origin(&repo.key)),
             ..workload(SchemeMix::Mixed, ConnMode::KeepAlive)
         };
         let catalogue = Catalogue::new(&w.mix);
@@ -207,21 +210,21 @@ async fn real_package_files_are_inspected_when_trusted_and_only_hashed_when_not(
             Ok(()),
             "trusted: {trusted}"
         );
-        // The page comes first, once per scheme.
-        assert_eq!(outcome.expected.len(), 6 + 2 * usize::from(trusted));
+        // The index files come first, once per scheme.
+        assert_eq!(outcome.expected.len(), 6 + 6 * usize::from(trusted));
         let deb = common::artifact(&report, ".deb");
         let whl = common::artifact(&report, ".whl");
         if trusted {
-            assert_eq!(deb["request-inspection"]["deb"]["opinion"], "Pending");
-            // Parsed (a malformed package is rejected for that), then rejected: no
-            // Packages index of this session lists it.
-            let reason = deb["response-inspection"]["deb"]["reason"]
-                .as_str()
-                .unwrap();
-            assert!(
-                reason.contains("not listed in any Packages index"),
-                "{deb:#}"
-            );
+            for index in ["/InRelease", "/Packages"] {
+                let file = common::artifact(&report, index);
+                assert_eq!(file["result"], "Approved", "{file:#}");
+            }
+            // Listed by the signed repository's index: verified, and read.
+            assert_eq!(deb["result"], "Approved", "{deb:#}");
+            assert_eq!(deb["metadata"]["name"], "fg-load", "{deb:#}");
+            assert_eq!(deb["metadata"]["version"], "2.1-1", "{deb:#}");
+            assert_eq!(deb["metadata"]["architecture"], "all", "{deb:#}");
+            assert_eq!(deb["metadata"]["license"], "MIT", "{deb:#}");
             assert_eq!(whl["result"], "Approved", "{whl:#}");
             assert_eq!(whl["metadata"]["name"], "fg-load", "{whl:#}");
             assert_eq!(whl["metadata"]["version"], "3.0", "{whl:#}");

@@ -97,7 +97,7 @@ pub struct ServedFile {
 }
 
 impl ServedFile {
-    fn new(path: String, bytes: Bytes) -> ServedFile {
+    pub(crate) fn new(path: String, bytes: Bytes) -> ServedFile {
         ServedFile {
             path,
             sha256: Sha256::digest(&bytes).into(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 
+use crate::apt_repo;
 use crate::client::{Endpoint, Scheme, url};
 use crate::origin::{Origin, OriginBehaviour};
 use crate::target::{Target, TargetError, TargetSpec};
@@ -24,11 +25,6 @@ pub enum HarnessError {
     #[error("target: {0}")]
     Target(#[from] TargetError),
 }
-
-/// The signing key the origin's apt repository names, because a trusted repository must
-/// name one: an OpenPGP public key whose secret half was discarded when it was made.
-/// Nothing is signed with it; the harness serves no Release file.
-const UNUSED_SIGNING_KEY: &str = include_str!("unused-signing-key.asc");
 
 /// Origin, target and the builders' TLS configuration.
 pub struct Harness {
@@ -87,17 +83,17 @@ impl Harness {
     }
 
     /// An `inspectors-configuration` trusting the origin's files (both listeners):
-    /// `/files` as an apt repository (packages are parsed, and
-    /// rejected, none being in a verified Packages index) and `/simple/` as a Python
-    /// index (its project pages are [`crate::content::index_pages`]).
-    pub fn trust_origin(&self) -> serde_json::Value {
+    /// `/files` as the apt repository [`crate::apt_repo`] builds, signed with
+    /// `apt_key`, and `/simple/` as a Python index (its project pages are
+    /// [`crate::content::index_pages`]).
+    pub fn trust_origin(&self, apt_key: &str) -> serde_json::Value {
         let bases: Vec<String> = [Scheme::Http, Scheme::Https]
             .into_iter()
             .map(|s| url(s, &self.endpoint(s), ""))
             .collect();
         let repositories: Vec<_> = bases
             .iter()
-            .map(|b| serde_json::json!({"url": format!("{b}/files"), "suites": ["loadtest"], "keys": [UNUSED_SIGNING_KEY]}))
+            .map(|b| serde_json::json!({"url": format!("{b}{}", apt_repo::BASE), "suites": [apt_repo::SUITE], "keys": [apt_key]}))
             .collect();
         let indexes: Vec<_> = bases.iter().map(|b| format!("{b}/simple/")).collect();
         serde_json::json!({"apt": {"repositories": repositories}, "pip": {"indexes": indexes}})

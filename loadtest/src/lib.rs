@@ -10,6 +10,7 @@
 //! All traffic stays on loopback, and no proxy or CA setting is read from the
 //! environment.
 
+pub mod apt_repo;
 pub mod client;
 pub mod completions;
 pub mod content;

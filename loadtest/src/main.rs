@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fetchgate_loadtest::apt_repo;
 use fetchgate_loadtest::client::ConnMode;
 use fetchgate_loadtest::completions::CompletionLog;
 use fetchgate_loadtest::content::{index_pages, load_files};
@@ -147,9 +148,11 @@ struct RunArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["objects", "distinct"])]
     files: Option<PathBuf>,
     /// Sessions trust the origin (inspectors-configuration): /files as an apt
-    /// repository, so `.deb`s are parsed, and /simple/ as a Python index whose project
-    /// pages (generated for the wheels and sdists, fetched at the start of every
-    /// session) let the wheels be verified.
+    /// repository (a Packages index listing the `.deb`s, which must be named
+    /// package_version_architecture.deb, and an InRelease signed with a key made at
+    /// start) and /simple/ as a Python index whose project pages list the wheels and
+    /// sdists. Every session fetches those index files first, so its packages and
+    /// wheels are verified in full.
     #[arg(long, requires = "files")]
     trust_files: bool,
     /// Origin scheme: http (absolute-form), https (CONNECT, intercepted), mixed.
@@ -333,14 +336,16 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     if args.builders == 0 || args.requests_per_session == 0 {
         return Err("--builders and --requests-per-session must be at least 1".into());
     }
-    let (mix, served) = match &args.files {
+    let (mix, served, apt_key) = match &args.files {
         Some(dir) => {
             let files = load_files(dir)?;
             let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
-            let first = if args.trust_files {
-                index_pages(&files)
+            let (first, apt_key) = if args.trust_files {
+                let repo = apt_repo::build(&files)?;
+                let first: Vec<_> = repo.files.into_iter().chain(index_pages(&files)).collect();
+                (first, Some(repo.key))
             } else {
-                Vec::new()
+                (Vec::new(), None)
             };
             eprintln!(
                 "serving {} files ({:.1} MiB) from {}{}",
@@ -348,13 +353,16 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                 bytes as f64 / (1 << 20) as f64,
                 dir.display(),
                 if args.trust_files {
-                    format!(", trusted; {} index pages", first.len())
+                    format!(
+                        ", trusted; {} index files first (a signed apt repository's, Python project pages)",
+                        first.len()
+                    )
                 } else {
                     String::new()
                 }
             );
             let served = files.iter().chain(&first).cloned().collect();
-            (Mix::Files { files, first }, served)
+            (Mix::Files { files, first }, served, apt_key)
         }
         None => {
             let objects = if args.objects.is_empty() {
@@ -366,7 +374,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                 args.objects
             };
             let distinct = args.distinct;
-            (Mix::Synthetic { objects, distinct }, Vec::new())
+            (Mix::Synthetic { objects, distinct }, Vec::new(), None)
         }
     };
     let behaviour = OriginBehaviour {
@@ -389,7 +397,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         max_sessions: args.sessions,
         requests_per_session: args.requests_per_session,
         mix,
-        session_trust: args.trust_files.then(|| harness.trust_origin()),
+        session_trust: apt_key.map(|key| harness.trust_origin(&key)),
         scheme: args.scheme,
         connection: args.connection,
         hash_bodies: args.hash_bodies,
