@@ -24,7 +24,7 @@ def seed(target, name, data):
 
 
 # Fixed times everywhere, so that rerunning this changes no committed byte.
-def tar_gz(files):
+def tar_of(files):
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as t:
         for path, data in files:
@@ -32,7 +32,11 @@ def tar_gz(files):
             info.size = len(data)
             info.mode = 0o644
             t.addfile(info, io.BytesIO(data))
-    return gzip.compress(out.getvalue(), mtime=0)
+    return out.getvalue()
+
+
+def tar_gz(files):
+    return gzip.compress(tar_of(files), mtime=0)
 
 
 def zip_of(files):
@@ -80,6 +84,21 @@ dep5 = (
     " long text\n\nFiles: debian/*\nCopyright: 2021 Someone\nLicense: MIT\n"
 )
 seed("copyright", "dep5", dep5)
+
+
+def ar_member(name, data):
+    head = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
+    return head + data + (b"\n" if len(data) % 2 else b"")
+
+
+control = b"Package: hello\nVersion: 1:1.0-1\nArchitecture: all\nMaintainer: Jo <jo@example.org>\nDescription: hi\n there\n"
+data_tar = tar_of([("./usr/share/doc/hello/copyright", dep5.encode())])
+for name, pack in [("control.tar.gz", lambda b: gzip.compress(b, mtime=0)),
+                   ("control.tar.xz", lzma.compress), ("control.tar", lambda b: b)]:
+    deb = (b"!<arch>\n" + ar_member("debian-binary", b"2.0\n")
+           + ar_member(name, pack(tar_of([("./control", control)])))
+           + ar_member("data.tar", data_tar))
+    seed("deb", name.replace(".", "-"), b"\x3f" + deb)
 
 seed("basic_auth", "basic", "Basic " + base64.b64encode(b"craft:a:b").decode())
 

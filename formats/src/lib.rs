@@ -13,6 +13,7 @@ pub mod apt;
 pub mod basic_auth;
 pub mod cargo;
 pub mod copyright;
+pub mod deb;
 pub mod deb822;
 pub mod debtags;
 pub mod git;

@@ -68,6 +68,46 @@ pub fn wheel(dist_info: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// An ar archive member: its 60-byte header, `data`, and the padding byte.
+pub fn ar_member(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+        0,
+        0,
+        0,
+        "100644",
+        data.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// An uncompressed `control.tar` holding `./control`.
+pub fn control_tar(control: &str) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(control.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "./control", control.as_bytes())
+        .unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// A `.deb` with this control file and `data` as its (uncompressed) `data.tar` member.
+pub fn deb(control: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = crate::deb::AR_MAGIC.to_vec();
+    out.extend(ar_member("debian-binary", b"2.0\n"));
+    out.extend(ar_member("control.tar", &control_tar(control)));
+    out.extend(ar_member("data.tar", data));
+    out
+}
+
 /// One pkt-line carrying `data`.
 pub fn pkt(data: &[u8]) -> Vec<u8> {
     let mut out = format!("{:04x}", data.len() + 4).into_bytes();

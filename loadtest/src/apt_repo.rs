@@ -1,9 +1,9 @@
 //! A signed apt repository over the `.deb`s the origin serves (`run --files
 //! --trust-files`), so that fetchgate approves them as it would a real archive's: a
 //! throwaway OpenPGP key made at start, one `Packages` index listing every `.deb`
-//! (package, version and architecture from its Debian file name `name_version_arch.deb`,
-//! as `apt-get download` writes it), and a clear-signed `InRelease` listing that index.
-//! Every session fetches `InRelease` and `Packages` first, as apt does.
+//! (package, version and architecture from its control file, read with the parser the
+//! daemon uses), and a clear-signed `InRelease` listing that index. Every session
+//! fetches `InRelease` and `Packages` first, as apt does.
 
 use bytes::Bytes;
 use pgp::composed::{
@@ -30,25 +30,8 @@ pub struct AptRepo {
     pub files: Vec<ServedFile>,
 }
 
-/// Package, version and architecture from a Debian file name (`%3a` is the epoch's
-/// colon, as `apt-get download` escapes it).
-fn deb_fields(name: &str) -> Option<(String, String, String)> {
-    let stem = name.strip_suffix(".deb")?;
-    let mut parts = stem.split('_');
-    let (Some(package), Some(version), Some(arch), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    if [package, version, arch].iter().any(|p| p.is_empty()) {
-        return None;
-    }
-    let version = version.replace("%3a", ":").replace("%3A", ":");
-    Some((package.to_owned(), version, arch.to_owned()))
-}
-
 /// The repository listing the `.deb`s among `files` (served at `/files/<name>`); an error
-/// names a `.deb` whose file name does not say what it is.
+/// names a `.deb` whose control file cannot be read.
 pub fn build(files: &[ServedFile]) -> Result<AptRepo, String> {
     let mut packages = String::new();
     for f in files {
@@ -58,9 +41,16 @@ pub fn build(files: &[ServedFile]) -> Result<AptRepo, String> {
         if !name.ends_with(".deb") {
             continue;
         }
-        let (package, version, arch) = deb_fields(name).ok_or_else(|| {
-            format!("{name}: a .deb served as an apt repository must be named package_version_architecture.deb")
-        })?;
+        let control = fetchgate_formats::deb::control_of(&f.bytes)
+            .map_err(|e| format!("{name}: not a Debian package: {e}"))?;
+        let field = |key: &str| {
+            control
+                .get(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("{name}: its control file has no {key}"))
+        };
+        let (package, version, arch) =
+            (field("Package")?, field("Version")?, field("Architecture")?);
         packages.push_str(&format!(
             "Package: {package}\nVersion: {version}\nArchitecture: {arch}\nFilename: {name}\nSize: {}\nSHA256: {}\n\n",
             f.bytes.len(),
@@ -112,33 +102,25 @@ mod tests {
     use super::*;
     use pgp::composed::{Deserializable, SignedPublicKey};
 
-    fn file(name: &str, body: &'static [u8]) -> ServedFile {
-        ServedFile::new(format!("/files/{name}"), Bytes::from_static(body))
+    fn file(name: &str, body: Vec<u8>) -> ServedFile {
+        ServedFile::new(format!("/files/{name}"), Bytes::from(body))
     }
 
-    #[test]
-    fn a_debian_file_name_says_package_version_and_architecture() {
-        assert_eq!(
-            deb_fields("libllvm14_1%3a14.0.6-12_amd64.deb"),
-            Some(("libllvm14".into(), "1:14.0.6-12".into(), "amd64".into()))
-        );
-        for bad in [
-            "x.deb",
-            "a_b.deb",
-            "a_b_c_d.deb",
-            "a__all.deb",
-            "a_1_all.whl",
-        ] {
-            assert_eq!(deb_fields(bad), None, "{bad}");
-        }
+    fn deb(package: &str, version: &str, arch: &str) -> Vec<u8> {
+        fetchgate_formats::testing::deb(
+            &format!("Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"),
+            b"data",
+        )
     }
 
     #[test]
     fn the_index_lists_every_deb_and_the_signed_release_lists_the_index() {
+        let tool = deb("tool", "2:3.1", "amd64");
         let repo = build(&[
-            file("hello_1.0-1_all.deb", b"deb one"),
-            file("tool_2%3a3.1_amd64.deb", b"deb two"),
-            file("x-1.0-py3-none-any.whl", b"wheel"),
+            file("hello_1.0-1_all.deb", deb("hello", "1.0-1", "all")),
+            // Debian's pool names leave the epoch out.
+            file("tool_3.1_amd64.deb", tool.clone()),
+            file("x-1.0-py3-none-any.whl", b"wheel".to_vec()),
         ])
         .unwrap();
         let paths: Vec<_> = repo.files.iter().map(|f| f.path.as_str()).collect();
@@ -151,8 +133,9 @@ mod tests {
         );
         let packages = std::str::from_utf8(&repo.files[1].bytes).unwrap();
         assert!(packages.contains(&format!(
-            "Package: tool\nVersion: 2:3.1\nArchitecture: amd64\nFilename: tool_2%3a3.1_amd64.deb\nSize: 7\nSHA256: {}\n",
-            hex::encode(Sha256::digest(b"deb two"))
+            "Package: tool\nVersion: 2:3.1\nArchitecture: amd64\nFilename: tool_3.1_amd64.deb\nSize: {}\nSHA256: {}\n",
+            tool.len(),
+            hex::encode(Sha256::digest(&tool))
         )));
         assert_eq!(packages.matches("Package: ").count(), 2, "{packages}");
         let in_release = std::str::from_utf8(&repo.files[0].bytes).unwrap();
@@ -169,8 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn a_deb_not_named_as_debian_names_them_is_refused() {
-        let err = build(&[file("hello.deb", b"d")]).unwrap_err();
-        assert!(err.contains("hello.deb"), "{err}");
+    fn a_deb_whose_control_file_cannot_be_read_is_refused_by_name() {
+        let err = build(&[file("hello.deb", b"not a package".to_vec())]).unwrap_err();
+        assert!(err.contains("hello.deb: not a Debian package"), "{err}");
+        let nameless = deb("", "1", "all");
+        let err = build(&[file("x.deb", nameless)]).unwrap_err();
+        assert!(
+            err.contains("x.deb: its control file has no Package"),
+            "{err}"
+        );
     }
 }

@@ -1,13 +1,10 @@
 //! `deb`: a Debian binary package must be listed, by sha256 and size, in a Packages
 //! index the session verified; its metadata comes from the `control` file inside
-//! `control.tar.{gz,xz,zst}`, read while the package streams.
-//!
-//! [`ArReader`] is a push parser for the ar container: it is fed chunks as they arrive,
-//! keeps only the control member (bounded), and skips the data member without holding
-//! it. Hostile input gives an error string, never a panic.
+//! `control.tar.{gz,xz,zst}`, read while the package streams (the ar push parser,
+//! `fetchgate_formats::deb`), and its license from the copyright scan of its data
+//! member.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 
 use fetchgate_storage::BodyDigest;
@@ -18,235 +15,12 @@ use super::{
     BodyObserver, Inspector, RequestFinding, RequestInfo, ResponseFinding, SessionInspection,
 };
 use fetchgate_formats::copyright::Copyright;
-use fetchgate_formats::deb822::{Item, Paragraphs};
+use fetchgate_formats::deb::ArReader;
 
 pub const ID: &str = "deb";
 
 /// The MIME type of a Debian binary package.
 pub const MIME: &str = "application/vnd.debian.binary-package";
-
-const AR_MAGIC: &[u8; 8] = b"!<arch>\n";
-const AR_HEADER: usize = 60;
-/// The largest control member kept (real ones are a few KiB).
-const MAX_CONTROL_MEMBER: u64 = 16 << 20;
-/// The most the control member may expand to.
-const MAX_CONTROL_TAR: u64 = 64 << 20;
-/// The largest control file read.
-const MAX_CONTROL_FILE: u64 = 1 << 20;
-
-/// What happens to a member's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Skip,
-    /// Kept in `buf` (the control member).
-    Keep,
-    /// Handed to the caller (the data member).
-    Stream,
-}
-
-/// Where the ar parser is.
-#[derive(Debug)]
-enum ArState {
-    Magic,
-    Header,
-    /// Inside a member: data bytes left, then a padding byte if `pad`.
-    Member {
-        left: u64,
-        pad: bool,
-        route: Route,
-    },
-    Padding,
-}
-
-/// A push parser for the ar container of a `.deb`: keeps the control member and hands
-/// the data member's bytes to the caller as they arrive.
-#[derive(Debug)]
-pub struct ArReader {
-    state: ArState,
-    buf: Vec<u8>,
-    /// The name of the member being read.
-    member: String,
-    /// The control member's name and bytes, once complete.
-    control: Option<(String, Vec<u8>)>,
-    members: usize,
-    error: Option<String>,
-}
-
-impl Default for ArReader {
-    fn default() -> Self {
-        ArReader {
-            state: ArState::Magic,
-            buf: Vec::new(),
-            member: String::new(),
-            control: None,
-            members: 0,
-            error: None,
-        }
-    }
-}
-
-impl ArReader {
-    /// Feeds the next bytes of the package; `on_data(member name, bytes)` receives the
-    /// data member's bytes.
-    pub fn feed(&mut self, mut bytes: &[u8], on_data: &mut dyn FnMut(&str, &[u8])) {
-        while !bytes.is_empty() && self.error.is_none() {
-            match &mut self.state {
-                ArState::Magic | ArState::Header => {
-                    let need = if matches!(self.state, ArState::Magic) {
-                        AR_MAGIC.len()
-                    } else {
-                        AR_HEADER
-                    };
-                    let take = (need - self.buf.len()).min(bytes.len());
-                    self.buf.extend_from_slice(&bytes[..take]);
-                    bytes = &bytes[take..];
-                    if self.buf.len() == need {
-                        let head = std::mem::take(&mut self.buf);
-                        if let Err(e) = self.header(&head) {
-                            self.error = Some(e);
-                        }
-                    }
-                }
-                ArState::Padding => {
-                    bytes = &bytes[1..];
-                    self.state = ArState::Header;
-                }
-                ArState::Member { left, pad, route } => {
-                    let take = (*left).min(bytes.len() as u64) as usize;
-                    match route {
-                        Route::Keep => self.buf.extend_from_slice(&bytes[..take]),
-                        Route::Stream => on_data(&self.member, &bytes[..take]),
-                        Route::Skip => {}
-                    }
-                    bytes = &bytes[take..];
-                    *left -= take as u64;
-                    if *left == 0 {
-                        if *route == Route::Keep {
-                            self.control =
-                                Some((self.member.clone(), std::mem::take(&mut self.buf)));
-                        }
-                        self.state = if *pad {
-                            ArState::Padding
-                        } else {
-                            ArState::Header
-                        };
-                    }
-                }
-            }
-        }
-    }
-
-    fn header(&mut self, head: &[u8]) -> Result<(), String> {
-        if matches!(self.state, ArState::Magic) {
-            if head != AR_MAGIC {
-                return Err("not an ar archive (bad magic)".into());
-            }
-            self.state = ArState::Header;
-            return Ok(());
-        }
-        if &head[58..60] != b"`\n" {
-            return Err(format!(
-                "ar member {}: bad header terminator",
-                self.members + 1
-            ));
-        }
-        let name = std::str::from_utf8(&head[..16])
-            .map_err(|_| "ar member name is not UTF-8".to_string())?
-            .trim_end()
-            .trim_end_matches('/')
-            .to_owned();
-        let size: u64 = std::str::from_utf8(&head[48..58])
-            .ok()
-            .and_then(|s| s.trim_end().parse().ok())
-            .ok_or_else(|| format!("ar member {name:?}: bad size"))?;
-        self.members += 1;
-        let route = match (self.members, name.as_str()) {
-            (1, "debian-binary") => Route::Skip,
-            (1, _) => return Err(format!("first member is {name:?}, not debian-binary")),
-            (_, n) if n.starts_with("control.tar") => {
-                if size > MAX_CONTROL_MEMBER {
-                    return Err(format!("{name} is larger than {MAX_CONTROL_MEMBER} bytes"));
-                }
-                Route::Keep
-            }
-            (_, n) if n.starts_with("data.tar") && self.control.is_none() => {
-                return Err("data.tar comes before control.tar".into());
-            }
-            (_, n) if n.starts_with("data.tar") => Route::Stream,
-            _ => Route::Skip,
-        };
-        self.member = name;
-        self.state = if size == 0 {
-            ArState::Header
-        } else {
-            ArState::Member {
-                left: size,
-                pad: size % 2 == 1,
-                route,
-            }
-        };
-        Ok(())
-    }
-
-    /// The control file's fields, once the control member was read.
-    pub fn control(&self) -> Result<BTreeMap<String, String>, String> {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        let Some((name, member)) = &self.control else {
-            return Err("no control.tar member".into());
-        };
-        control_fields(name, member)
-    }
-}
-
-/// Decompresses a control member and parses its `control` file.
-pub fn control_fields(
-    member_name: &str,
-    member: &[u8],
-) -> Result<BTreeMap<String, String>, String> {
-    let reader: Box<dyn Read + '_> = match member_name {
-        "control.tar" => Box::new(member),
-        "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(member)),
-        "control.tar.xz" => Box::new(lzma_rust2::XzReader::new(member, true)),
-        "control.tar.zst" => Box::new(
-            zstd::stream::read::Decoder::with_buffer(member)
-                .map_err(|e| format!("{member_name}: {e}"))?,
-        ),
-        other => return Err(format!("unsupported control member {other}")),
-    };
-    let mut archive = tar::Archive::new(reader.take(MAX_CONTROL_TAR));
-    let entries = archive
-        .entries()
-        .map_err(|e| format!("{member_name}: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("{member_name}: {e}"))?;
-        let is_control = entry
-            .path_bytes()
-            .strip_prefix(b"./")
-            .unwrap_or(&entry.path_bytes())
-            == b"control";
-        if !is_control {
-            continue;
-        }
-        let mut text = Vec::new();
-        entry
-            .take(MAX_CONTROL_FILE)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("{member_name}: control: {e}"))?;
-        let mut paragraphs = Paragraphs::new(&text[..]);
-        return match paragraphs.next_item() {
-            Ok(Some(Item::Stanza(s))) => Ok(s
-                .fields()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()),
-            Ok(Some(Item::Malformed(m))) => Err(format!("control line {}: {}", m.line, m.reason)),
-            Ok(None) => Err("the control file is empty".into()),
-            Err(e) => Err(format!("control: {e}")),
-        };
-    }
-    Err(format!("{member_name} has no control file"))
-}
 
 /// Report metadata from control fields.
 fn metadata(control: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -439,171 +213,20 @@ impl BodyObserver for DebObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ar_member(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut out = format!(
-            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            0,
-            0,
-            0,
-            "100644",
-            data.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(data);
-        if data.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-        out
-    }
-
-    fn control_tar(control: &str) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(control.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, "./control", control.as_bytes())
-            .unwrap();
-        builder.into_inner().unwrap()
-    }
-
-    fn deb(control: &str) -> Vec<u8> {
-        let mut out = AR_MAGIC.to_vec();
-        out.extend(ar_member("debian-binary", b"2.0\n"));
-        out.extend(ar_member("control.tar", &control_tar(control)));
-        out.extend(ar_member("data.tar", &[0u8; 1025]));
-        out
-    }
+    use fetchgate_formats::deb::control_of;
+    use fetchgate_formats::testing::deb;
 
     #[test]
-    fn control_fields_are_read_whatever_the_chunking() {
+    fn report_metadata_comes_from_the_control_file() {
         let pkg = deb(
             "Package: hello\nVersion: 1.0\nArchitecture: all\nMaintainer: Jo Doe <jo@example.org>\nDescription: says hi\n more\n",
+            &[0u8; 1025],
         );
-        for size in [1, 7, 60, 4096] {
-            let mut ar = ArReader::default();
-            for chunk in pkg.chunks(size) {
-                ar.feed(chunk, &mut |_, _| {});
-            }
-            let meta = metadata(&ar.control().unwrap());
-            assert_eq!(meta["name"], "hello");
-            assert_eq!(meta["author"], "Jo Doe");
-            assert_eq!(meta["author-email"], "jo@example.org");
-            assert_eq!(meta["description"], "says hi");
-            assert_eq!(meta["source-package"], "hello");
-        }
-    }
-
-    #[test]
-    fn exactly_the_data_member_is_streamed_without_its_padding() {
-        let pkg = deb("Package: hello\nVersion: 1.0\nArchitecture: all\n");
-        for size in [1, 61, 4096] {
-            let mut ar = ArReader::default();
-            let mut data = Vec::new();
-            for chunk in pkg.chunks(size) {
-                ar.feed(chunk, &mut |member, bytes| {
-                    assert_eq!(member, "data.tar");
-                    data.extend_from_slice(bytes);
-                });
-            }
-            assert_eq!(data, vec![0u8; 1025]);
-            assert!(ar.control().is_ok());
-        }
-    }
-
-    #[test]
-    fn hostile_packages_are_rejected_with_a_reason() {
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"PK\x03\x04not a deb".to_vec(), "bad magic"),
-            (
-                [AR_MAGIC.as_slice(), &ar_member("evil", b"x")].concat(),
-                "not debian-binary",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    b"debian-binary   0           0     0     100644  zz        `\n",
-                ]
-                .concat(),
-                "bad size",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    &ar_member("debian-binary", b"2.0\n"),
-                    &ar_member("control.tar.xz", b"\xfd7zXZ\x00junk"),
-                ]
-                .concat(),
-                "control.tar.xz",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    &ar_member("debian-binary", b"2.0\n"),
-                    &ar_member("control.tar.zst", b"junk"),
-                ]
-                .concat(),
-                "control.tar.zst",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    &ar_member("debian-binary", b"2.0\n"),
-                    &ar_member("data.tar", b""),
-                ]
-                .concat(),
-                "before control",
-            ),
-            (
-                [AR_MAGIC.as_slice(), &ar_member("debian-binary", b"2.0\n")].concat(),
-                "no control.tar",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    &ar_member("debian-binary", b"2.0\n"),
-                    &ar_member("control.tar", &control_tar("no colon here\n")),
-                ]
-                .concat(),
-                "control line 1",
-            ),
-            (
-                [
-                    AR_MAGIC.as_slice(),
-                    b"debian-binary   0           0     0     100644  9999999999`\n",
-                ]
-                .concat(),
-                "no control.tar",
-            ),
-        ];
-        for (bytes, needle) in cases {
-            let mut ar = ArReader::default();
-            ar.feed(&bytes, &mut |_, _| {});
-            let e = ar.control().unwrap_err();
-            assert!(e.contains(needle), "{needle}: {e}");
-        }
-    }
-
-    #[test]
-    fn an_oversized_control_member_is_refused_before_it_is_buffered() {
-        let mut bytes = AR_MAGIC.to_vec();
-        bytes.extend(ar_member("debian-binary", b"2.0\n"));
-        bytes.extend(
-            format!(
-                "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-                "control.tar.gz",
-                0,
-                0,
-                0,
-                "100644",
-                MAX_CONTROL_MEMBER + 1
-            )
-            .into_bytes(),
-        );
-        let mut ar = ArReader::default();
-        ar.feed(&bytes, &mut |_, _| {});
-        assert!(ar.control().unwrap_err().contains("larger than"));
+        let meta = metadata(&control_of(&pkg).unwrap());
+        assert_eq!(meta["name"], "hello");
+        assert_eq!(meta["author"], "Jo Doe");
+        assert_eq!(meta["author-email"], "jo@example.org");
+        assert_eq!(meta["description"], "says hi");
+        assert_eq!(meta["source-package"], "hello");
     }
 }
