@@ -93,10 +93,10 @@ def ar_member(name, data):
 
 control = b"Package: hello\nVersion: 1:1.0-1\nArchitecture: all\nMaintainer: Jo <jo@example.org>\nDescription: hi\n there\n"
 data_tar = tar_of([("./usr/share/doc/hello/copyright", dep5.encode())])
-for name, pack in [("control.tar.gz", lambda b: gzip.compress(b, mtime=0)),
-                   ("control.tar.xz", lzma.compress), ("control.tar", lambda b: b)]:
+for name, compress in [("control.tar.gz", lambda b: gzip.compress(b, mtime=0)),
+                       ("control.tar.xz", lzma.compress), ("control.tar", lambda b: b)]:
     deb = (b"!<arch>\n" + ar_member("debian-binary", b"2.0\n")
-           + ar_member(name, pack(tar_of([("./control", control)])))
+           + ar_member(name, compress(tar_of([("./control", control)])))
            + ar_member("data.tar", data_tar))
     seed("deb", name.replace(".", "-"), b"\x3f" + deb)
 
