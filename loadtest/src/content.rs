@@ -72,18 +72,32 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes the content bytes `offset .. offset + buf.len()` of the stream `seed`.
+/// Writes the content bytes `offset .. offset + buf.len()` of the stream `seed`: byte
+/// `p` is byte `p % 8` of `splitmix64(seed ^ (p / 8))` in little-endian order.
+///
+/// The origin calls this for every byte it serves, beside the proxy under test on the
+/// same cores, so whole words are stored as words (a copy of a run-time length per word
+/// is a `memcpy` call, and once was most of the origin's CPU).
 pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
-    let mut pos = offset;
-    let mut out = buf;
-    while !out.is_empty() {
-        let word = splitmix64(seed ^ (pos / 8)).to_le_bytes();
-        let skip = (pos % 8) as usize;
-        let n = (8 - skip).min(out.len());
-        out[..n].copy_from_slice(&word[skip..skip + n]);
-        out = &mut out[n..];
-        pos += n as u64;
+    let word = |pos: u64| splitmix64(seed ^ (pos / 8)).to_le_bytes();
+    // The rest of the word `offset` falls in.
+    let skip = (offset % 8) as usize;
+    let head = if skip == 0 {
+        0
+    } else {
+        (8 - skip).min(buf.len())
+    };
+    let (first, rest) = buf.split_at_mut(head);
+    first.copy_from_slice(&word(offset)[skip..skip + head]);
+    let mut pos = offset + head as u64;
+    let mut words = rest.chunks_exact_mut(8);
+    for out in &mut words {
+        out.copy_from_slice(&word(pos));
+        pos += 8;
     }
+    let tail = words.into_remainder();
+    let n = tail.len();
+    tail.copy_from_slice(&word(pos)[..n]);
 }
 
 /// A real file the origin serves, held in memory: a package file at `/files/<name>`
@@ -220,6 +234,21 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_each_positions_byte_of_its_word() {
+        let seed = 0x1234_5678_9abc_def0;
+        for offset in [0u64, 1, 7, 8, 9, 15, 4093] {
+            for len in [0usize, 1, 3, 7, 8, 9, 16, 17, 100] {
+                let mut buf = vec![0u8; len];
+                fill(seed, offset, &mut buf);
+                let expected: Vec<u8> = (offset..offset + len as u64)
+                    .map(|p| splitmix64(seed ^ (p / 8)).to_le_bytes()[(p % 8) as usize])
+                    .collect();
+                assert_eq!(buf, expected, "offset {offset}, length {len}");
+            }
+        }
+    }
 
     #[test]
     fn content_does_not_depend_on_how_it_is_sliced() {

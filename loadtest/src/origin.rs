@@ -2,15 +2,19 @@
 //! artifacts of [`crate::content`] at `/artifact/<size>/<index>`, and any real files it
 //! was given (package files at `/files/<name>`, index pages), over plain HTTP and over TLS with the origin's test CA,
 //! on loopback only. Optional slow mode caps each response's bandwidth; optional error
-//! mode answers a fraction of requests 404 or 500. Synthetic bodies are generated chunk
-//! by chunk as the connection drains them; files are sent from memory.
+//! mode answers a fraction of requests 404 or 500. Files are sent from memory. A
+//! synthetic artifact is generated whole on its first request and kept (within
+//! [`GENERATED_BUDGET`] bytes in all), so later responses are slices of shared bytes as a
+//! file's are: the origin shares the cores with the proxy under test, and generating
+//! every byte served cost it a fifth of a core at 800 MB/s. Beyond the budget, bodies
+//! are generated chunk by chunk as the connection drains them.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -58,6 +62,8 @@ impl Origin {
         let state = Arc::new(State {
             behaviour,
             files,
+            generated: Mutex::default(),
+            generated_budget: GENERATED_BUDGET,
             counter: AtomicU64::new(0),
         });
         let http_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -91,11 +97,50 @@ impl Drop for Origin {
     }
 }
 
+/// The most bytes of synthetic artifacts kept generated.
+pub const GENERATED_BUDGET: u64 = 512 << 20;
+
 struct State {
     behaviour: OriginBehaviour,
     /// The files' contents by path.
     files: HashMap<String, Bytes>,
+    /// Synthetic artifacts generated so far, and their total size.
+    generated: Mutex<(HashMap<Artifact, Bytes>, u64)>,
+    /// The most bytes `generated` may hold.
+    generated_budget: u64,
     counter: AtomicU64,
+}
+
+impl State {
+    /// The content of `artifact`, generated now if it fits in what is left of
+    /// the budget; `None` if it does not.
+    fn generated(&self, artifact: Artifact) -> Option<Bytes> {
+        {
+            let kept = self.generated.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(bytes) = kept.0.get(&artifact) {
+                return Some(bytes.clone());
+            }
+            if kept.1.saturating_add(artifact.size) > self.generated_budget {
+                return None;
+            }
+        }
+        // Generated outside the lock; a concurrent first request may generate it too, and
+        // the first one kept is the one served from then on (the bytes are the same).
+        let mut content = vec![0u8; usize::try_from(artifact.size).ok()?];
+        fill(artifact.seed(), 0, &mut content);
+        let mut kept = self.generated.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, total) = &mut *kept;
+        if let Some(bytes) = map.get(&artifact) {
+            return Some(bytes.clone());
+        }
+        if total.saturating_add(artifact.size) > self.generated_budget {
+            return None;
+        }
+        *total += artifact.size;
+        let bytes = Bytes::from(content);
+        map.insert(artifact, bytes.clone());
+        Some(bytes)
+    }
 }
 
 async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
@@ -134,14 +179,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, st
 
 fn respond(req: &Request<Incoming>, state: &State) -> Response<ArtifactBody> {
     let path = req.uri().path();
-    let source = match (Artifact::from_path(path), state.files.get(path)) {
-        (Some(a), _) => Source::Generated(a),
-        (None, Some(bytes)) => Source::File(bytes.clone()),
-        (None, None) => return error(StatusCode::NOT_FOUND),
-    };
     if req.method() != hyper::Method::GET {
         return error(StatusCode::NOT_FOUND);
     }
+    let source = match (Artifact::from_path(path), state.files.get(path)) {
+        (Some(a), _) => state
+            .generated(a)
+            .map_or(Source::Generated(a), Source::Held),
+        (None, Some(bytes)) => Source::Held(bytes.clone()),
+        (None, None) => return error(StatusCode::NOT_FOUND),
+    };
     let b = &state.behaviour;
     if b.error_rate > 0.0 {
         let draw = splitmix64(state.counter.fetch_add(1, Ordering::Relaxed));
@@ -184,16 +231,18 @@ fn error(status: StatusCode) -> Response<ArtifactBody> {
 
 /// Where a body's bytes come from.
 enum Source {
+    /// Generated chunk by chunk as the body is sent.
     Generated(Artifact),
-    File(Bytes),
+    /// Held in memory: a file, or a synthetic artifact generated before.
+    Held(Bytes),
 }
 
 /// A streamed artifact body, optionally paced to a bandwidth.
 pub struct ArtifactBody {
     /// The content stream's seed, for a generated body.
     seed: u64,
-    /// The content, for a file.
-    file: Option<Bytes>,
+    /// The content, for a body held in memory.
+    held: Option<Bytes>,
     offset: u64,
     size: u64,
     pace: Option<Pace>,
@@ -207,16 +256,16 @@ struct Pace {
 
 impl ArtifactBody {
     fn new(source: Source, bandwidth: Option<u64>) -> ArtifactBody {
-        let (seed, file, size) = match source {
+        let (seed, held, size) = match source {
             Source::Generated(a) => (a.seed(), None, a.size),
-            Source::File(bytes) => {
+            Source::Held(bytes) => {
                 let size = bytes.len() as u64;
                 (0, Some(bytes), size)
             }
         };
         ArtifactBody {
             seed,
-            file,
+            held,
             offset: 0,
             size,
             pace: bandwidth.filter(|b| *b > 0).map(|bytes_per_sec| Pace {
@@ -257,7 +306,7 @@ impl Body for ArtifactBody {
                 }
             }
         }
-        let chunk = match &this.file {
+        let chunk = match &this.held {
             Some(bytes) => bytes.slice(this.offset as usize..(this.offset + n) as usize),
             None => {
                 let mut chunk = vec![0u8; n as usize];
@@ -282,6 +331,48 @@ impl Body for ArtifactBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    fn state(generated_budget: u64) -> State {
+        State {
+            behaviour: OriginBehaviour::default(),
+            files: HashMap::new(),
+            generated: Mutex::default(),
+            generated_budget,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn artifacts_are_generated_once_and_kept_within_the_budget() {
+        let state = state(100);
+        let a = Artifact { size: 60, index: 1 };
+        let b = Artifact { size: 60, index: 2 };
+        let first = state.generated(a).unwrap();
+        let mut expected = vec![0u8; 60];
+        fill(a.seed(), 0, &mut expected);
+        assert_eq!(&first[..], &expected[..]);
+        // The same bytes, not generated again.
+        assert_eq!(state.generated(a).unwrap().as_ptr(), first.as_ptr());
+        // 120 bytes would exceed the budget of 100: b is generated as it is sent.
+        assert!(state.generated(b).is_none());
+        let body = ArtifactBody::new(Source::Generated(b), None);
+        assert!(body.held.is_none());
+    }
+
+    #[tokio::test]
+    async fn held_and_generated_bodies_carry_the_same_bytes() {
+        let a = Artifact {
+            size: 3 * CHUNK as u64 + 5,
+            index: 7,
+        };
+        let held = state(u64::MAX).generated(a).unwrap();
+        let from_held = ArtifactBody::new(Source::Held(held), None).collect().await;
+        let generated = ArtifactBody::new(Source::Generated(a), None)
+            .collect()
+            .await;
+        let (Ok(from_held), Ok(generated)) = (from_held, generated);
+        assert_eq!(from_held.to_bytes(), generated.to_bytes());
+    }
 
     #[tokio::test]
     async fn a_paced_body_takes_as_long_as_its_bandwidth_says() {
