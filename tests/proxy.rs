@@ -1387,8 +1387,12 @@ async fn counting_origin() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsiz
 async fn upstream_connections_are_kept_for_reuse_as_many_as_the_pool_holds() {
     use std::sync::atomic::Ordering;
     // Two waves of three builders at once: the first opens three upstream connections,
-    // and the second reuses as many of them as the pool kept.
-    for (proxy_toml, connections) in [("", 3), ("upstream-keepalive-pool = 1", 5)] {
+    // and the second reuses as many of them as the pool kept. With a pool of one, the
+    // second wave opens two (five in all), or sometimes one (seen once in CI): when the
+    // three connections come back at once, Pingora's pool can evict one before it is
+    // filed and close it only when its idle watcher runs, so the next request may still
+    // take it.
+    for (proxy_toml, connections) in [("", 3..=3), ("upstream-keepalive-pool = 1", 4..=5)] {
         let s = setup_with(proxy_toml).await;
         let (port, accepted) = counting_origin().await;
         let (id, token) = s.d.create(json!({"policy": "permissive"})).await;
@@ -1401,10 +1405,10 @@ async fn upstream_connections_are_kept_for_reuse_as_many_as_the_pool_holds() {
             let statuses = tokio::join!(get(0), get(1), get(2));
             assert_eq!(statuses, (200, 200, 200));
         }
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            connections,
-            "upstream connections opened with [proxy] {proxy_toml:?}"
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!(
+            connections.contains(&opened),
+            "{opened} upstream connections opened with [proxy] {proxy_toml:?}, expected {connections:?}"
         );
     }
 }
