@@ -276,14 +276,50 @@ impl CacheObserver for SessionCacheMetrics {
     }
 }
 
-/// The class of an HTTP status for metric labels: `2xx` ... `5xx`.
-pub fn status_class(status: u16) -> &'static str {
+/// The `status` label values of request durations: the class of the HTTP status
+/// (`1xx` ... `5xx`), or `none` for a request that got no response.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn status_class_index(status: Option<u16>) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        Some(100..=199) => 0,
+        Some(200..=299) => 1,
+        Some(300..=399) => 2,
+        Some(400..=499) => 3,
+        Some(_) => 4,
+        None => 5,
+    }
+}
+
+/// Handles of the metrics every proxied request updates, registered once. Looking a
+/// metric up by name (`metrics::counter!`) makes the Prometheus recorder copy its key
+/// and search its registry each time; a handle does neither. Built after
+/// [`init_metrics`]: a handle taken before the recorder is installed records nothing.
+pub struct ProxyMetrics {
+    pub requests: metrics::Counter,
+    pub bytes_up: metrics::Counter,
+    pub bytes_down: metrics::Counter,
+    pub upstream_response_seconds: metrics::Histogram,
+    /// Request durations, by [`STATUS_CLASSES`].
+    request_seconds: [metrics::Histogram; 6],
+}
+
+impl ProxyMetrics {
+    /// Registers the handles with the installed recorder.
+    pub fn register() -> Self {
+        ProxyMetrics {
+            requests: metrics::counter!(metric::PROXY_REQUESTS),
+            bytes_up: metrics::counter!(metric::PROXY_BYTES_UP),
+            bytes_down: metrics::counter!(metric::PROXY_BYTES_DOWN),
+            upstream_response_seconds: metrics::histogram!(metric::UPSTREAM_RESPONSE_SECONDS),
+            request_seconds: STATUS_CLASSES
+                .map(|class| metrics::histogram!(metric::PROXY_REQUEST_SECONDS, "status" => class)),
+        }
+    }
+
+    /// The duration histogram of requests answered with `status` (`None`: no answer).
+    pub fn request_seconds(&self, status: Option<u16>) -> &metrics::Histogram {
+        &self.request_seconds[status_class_index(status)]
     }
 }
 

@@ -446,9 +446,9 @@ impl DownloadInspection {
         self.recognised
     }
 
-    /// The request opinions, for the audit record.
-    pub fn request_opinions(&self) -> &BTreeMap<String, Inspection> {
-        &self.request
+    /// The request opinions, moved out for the audit record (it is written once).
+    pub fn take_request_opinions(&mut self) -> BTreeMap<String, Inspection> {
+        std::mem::take(&mut self.request)
     }
 
     /// Feeds a chunk of the request body to every observer.
@@ -528,7 +528,7 @@ mod tests {
             url: "http://example.org:80/x.deb",
             headers: &headers,
         };
-        let inspection = chain.begin(&header(), &req);
+        let mut inspection = chain.begin(&header(), &req);
         assert!(!inspection.recognised());
         assert!(
             inspection
@@ -536,11 +536,8 @@ mod tests {
                 .unwrap()
                 .contains("no inspector recognises")
         );
-        let ids: Vec<&str> = inspection
-            .request_opinions()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let opinions = inspection.take_request_opinions();
+        let ids: Vec<&str> = opinions.keys().map(String::as_str).collect();
         let mut declared = INSPECTOR_IDS.to_vec();
         declared.sort_unstable();
         assert_eq!(ids, declared);

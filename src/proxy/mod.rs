@@ -40,6 +40,7 @@ use crate::idle::Activity;
 use crate::inspect::Inspectors;
 use crate::inspect::config::Trust;
 use crate::session::Sessions;
+use crate::telemetry::ProxyMetrics;
 
 /// Where Debian keeps the system's trusted roots.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -145,6 +146,7 @@ pub fn build(
         resolver: Resolver::new(config.dns_cache_ttl),
         inspectors: Arc::clone(&inspectors),
         max_head_bytes: config.max_head_bytes,
+        metrics: ProxyMetrics::register(),
     };
     let proxy = pingora::proxy::http_proxy(&Arc::new(conf), pipeline);
     Ok(Arc::new(ProxyListener {

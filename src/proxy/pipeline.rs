@@ -51,7 +51,7 @@ use crate::audit::report::approved;
 use crate::idle::Activity;
 use crate::inspect::{DownloadInspection, Inspectors, RequestInfo, StrictAction, Verdict};
 use crate::session::Sessions;
-use crate::telemetry::{self, SECURITY, metric};
+use crate::telemetry::{ProxyMetrics, SECURITY, metric};
 
 /// What a CONNECT established, carried to every request inside its tunnel.
 #[derive(Debug, Clone)]
@@ -93,6 +93,7 @@ pub struct Pipeline {
     pub inspectors: Arc<Inspectors>,
     /// Largest request head (`proxy.max-header-bytes`): beyond it, 431.
     pub max_head_bytes: usize,
+    pub metrics: ProxyMetrics,
 }
 
 /// The response as the builder received it.
@@ -453,8 +454,8 @@ impl Pipeline {
         let body = (body.size() > 0 || status_code == 200).then(|| body.finish());
         let request_inspection = ctx
             .inspection
-            .as_ref()
-            .map(|i| i.request_opinions().clone())
+            .as_mut()
+            .map(DownloadInspection::take_request_opinions)
             .unwrap_or_default();
         let verdict = ctx.verdict.take().unwrap_or_default();
         let record = AuditRecord::Download(Box::new(Download {
@@ -574,7 +575,7 @@ impl ProxyHttp for Pipeline {
             .client_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        metrics::counter!(metric::PROXY_REQUESTS).increment(1);
+        self.metrics.requests.increment(1);
 
         let header = match self.authenticate(session, ctx).await {
             Ok(h) => h,
@@ -768,7 +769,7 @@ impl ProxyHttp for Pipeline {
         let Some(chunk) = body.as_ref() else {
             return Ok(());
         };
-        metrics::counter!(metric::PROXY_BYTES_UP).increment(chunk.len() as u64);
+        self.metrics.bytes_up.increment(chunk.len() as u64);
         // Some requests say what they fetch in their body (git's wanted commits).
         if let Some(inspection) = ctx.inspection.as_mut() {
             inspection.request_chunk(chunk);
@@ -835,7 +836,8 @@ impl ProxyHttp for Pipeline {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
-            metrics::histogram!(metric::UPSTREAM_RESPONSE_SECONDS)
+            self.metrics
+                .upstream_response_seconds
                 .record(start.elapsed().as_secs_f64());
         }
         Ok(())
@@ -898,7 +900,7 @@ impl ProxyHttp for Pipeline {
             if inspected && let Some(inspection) = ctx.inspection.as_mut() {
                 inspection.chunk(chunk);
             }
-            metrics::counter!(metric::PROXY_BYTES_DOWN).increment(chunk.len() as u64);
+            self.metrics.bytes_down.increment(chunk.len() as u64);
         }
         let expected = ctx.response.as_ref().and_then(|r| r.content_length);
         let complete = end_of_stream || expected.is_some_and(|n| ctx.hasher.size() >= n);
@@ -995,11 +997,10 @@ impl ProxyHttp for Pipeline {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         self.record_unfinished(session, ctx).await;
-        let class = session
-            .response_written()
-            .map_or("none", |r| telemetry::status_class(r.status.as_u16()));
+        let status = session.response_written().map(|r| r.status.as_u16());
         let micros = (Timestamp::now().as_micros() - ctx.start.as_micros()).max(0);
-        metrics::histogram!(metric::PROXY_REQUEST_SECONDS, "status" => class)
+        self.metrics
+            .request_seconds(status)
             .record(micros as f64 / 1e6);
     }
 }

@@ -33,14 +33,21 @@ struct Entry {
 pub struct Resolver {
     ttl: Duration,
     entries: Mutex<LruCache<String, Entry>>,
+    /// `fetchgate_dns_lookups_total{result="hit"}` and `{result="miss"}`, registered
+    /// once (see `telemetry::ProxyMetrics`).
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl Resolver {
-    /// A resolver keeping answers for `ttl`; zero keeps none.
+    /// A resolver keeping answers for `ttl`; zero keeps none. Built after the metrics
+    /// recorder is installed, or its lookups are not counted.
     pub fn new(ttl: Duration) -> Self {
         Resolver {
             ttl,
             entries: Mutex::new(LruCache::new(CAPACITY)),
+            hits: metrics::counter!(metric::DNS_LOOKUPS, "result" => "hit"),
+            misses: metrics::counter!(metric::DNS_LOOKUPS, "result" => "miss"),
         }
     }
 
@@ -50,15 +57,15 @@ impl Resolver {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let ips = if self.ttl.is_zero() {
-            metrics::counter!(metric::DNS_LOOKUPS, "result" => "miss").increment(1);
+            self.misses.increment(1);
             lookup(host).await?
         } else {
             let answer = self.answer(host);
             if let Some(ips) = answer.get() {
-                metrics::counter!(metric::DNS_LOOKUPS, "result" => "hit").increment(1);
+                self.hits.increment(1);
                 Arc::clone(ips)
             } else {
-                metrics::counter!(metric::DNS_LOOKUPS, "result" => "miss").increment(1);
+                self.misses.increment(1);
                 Arc::clone(answer.get_or_try_init(|| lookup(host)).await?)
             }
         };
