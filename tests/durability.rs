@@ -33,8 +33,8 @@ fn download(url: &str, status: u16, body: Option<u8>) -> AuditRecord {
             size: u64::from(b) * 100,
         }),
         failure: None,
-        request_inspection: BTreeMap::new(),
-        response_inspection: BTreeMap::new(),
+        request_inspection: Default::default(),
+        response_inspection: Default::default(),
         metadata: BTreeMap::new(),
     }))
 }

@@ -39,8 +39,8 @@ pub fn download(n: u64) -> AuditRecord {
             size: 123_456,
         }),
         failure: None,
-        request_inspection: BTreeMap::new(),
-        response_inspection: BTreeMap::new(),
+        request_inspection: Default::default(),
+        response_inspection: Default::default(),
         metadata: BTreeMap::from([
             ("name".to_owned(), format!("package-{n}")),
             ("version".to_owned(), "1.2.3".to_owned()),

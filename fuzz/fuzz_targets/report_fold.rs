@@ -110,8 +110,8 @@ fn download(u: &mut Unstructured) -> Result<Download> {
         } else {
             None
         },
-        request_inspection: map(u, inspection)?,
-        response_inspection: map(u, inspection)?,
+        request_inspection: map(u, inspection)?.into_iter().collect(),
+        response_inspection: map(u, inspection)?.into_iter().collect(),
         metadata: map(u, text)?,
     })
 }

@@ -10,10 +10,11 @@
 //! records into the output stream, so producing a report allocates little beyond the
 //! records themselves (a 10,000-artifact report is benchmarked in `benches/report_fold.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use fetchgate_storage::{
-    AuditRecord, Denied, Download, Inspection, Opinion, Policy, SessionHeader, Timestamp,
+    AuditRecord, Denied, Download, Inspection, Inspections, Opinion, Policy, SessionHeader,
+    Timestamp,
 };
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -96,9 +97,8 @@ fn opinion(o: Opinion) -> &'static str {
 /// the response and none rejected the request or the response; in strict mode the
 /// request must also have been Pending. The pipeline enforces the same rule.
 pub fn approved(d: &Download, policy: Policy) -> bool {
-    let rejected =
-        |m: &BTreeMap<String, Inspection>| m.values().any(|i| i.opinion == Opinion::Rejected);
-    let any = |m: &BTreeMap<String, Inspection>, o| m.values().any(|i| i.opinion == o);
+    let any = |m: &Inspections, o| m.values().any(|i| i.opinion == o);
+    let rejected = |m: &Inspections| any(m, Opinion::Rejected);
     any(&d.response_inspection, Opinion::Approved)
         && !rejected(&d.response_inspection)
         && !rejected(&d.request_inspection)
@@ -174,8 +174,14 @@ impl Serialize for ArtifactView<'_> {
         let d = self.first;
         let mut m = s.serialize_map(Some(6))?;
         m.serialize_entry("artifact-metadata-version", ARTIFACT_METADATA_VERSION)?;
-        m.serialize_entry("request-inspection", &Inspections(&d.request_inspection))?;
-        m.serialize_entry("response-inspection", &Inspections(&d.response_inspection))?;
+        m.serialize_entry(
+            "request-inspection",
+            &InspectionsView(&d.request_inspection),
+        )?;
+        m.serialize_entry(
+            "response-inspection",
+            &InspectionsView(&d.response_inspection),
+        )?;
         m.serialize_entry("result", result(d, self.report.header.policy))?;
         m.serialize_entry("metadata", &Metadata(d))?;
         m.serialize_entry("downloads", &Downloads(self))?;
@@ -183,12 +189,12 @@ impl Serialize for ArtifactView<'_> {
     }
 }
 
-struct Inspections<'a>(&'a BTreeMap<String, Inspection>);
+struct InspectionsView<'a>(&'a Inspections);
 
-impl Serialize for Inspections<'_> {
+impl Serialize for InspectionsView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (id, i) in self.0 {
+        for (id, i) in self.0.iter() {
             m.serialize_entry(id, &InspectionView(i))?;
         }
         m.end()
@@ -342,6 +348,7 @@ impl Serialize for DeniedView<'_> {
 mod tests {
     use super::*;
     use fetchgate_storage::{BodyDigest, DeniedStage, Failure, SessionId};
+    use std::collections::BTreeMap;
 
     fn header(policy: Policy) -> SessionHeader {
         SessionHeader {
@@ -375,8 +382,8 @@ mod tests {
                 size: 3,
             }),
             failure: None,
-            request_inspection: BTreeMap::new(),
-            response_inspection: BTreeMap::new(),
+            request_inspection: Inspections::default(),
+            response_inspection: Inspections::default(),
             metadata: BTreeMap::new(),
         }
     }

@@ -37,7 +37,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use fetchgate_storage::{BodyDigest, Inspection, Opinion, SessionHeader, SessionId};
+use fetchgate_storage::{BodyDigest, Inspection, Inspections, Opinion, SessionHeader, SessionId};
 use lru::LruCache;
 
 use self::config::Trust;
@@ -370,7 +370,7 @@ impl Inspectors {
     /// Every inspector's request opinion, in order.
     pub fn begin(&self, header: &SessionHeader, req: &RequestInfo<'_>) -> DownloadInspection {
         let session = self.session(header);
-        let mut request = BTreeMap::new();
+        let mut request = Vec::with_capacity(self.chain.len());
         let mut observers = Vec::new();
         let mut pending = false;
         let mut rejected = Vec::new();
@@ -387,14 +387,14 @@ impl Inspectors {
                     (Opinion::Rejected, Some(r))
                 }
             };
-            request.insert(
+            request.push((
                 inspector.id().to_owned(),
                 Inspection {
                     opinion,
                     reason,
                     annotations: finding.annotations,
                 },
-            );
+            ));
             if let Some(o) = finding.observer {
                 observers.push((inspector.id(), o));
             }
@@ -410,7 +410,7 @@ impl Inspectors {
             None
         };
         DownloadInspection {
-            request,
+            request: request.into_iter().collect(),
             observers,
             recognised: pending,
             refusal,
@@ -420,7 +420,7 @@ impl Inspectors {
 
 /// One download's inspection, from request to verdict.
 pub struct DownloadInspection {
-    request: BTreeMap<String, Inspection>,
+    request: Inspections,
     observers: Vec<(&'static str, Box<dyn BodyObserver>)>,
     /// Some inspector marked the request Pending.
     recognised: bool,
@@ -430,7 +430,7 @@ pub struct DownloadInspection {
 /// The inspectors' conclusions on a response.
 #[derive(Debug, Default)]
 pub struct Verdict {
-    pub response: BTreeMap<String, Inspection>,
+    pub response: Inspections,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -447,7 +447,7 @@ impl DownloadInspection {
     }
 
     /// The request opinions, moved out for the audit record (it is written once).
-    pub fn take_request_opinions(&mut self) -> BTreeMap<String, Inspection> {
+    pub fn take_request_opinions(&mut self) -> Inspections {
         std::mem::take(&mut self.request)
     }
 
@@ -537,7 +537,7 @@ mod tests {
                 .contains("no inspector recognises")
         );
         let opinions = inspection.take_request_opinions();
-        let ids: Vec<&str> = opinions.keys().map(String::as_str).collect();
+        let ids: Vec<&str> = opinions.keys().collect();
         let mut declared = INSPECTOR_IDS.to_vec();
         declared.sort_unstable();
         assert_eq!(ids, declared);

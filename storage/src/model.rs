@@ -297,6 +297,112 @@ pub struct Inspection {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Inspector id → that inspector's verdict, sorted by id, each id once. A download
+/// records one entry per inspector of the chain, built once and read once per report,
+/// so a sorted vector serves better than the `BTreeMap` it replaced: one allocation,
+/// no node splits or tree walks on drop. It is serialised as a map, exactly as that
+/// `BTreeMap` was, so records stored before read back unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inspections(Vec<(String, Inspection)>);
+
+impl Inspections {
+    /// Sets `id`'s verdict, replacing any it had.
+    pub fn insert(&mut self, id: String, inspection: Inspection) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&id)) {
+            Ok(i) => self.0[i].1 = inspection,
+            Err(i) => self.0.insert(i, (id, inspection)),
+        }
+    }
+
+    /// `id`'s verdict.
+    pub fn get(&self, id: &str) -> Option<&Inspection> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// The entries in id order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Inspection)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The inspector ids in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// The verdicts in id order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &Inspection> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sorts `entries` by id; of entries with the same id the last is kept, as a map
+    /// built by inserting them in turn would.
+    fn from_entries(mut entries: Vec<(String, Inspection)>) -> Self {
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
+        }
+        Inspections(entries)
+    }
+}
+
+impl FromIterator<(String, Inspection)> for Inspections {
+    fn from_iter<I: IntoIterator<Item = (String, Inspection)>>(iter: I) -> Self {
+        Inspections::from_entries(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Inspections {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Inspections {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Inspections;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of inspector ids to inspections")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // The hint comes from the input: bounded, so a hostile length cannot
+                // reserve memory the entries never fill.
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Inspections::from_entries(entries))
+            }
+        }
+
+        d.deserialize_map(Entries)
+    }
+}
+
 /// Size and digests of a response body that was received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyDigest {
@@ -331,8 +437,8 @@ pub struct Download {
     pub response_headers: Vec<(String, Vec<String>)>,
     pub body: Option<BodyDigest>,
     pub failure: Option<Failure>,
-    pub request_inspection: BTreeMap<String, Inspection>,
-    pub response_inspection: BTreeMap<String, Inspection>,
+    pub request_inspection: Inspections,
+    pub response_inspection: Inspections,
     /// Artifact metadata an inspector filled in (`name`, `version`, `type`, ...).
     pub metadata: BTreeMap<String, String>,
 }
@@ -483,6 +589,78 @@ mod tests {
         for bad in ["", "a b", "a/b", "é", &"n".repeat(65)] {
             assert_eq!(bad.parse::<NodeId>(), Err(InvalidNodeId), "{bad}");
         }
+    }
+
+    fn inspection(opinion: Opinion, reason: Option<&str>) -> Inspection {
+        Inspection {
+            opinion,
+            reason: reason.map(str::to_owned),
+            annotations: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn inspections_are_stored_exactly_as_the_map_they_replaced() {
+        let entries = [
+            ("pip.wheel", inspection(Opinion::Approved, None)),
+            ("apt.release", inspection(Opinion::Unknown, None)),
+            ("deb", inspection(Opinion::Rejected, Some("bad"))),
+        ];
+        let map: BTreeMap<String, Inspection> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let inspections: Inspections = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let stored = crate::codec::encode(&map).unwrap();
+        assert_eq!(crate::codec::encode(&inspections).unwrap(), stored);
+        let read: Inspections = crate::codec::decode(&stored).unwrap();
+        assert_eq!(read, inspections);
+        assert_eq!(
+            read.keys().collect::<Vec<_>>(),
+            ["apt.release", "deb", "pip.wheel"]
+        );
+        assert_eq!(read.get("deb"), map.get("deb"));
+        assert_eq!(read.get("npm"), None);
+    }
+
+    #[test]
+    fn inspections_read_out_of_order_are_sorted_and_the_last_of_an_id_wins() {
+        // Written as a map by hand: a sequence of (id, inspection) pairs with a length.
+        let pairs = vec![
+            ("b".to_owned(), inspection(Opinion::Unknown, None)),
+            ("a".to_owned(), inspection(Opinion::Pending, None)),
+            (
+                "b".to_owned(),
+                inspection(Opinion::Rejected, Some("second")),
+            ),
+        ];
+        let bytes = crate::codec::encode(&pairs).unwrap();
+        let read: Inspections = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(read.get("b").unwrap().reason.as_deref(), Some("second"));
+        let via_map: BTreeMap<String, Inspection> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(read.iter().count(), via_map.len());
+        assert!(read.iter().all(|(k, v)| via_map.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn inspections_insert_keeps_ids_sorted_and_unique() {
+        let mut m = Inspections::default();
+        assert!(m.is_empty());
+        for id in ["npm", "deb", "pip.wheel", "deb"] {
+            m.insert(id.to_owned(), inspection(Opinion::Unknown, Some(id)));
+        }
+        m.insert("deb".to_owned(), inspection(Opinion::Approved, None));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["deb", "npm", "pip.wheel"]);
+        assert_eq!(m.get("deb").unwrap().opinion, Opinion::Approved);
+        assert_eq!(
+            m.values().filter(|i| i.opinion == Opinion::Unknown).count(),
+            2
+        );
     }
 
     #[test]

@@ -164,8 +164,8 @@ fn download(url: &str, sha: Option<u8>) -> AuditRecord {
             size: 10,
         }),
         failure: None,
-        request_inspection: BTreeMap::new(),
-        response_inspection: BTreeMap::new(),
+        request_inspection: Default::default(),
+        response_inspection: Default::default(),
         metadata: BTreeMap::new(),
     }))
 }

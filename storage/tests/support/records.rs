@@ -25,8 +25,8 @@ pub fn named_download(at: i64, sha256: [u8; 32], size: u64, name: &str) -> Audit
             size,
         }),
         failure: None,
-        request_inspection: BTreeMap::new(),
-        response_inspection: BTreeMap::new(),
+        request_inspection: Default::default(),
+        response_inspection: Default::default(),
         metadata: BTreeMap::from([("name".into(), name.into()), ("version".into(), "1".into())]),
     }))
 }
