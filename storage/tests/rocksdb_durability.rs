@@ -30,6 +30,17 @@ fn download(sha: u8, name: &str) -> AuditRecord {
     records::named_download(1, [sha; 32], 1, name)
 }
 
+/// A session that is still live (not revoked).
+fn live_header() -> SessionHeader {
+    SessionHeader::new(
+        SessionId::from_bytes([5; 16]),
+        [1; 32],
+        Policy::Permissive,
+        Timestamp::from_micros(1_700_000_000_000_000),
+        5,
+    )
+}
+
 fn header() -> SessionHeader {
     SessionHeader {
         revoked: Some(Timestamp::from_micros(1_700_000_001_000_000)),
@@ -284,6 +295,68 @@ async fn the_writer_reports_every_durable_append_to_its_observer() {
     assert!(observer.max_queued.load(Ordering::SeqCst) >= 1);
 }
 
+/// The bytes of the write-ahead log files (`NNNNNN.log`) in the database directory.
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// The write-ahead log stays near `max_wal_bytes` however much is appended: the small
+/// families, which would otherwise hold the oldest log forever, are flushed (without
+/// the cap, all 16 MiB stay in one log). Dropped log files are reused, so reopening
+/// replays files that still hold older records past their new end: every record is
+/// there once, in order, and the latest session change wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_write_ahead_log_is_bounded_and_reused_without_losing_records() {
+    const CAP: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let options = OpenOptions {
+        max_wal_bytes: CAP,
+        ..OpenOptions::default()
+    };
+    let live = live_header();
+    let id = live.id;
+    let big = |n: u32| {
+        AuditRecord::Denied(Denied {
+            reason: format!("{n:0>4096}"),
+            ..match record(n) {
+                AuditRecord::Denied(d) => d,
+                AuditRecord::Download(_) => unreachable!(),
+            }
+        })
+    };
+    // 4,096 records of 4 KiB: 16 MiB, sixteen times the cap. A session change every
+    // 64 records puts data in the sessions family too.
+    let count = 4096;
+    {
+        let s = RocksStorage::open_with(dir.path(), options.clone()).unwrap();
+        s.create(&live).await.unwrap();
+        for n in 0..count {
+            s.append(id, big(n)).await.unwrap();
+            if n % 64 == 0 {
+                s.set_timeout(id, 5 + u64::from(n)).await.unwrap();
+            }
+        }
+        let on_disk = wal_bytes(dir.path());
+        assert!(
+            on_disk <= 8 * CAP,
+            "{on_disk} bytes of write-ahead log for 16 MiB appended with a 1 MiB cap"
+        );
+    }
+    let s = RocksStorage::open_with(dir.path(), options).unwrap();
+    let records = s.scan(id).await.unwrap();
+    assert_eq!(records.len(), count as usize);
+    assert!(records.into_iter().eq((0..count).map(big)));
+    assert_eq!(
+        s.get(id).await.unwrap().map(|h| h.timeout_secs),
+        Some(5 + 4032)
+    );
+}
+
 /// Index entries are reported when they are ingested: those of 30 downloads (two each,
 /// an ingest every 8 entries, the rest at close) are all reported once.
 #[tokio::test(flavor = "multi_thread")]
@@ -295,6 +368,7 @@ async fn the_writer_reports_every_ingested_index_entry_to_its_observer() {
         OpenOptions {
             observer: Some(Arc::clone(&observer) as Arc<dyn WriterObserver>),
             index_tail_entries: 8,
+            ..OpenOptions::default()
         },
     )
     .unwrap();
@@ -435,7 +509,8 @@ async fn a_deleted_sessions_waiting_index_entries_stay_deleted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_chunks_are_stored_in_blob_files_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let id = header().id;
+    let live = live_header();
+    let id = live.id;
     let big = |n: u32| {
         let mut r = record(n);
         if let AuditRecord::Denied(d) = &mut r {
