@@ -360,9 +360,10 @@ impl Pipeline {
         reason: String,
     ) -> Result<bool> {
         metrics::counter!(metric::PROXY_DENIED, "stage" => stage.as_str()).increment(1);
-        let url = ctx.target.as_ref().map(Target::url).unwrap_or_else(|| {
-            String::from_utf8_lossy(session.req_header().raw_path()).into_owned()
-        });
+        let url = match &ctx.target {
+            Some(t) => t.url().to_owned(),
+            None => String::from_utf8_lossy(session.req_header().raw_path()).into_owned(),
+        };
         if let Some(id) = id {
             let record = AuditRecord::Denied(Denied {
                 time: Timestamp::now(),
@@ -395,7 +396,7 @@ impl Pipeline {
         id: SessionId,
         reason: String,
     ) -> Result<bool> {
-        let url = ctx.target.as_ref().map(Target::url).unwrap_or_default();
+        let url = ctx.target.as_ref().map_or("", Target::url).to_owned();
         tracing::warn!(target: SECURITY, event = "acl-denial", session = %id, url = %url, reason = %reason, "destination denied");
         self.deny(session, ctx, Some(id), DeniedStage::Acl, 403, reason)
             .await
@@ -440,7 +441,7 @@ impl Pipeline {
     ) -> Option<(SessionId, AuditRecord)> {
         let header = ctx.session.as_ref()?;
         let url = match &ctx.target {
-            Some(t) => t.url(),
+            Some(t) => t.url().to_owned(),
             None => ctx.raw_target.clone(),
         };
         let (status_code, status, content_type, response_headers) = match ctx.response.take() {
@@ -608,15 +609,14 @@ impl ProxyHttp for Pipeline {
         let req = session.req_header();
         ctx.raw_target = String::from_utf8_lossy(req.raw_path()).into_owned();
         let target = match &ctx.tunnel {
-            Some(t) => Ok(Target {
-                scheme: Scheme::Https,
-                dest: t.dest.clone(),
-                path: req
-                    .uri
+            Some(t) => Ok(Target::new(
+                Scheme::Https,
+                t.dest.clone(),
+                req.uri
                     .path_and_query()
                     .map_or("/", |p| p.as_str())
                     .to_owned(),
-            }),
+            )),
             None => Target::parse_absolute(req.raw_path()),
         };
         let target = match target {
@@ -680,7 +680,7 @@ impl ProxyHttp for Pipeline {
         let method = req.method.to_string();
         let info = RequestInfo {
             method: &method,
-            url: &url,
+            url,
             headers: &req.headers,
         };
         let inspection = match ctx.session.as_ref() {
@@ -695,7 +695,7 @@ impl ProxyHttp for Pipeline {
                     .await;
             }
             self.inspectors
-                .overlooked(id, StrictAction::Refuse, &url, &reason);
+                .overlooked(id, StrictAction::Refuse, url, &reason);
         }
         ctx.via = self
             .upstreams
@@ -822,7 +822,7 @@ impl ProxyHttp for Pipeline {
         if let Some(secret) = ctx
             .session
             .as_ref()
-            .and_then(|h| super::secrets::matching(&h.secrets, &target.url()))
+            .and_then(|h| super::secrets::matching(&h.secrets, target.url()))
         {
             upstream.insert_header("Authorization", secret)?;
         }

@@ -68,19 +68,32 @@ impl fmt::Display for HostPort {
     }
 }
 
-/// A request's full destination.
+/// A request's full destination (read-only: built by [`Target::new`] or a parser).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub scheme: Scheme,
     pub dest: HostPort,
     /// Origin-form path and query, starting with `/`.
     pub path: String,
+    /// `url()`, rendered once: inspectors, secrets and the audit record all read it.
+    url: String,
 }
 
 impl Target {
+    /// The target of `path` (origin form, starting with `/`) at `dest`.
+    pub fn new(scheme: Scheme, dest: HostPort, path: String) -> Self {
+        let url = format!("{}://{}{}", scheme.as_str(), dest, path);
+        Target {
+            scheme,
+            dest,
+            path,
+            url,
+        }
+    }
+
     /// The normalised URL recorded in the audit log.
-    pub fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme.as_str(), self.dest, self.path)
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The absolute-form request target (`http://host[:port]/path`) an upstream proxy
@@ -124,11 +137,7 @@ impl Target {
         let dest = host_port(authority, Some(Scheme::Http.default_port()))?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
-        Ok(Target {
-            scheme: Scheme::Http,
-            dest,
-            path: path.to_owned(),
-        })
+        Ok(Target::new(Scheme::Http, dest, path.to_owned()))
     }
 
     /// Parses a CONNECT target (`host:port`, IPv6 in brackets); the port is required.
