@@ -488,7 +488,7 @@ mod tests {
             "no inspector approved"
         );
         d.response_inspection
-            .insert("pip.wheel".into(), inspection(Opinion::Approved));
+            .insert("pip.wheel", inspection(Opinion::Approved));
         assert_eq!(result(&d, Policy::Permissive), "Approved");
         assert_eq!(
             result(&d, Policy::Strict),
@@ -496,10 +496,10 @@ mod tests {
             "strict needs a Pending request"
         );
         d.request_inspection
-            .insert("pip.wheel".into(), inspection(Opinion::Pending));
+            .insert("pip.wheel", inspection(Opinion::Pending));
         assert_eq!(result(&d, Policy::Strict), "Approved");
         d.response_inspection
-            .insert("default".into(), inspection(Opinion::Rejected));
+            .insert("default", inspection(Opinion::Rejected));
         assert_eq!(result(&d, Policy::Strict), "Rejected", "one rejection wins");
     }
 

@@ -388,7 +388,7 @@ impl Inspectors {
                 }
             };
             request.push((
-                inspector.id().to_owned(),
+                inspector.id(),
                 Inspection {
                     opinion,
                     reason,
@@ -478,7 +478,7 @@ impl DownloadInspection {
                 ResponseOpinion::Rejected(r) => (Opinion::Rejected, Some(r)),
             };
             verdict.response.insert(
-                id.to_owned(),
+                id,
                 Inspection {
                     opinion,
                     reason,

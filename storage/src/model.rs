@@ -3,6 +3,7 @@
 //! These are plain data. How they are shown to clients (JSON keys, RFC 3339 times) is
 //! the daemon's business, not this crate's.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -300,15 +301,20 @@ pub struct Inspection {
 /// Inspector id → that inspector's verdict, sorted by id, each id once. A download
 /// records one entry per inspector of the chain, built once and read once per report,
 /// so a sorted vector serves better than the `BTreeMap` it replaced: one allocation,
-/// no node splits or tree walks on drop. It is serialised as a map, exactly as that
-/// `BTreeMap` was, so records stored before read back unchanged.
+/// no node splits or tree walks on drop; ids the daemon knows are borrowed, not
+/// copied. It is serialised as a map, exactly as that `BTreeMap` was, so records
+/// stored before read back unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Inspections(Vec<(String, Inspection)>);
+pub struct Inspections(Vec<(Cow<'static, str>, Inspection)>);
 
 impl Inspections {
     /// Sets `id`'s verdict, replacing any it had.
-    pub fn insert(&mut self, id: String, inspection: Inspection) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&id)) {
+    pub fn insert(&mut self, id: impl Into<Cow<'static, str>>, inspection: Inspection) {
+        let id = id.into();
+        match self
+            .0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(id.as_ref()))
+        {
             Ok(i) => self.0[i].1 = inspection,
             Err(i) => self.0.insert(i, (id, inspection)),
         }
@@ -317,19 +323,19 @@ impl Inspections {
     /// `id`'s verdict.
     pub fn get(&self, id: &str) -> Option<&Inspection> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(id))
+            .binary_search_by(|(k, _)| k.as_ref().cmp(id))
             .ok()
             .map(|i| &self.0[i].1)
     }
 
     /// The entries in id order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Inspection)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// The inspector ids in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.as_str())
+        self.0.iter().map(|(k, _)| k.as_ref())
     }
 
     /// The verdicts in id order.
@@ -347,7 +353,7 @@ impl Inspections {
 
     /// Sorts `entries` by id; of entries with the same id the last is kept, as a map
     /// built by inserting them in turn would.
-    fn from_entries(mut entries: Vec<(String, Inspection)>) -> Self {
+    fn from_entries(mut entries: Vec<(Cow<'static, str>, Inspection)>) -> Self {
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             entries.dedup_by(|later, earlier| {
@@ -362,9 +368,9 @@ impl Inspections {
     }
 }
 
-impl FromIterator<(String, Inspection)> for Inspections {
-    fn from_iter<I: IntoIterator<Item = (String, Inspection)>>(iter: I) -> Self {
-        Inspections::from_entries(iter.into_iter().collect())
+impl<K: Into<Cow<'static, str>>> FromIterator<(K, Inspection)> for Inspections {
+    fn from_iter<I: IntoIterator<Item = (K, Inspection)>>(iter: I) -> Self {
+        Inspections::from_entries(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 }
 
