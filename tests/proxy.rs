@@ -194,6 +194,17 @@ async fn curl_downloads_over_http_and_https_are_in_the_report() {
         [tls.as_str(), tls_ip.as_str()]
     );
     assert_eq!(report["artifacts"].as_array().unwrap().len(), 2);
+    // Plain and intercepted alike, each download names the builder's own address.
+    let all = downloads(&report);
+    assert_eq!(all.len(), 3);
+    for dl in all {
+        let address: std::net::SocketAddr = dl["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not ip:port: {dl:#}"));
+        assert_eq!(address.ip().to_string(), "127.0.0.1", "{dl:#}");
+        assert_ne!(address.port(), 0, "{dl:#}");
+    }
 }
 
 #[tokio::test]

@@ -106,7 +106,7 @@ impl ProxyListener {
     /// connection holds only what serving needs.
     async fn handle(&self, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
         if let Some((stream, tunnel)) = Box::pin(self.open(tcp, peer)).await {
-            self.run_http(stream, tunnel, &stop).await;
+            self.run_http(stream, tunnel, peer, &stop).await;
         }
     }
 
@@ -265,7 +265,13 @@ impl ProxyListener {
     /// kept-alive connection waits here, in a small future, rather than inside Pingora's
     /// request handling. From then on its whole head must arrive within the head
     /// timeout, however slowly it trickles in.
-    async fn run_http(&self, stream: Stream, tunnel: Option<Tunnel>, stop: &watch::Receiver<bool>) {
+    async fn run_http(
+        &self,
+        stream: Stream,
+        tunnel: Option<Tunnel>,
+        peer: SocketAddr,
+        stop: &watch::Receiver<bool>,
+    ) {
         let gate = DurabilityGate::default();
         let clock = HeadClock::default();
         let mut stream = Box::new(DownstreamStream::new(stream, gate.clone()));
@@ -273,12 +279,16 @@ impl ProxyListener {
             tunnel,
             gate,
             head: clock.clone(),
+            client: peer.to_string().into(),
         });
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut idle = self.limits.head_timeout;
         loop {
             let mut stop_waiting = stop.clone();
+            // `biased`: polled in order, sparing a random draw per request; neither
+            // branch can starve the other (each completes once).
             let arrived = tokio::select! {
+                biased;
                 r = tokio::time::timeout(idle, stream.wait_for_data()) => matches!(r, Ok(Ok(true))),
                 _ = stop_waiting.changed() => false,
             };
@@ -299,6 +309,7 @@ impl ProxyListener {
             session.set_read_timeout(Some(self.limits.head_timeout));
             clock.start();
             let served = tokio::select! {
+                biased;
                 served = self.proxy.process_new_http(session, stop) => served,
                 () = clock.expired(self.limits.head_timeout) => {
                     tracing::info!(

@@ -69,6 +69,8 @@ pub struct Connection {
     pub gate: DurabilityGate,
     /// Told when each request's head has been read (the listener's head deadline).
     pub head: HeadClock,
+    /// The builder's address (`ip:port`), as the audit records show it.
+    pub client: Arc<str>,
 }
 
 /// Timeouts for upstream connections.
@@ -118,7 +120,8 @@ pub struct RequestCtx {
     /// The upstream proxy the request goes through (`upstream` is then its address).
     via: Option<Arc<ProxyEndpoint>>,
     start: Timestamp,
-    client: String,
+    /// From the connection's context (`Connection::client`).
+    client: Arc<str>,
     user_agent: Option<String>,
     request_headers: Vec<(String, Vec<String>)>,
     response: Option<ResponseInfo>,
@@ -148,7 +151,7 @@ impl RequestCtx {
             upstream_start: None,
             via: None,
             start: Timestamp::now(),
-            client: String::new(),
+            client: Arc::default(),
             user_agent: None,
             request_headers: Vec::new(),
             response: None,
@@ -171,7 +174,7 @@ const CUT_OFF: &str = "policy";
 const SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "authorization"];
 
 fn header_list(headers: &http::HeaderMap) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(headers.keys_len());
     for (name, value) in headers {
         if SECRET_HEADERS.contains(&name.as_str()) {
             continue;
@@ -369,7 +372,7 @@ impl Pipeline {
                 time: Timestamp::now(),
                 method: session.req_header().method.to_string(),
                 url,
-                client_address: ctx.client.clone(),
+                client_address: ctx.client.to_string(),
                 reason: reason.clone(),
                 stage,
             });
@@ -464,7 +467,7 @@ impl Pipeline {
             end: Timestamp::now(),
             method: method.to_owned(),
             url,
-            client_address: ctx.client.clone(),
+            client_address: ctx.client.to_string(),
             user_agent: ctx.user_agent.clone(),
             status_code,
             status,
@@ -554,6 +557,7 @@ impl ProxyHttp for Pipeline {
             ctx.tunnel = c.tunnel;
             ctx.gate = Some(c.gate);
             ctx.head = Some(c.head);
+            ctx.client = c.client;
         }
     }
 
@@ -566,16 +570,13 @@ impl ProxyHttp for Pipeline {
             tunnel: ctx.tunnel.clone(),
             gate: ctx.gate.clone()?,
             head: ctx.head.clone()?,
+            client: Arc::clone(&ctx.client),
         }))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         self.activity.touch();
         ctx.start = Timestamp::now();
-        ctx.client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         self.metrics.requests.increment(1);
 
         let header = match self.authenticate(session, ctx).await {
