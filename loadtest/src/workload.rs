@@ -94,8 +94,8 @@ pub struct Workload {
 #[derive(Debug, Clone)]
 pub struct SessionOutcome {
     pub expected: Vec<Expected>,
-    /// The report, when the target has sessions and every control step worked.
-    pub report: Option<Value>,
+    /// The report's JSON, when the target has sessions and every control step worked.
+    pub report: Option<bytes::Bytes>,
 }
 
 /// One artifact the workload can pick: where the origin serves it, and its content.
