@@ -245,6 +245,9 @@ impl Overlooked {
 /// The inspector chain and every live session's inspection state.
 pub struct Inspectors {
     chain: Vec<Box<dyn Inspector>>,
+    /// Indices into `chain` in inspector id order: the order a download's
+    /// [`Inspections`] keep, so its request opinions are placed, not sorted.
+    by_id: Vec<usize>,
     global: Trust,
     /// Live sessions' state, forgotten when they finish ([`Self::forget`]); beyond
     /// [`MAX_SESSIONS`] the least recently used goes (its later index files are then
@@ -268,35 +271,39 @@ impl Inspectors {
         verified_cache: usize,
     ) -> Self {
         let spool = Arc::new(spool);
+        let chain: Vec<Box<dyn Inspector>> = vec![
+            Box::new(apt::ReleaseInspector),
+            Box::new(apt::PackagesInspector {
+                spool: Arc::clone(&spool),
+                debtags,
+            }),
+            Box::new(deb::DebInspector::new(verified_cache)),
+            Box::new(pip::IndexInspector),
+            Box::new(pip::DistributionInspector::wheel(
+                Arc::clone(&spool),
+                verified_cache,
+            )),
+            Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
+            Box::new(pip::MetadataInspector),
+            Box::new(cargo::IndexInspector),
+            Box::new(cargo::CrateInspector {
+                spool: Arc::clone(&spool),
+            }),
+            Box::new(npm::MetadataInspector),
+            Box::new(npm::TarballInspector {
+                spool: Arc::clone(&spool),
+            }),
+            Box::new(gomod::ModuleInspector {
+                spool: Arc::clone(&spool),
+            }),
+            Box::new(git::SmartHttpInspector),
+            Box::new(sniff::DefaultInspector),
+        ];
+        let mut by_id: Vec<usize> = (0..chain.len()).collect();
+        by_id.sort_by_key(|&i| chain[i].id());
         Inspectors {
-            chain: vec![
-                Box::new(apt::ReleaseInspector),
-                Box::new(apt::PackagesInspector {
-                    spool: Arc::clone(&spool),
-                    debtags,
-                }),
-                Box::new(deb::DebInspector::new(verified_cache)),
-                Box::new(pip::IndexInspector),
-                Box::new(pip::DistributionInspector::wheel(
-                    Arc::clone(&spool),
-                    verified_cache,
-                )),
-                Box::new(pip::DistributionInspector::sdist(Arc::clone(&spool))),
-                Box::new(pip::MetadataInspector),
-                Box::new(cargo::IndexInspector),
-                Box::new(cargo::CrateInspector {
-                    spool: Arc::clone(&spool),
-                }),
-                Box::new(npm::MetadataInspector),
-                Box::new(npm::TarballInspector {
-                    spool: Arc::clone(&spool),
-                }),
-                Box::new(gomod::ModuleInspector {
-                    spool: Arc::clone(&spool),
-                }),
-                Box::new(git::SmartHttpInspector),
-                Box::new(sniff::DefaultInspector),
-            ],
+            chain,
+            by_id,
             global,
             sessions: Mutex::new(LruCache::new(MAX_SESSIONS)),
         }
@@ -370,7 +377,8 @@ impl Inspectors {
     /// Every inspector's request opinion, in order.
     pub fn begin(&self, header: &SessionHeader, req: &RequestInfo<'_>) -> DownloadInspection {
         let session = self.session(header);
-        let mut request = Vec::with_capacity(self.chain.len());
+        let mut request: Vec<Option<(&'static str, Inspection)>> =
+            Vec::with_capacity(self.chain.len());
         let mut observers = Vec::new();
         let mut pending = false;
         let mut rejected = Vec::new();
@@ -387,14 +395,14 @@ impl Inspectors {
                     (Opinion::Rejected, Some(r))
                 }
             };
-            request.push((
+            request.push(Some((
                 inspector.id(),
                 Inspection {
                     opinion,
                     reason,
                     annotations: finding.annotations,
                 },
-            ));
+            )));
             if let Some(o) = finding.observer {
                 observers.push((inspector.id(), o));
             }
@@ -410,7 +418,11 @@ impl Inspectors {
             None
         };
         DownloadInspection {
-            request: request.into_iter().collect(),
+            request: self
+                .by_id
+                .iter()
+                .filter_map(|&i| request.get_mut(i).and_then(Option::take))
+                .collect(),
             observers,
             recognised: pending,
             refusal,

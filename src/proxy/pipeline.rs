@@ -179,7 +179,12 @@ fn header_list(headers: &http::HeaderMap) -> Vec<(String, Vec<String>)> {
         if SECRET_HEADERS.contains(&name.as_str()) {
             continue;
         }
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // Visible ASCII (nearly every value) is checked by a plain byte loop; anything
+        // else is read lossily.
+        let value = match value.to_str() {
+            Ok(v) => v.to_owned(),
+            Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        };
         match out.iter_mut().find(|(n, _)| n == name.as_str()) {
             Some((_, values)) => values.push(value),
             None => out.push((name.as_str().to_owned(), vec![value])),
@@ -1003,5 +1008,37 @@ impl ProxyHttp for Pipeline {
         self.metrics
             .request_seconds(status)
             .record(micros as f64 / 1e6);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn header_list_groups_values_drops_secrets_and_reads_other_bytes_lossily() {
+        let mut h = HeaderMap::new();
+        h.append("accept", HeaderValue::from_static("a/b"));
+        h.append(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        h.append("accept", HeaderValue::from_static("c/d"));
+        h.append("authorization", HeaderValue::from_static("Bearer t"));
+        // obs-text: Latin-1 "é" alone is not UTF-8; as UTF-8 it is kept.
+        h.append("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.append(
+            "x-utf8",
+            HeaderValue::from_bytes("café".as_bytes()).unwrap(),
+        );
+        let list = header_list(&h);
+        let get = |n: &str| list.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("accept"), Some(vec!["a/b".into(), "c/d".into()]));
+        assert_eq!(get("x-latin1"), Some(vec!["caf\u{fffd}".into()]));
+        assert_eq!(get("x-utf8"), Some(vec!["café".into()]));
+        assert_eq!(get("proxy-authorization"), None);
+        assert_eq!(get("authorization"), None);
+        assert_eq!(list.len(), 3);
     }
 }
