@@ -206,7 +206,7 @@ async fn serve(config: Config, log_files: LogFiles) -> Result<(), DaemonError> {
     let metrics = telemetry::init_metrics().map_err(DaemonError::Setup)?;
     let storage = tokio::task::spawn_blocking(move || {
         let options = OpenOptions {
-            observer: Some(Arc::new(telemetry::AuditWriterMetrics)),
+            observer: Some(Arc::new(telemetry::AuditWriterMetrics::register())),
             ..OpenOptions::default()
         };
         RocksStorage::open_with(&db_path, options)

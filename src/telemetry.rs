@@ -243,22 +243,42 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         .map_err(failed)
 }
 
-/// Exports what the audit writer reports.
-pub struct AuditWriterMetrics;
+/// Exports what the audit writer reports, through handles registered once (see
+/// [`ProxyMetrics`]): it reports on every commit.
+pub struct AuditWriterMetrics {
+    commit_seconds: metrics::Histogram,
+    records: metrics::Counter,
+    queue_depth: metrics::Gauge,
+    ingest_seconds: metrics::Histogram,
+    index_entries: metrics::Counter,
+}
+
+impl AuditWriterMetrics {
+    /// Registers the handles with the installed recorder.
+    pub fn register() -> Self {
+        AuditWriterMetrics {
+            commit_seconds: metrics::histogram!(metric::AUDIT_COMMIT_SECONDS),
+            records: metrics::counter!(metric::AUDIT_RECORDS),
+            queue_depth: metrics::gauge!(metric::AUDIT_QUEUE_DEPTH),
+            ingest_seconds: metrics::histogram!(metric::AUDIT_INDEX_INGEST_SECONDS),
+            index_entries: metrics::counter!(metric::AUDIT_INDEX_ENTRIES),
+        }
+    }
+}
 
 impl WriterObserver for AuditWriterMetrics {
     fn committed(&self, records: usize, elapsed: Duration) {
-        metrics::histogram!(metric::AUDIT_COMMIT_SECONDS).record(elapsed.as_secs_f64());
-        metrics::counter!(metric::AUDIT_RECORDS).increment(records as u64);
+        self.commit_seconds.record(elapsed.as_secs_f64());
+        self.records.increment(records as u64);
     }
 
     fn queue_depth(&self, queued: usize) {
-        metrics::gauge!(metric::AUDIT_QUEUE_DEPTH).set(queued as f64);
+        self.queue_depth.set(queued as f64);
     }
 
     fn ingested(&self, entries: usize, elapsed: Duration) {
-        metrics::histogram!(metric::AUDIT_INDEX_INGEST_SECONDS).record(elapsed.as_secs_f64());
-        metrics::counter!(metric::AUDIT_INDEX_ENTRIES).increment(entries as u64);
+        self.ingest_seconds.record(elapsed.as_secs_f64());
+        self.index_entries.increment(entries as u64);
     }
 }
 
@@ -302,6 +322,13 @@ pub struct ProxyMetrics {
     pub upstream_response_seconds: metrics::Histogram,
     /// Request durations, by [`STATUS_CLASSES`].
     request_seconds: [metrics::Histogram; 6],
+    pub inspection_seconds: metrics::Histogram,
+    /// Inspected downloads approved (and passed).
+    pub inspected_approved: metrics::Counter,
+    /// Inspected downloads rejected but passed: a permissive session.
+    pub inspected_rejected_passed: metrics::Counter,
+    /// Inspected downloads rejected and cut off: a strict session.
+    pub inspected_rejected_cut_off: metrics::Counter,
 }
 
 impl ProxyMetrics {
@@ -314,6 +341,10 @@ impl ProxyMetrics {
             upstream_response_seconds: metrics::histogram!(metric::UPSTREAM_RESPONSE_SECONDS),
             request_seconds: STATUS_CLASSES
                 .map(|class| metrics::histogram!(metric::PROXY_REQUEST_SECONDS, "status" => class)),
+            inspection_seconds: metrics::histogram!(metric::INSPECTION_SECONDS),
+            inspected_approved: metrics::counter!(metric::INSPECTED, "result" => "approved", "action" => "passed"),
+            inspected_rejected_passed: metrics::counter!(metric::INSPECTED, "result" => "rejected", "action" => "passed"),
+            inspected_rejected_cut_off: metrics::counter!(metric::INSPECTED, "result" => "rejected", "action" => "cut-off"),
         }
     }
 

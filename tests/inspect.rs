@@ -571,15 +571,18 @@ async fn tampered_package_is_cut_off_and_recorded_as_rejected() {
         "{inspection:#}"
     );
     assert_eq!(deb["downloads"][0]["error"]["stage"], "policy", "{deb:#}");
+    // The series exists from start (at 0): the cut-off must have counted.
     let metrics = s.d.metrics_text().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("fetchgate_inspected_downloads_total{")
+    let cut_off = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fetchgate_inspected_downloads_total{")
                 && l.contains("result=\"rejected\"")
-                && l.contains("action=\"cut-off\"")),
-        "{metrics}"
-    );
+                && l.contains("action=\"cut-off\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(cut_off.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -494,13 +494,13 @@ impl Pipeline {
 /// download's failure); a permissive session only notes what strict would have done.
 fn enforce(
     inspectors: &Inspectors,
+    metrics: &ProxyMetrics,
     id: SessionId,
     d: &mut Download,
     policy: Policy,
 ) -> Option<String> {
     if approved(d, Policy::Strict) {
-        metrics::counter!(metric::INSPECTED, "result" => "approved", "action" => "passed")
-            .increment(1);
+        metrics.inspected_approved.increment(1);
         return None;
     }
     let mut reasons: Vec<String> = d
@@ -512,11 +512,10 @@ fn enforce(
         reasons.push("no inspector approved the response".into());
     }
     let reason = reasons.join("; ");
-    let action = match policy {
-        Policy::Strict => "cut-off",
-        Policy::Permissive => "passed",
-    };
-    metrics::counter!(metric::INSPECTED, "result" => "rejected", "action" => action).increment(1);
+    match policy {
+        Policy::Strict => metrics.inspected_rejected_cut_off.increment(1),
+        Policy::Permissive => metrics.inspected_rejected_passed.increment(1),
+    }
     match policy {
         Policy::Strict => {
             tracing::warn!(url = %d.url, reason = %reason, "artifact rejected; cutting the download off");
@@ -926,7 +925,9 @@ impl ProxyHttp for Pipeline {
             } else {
                 inspection.finish(&digests)
             });
-            metrics::histogram!(metric::INSPECTION_SECONDS).record(start.elapsed().as_secs_f64());
+            self.metrics
+                .inspection_seconds
+                .record(start.elapsed().as_secs_f64());
         }
         let policy = ctx.session.as_ref().map_or(Policy::Strict, |h| h.policy);
         let Some((id, mut record)) = self.download_record(ctx, &method) else {
@@ -934,7 +935,9 @@ impl ProxyHttp for Pipeline {
         };
         ctx.recorded = true;
         let cut_off = match &mut record {
-            AuditRecord::Download(d) if inspected => enforce(&self.inspectors, id, d, policy),
+            AuditRecord::Download(d) if inspected => {
+                enforce(&self.inspectors, &self.metrics, id, d, policy)
+            }
             _ => None,
         };
         if let Some(reason) = cut_off {

@@ -343,10 +343,12 @@ impl Inspections {
         self.0.iter().map(|(_, v)| v)
     }
 
+    /// How many inspectors gave a verdict.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// No inspector gave a verdict.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
