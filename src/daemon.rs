@@ -104,6 +104,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::memory::on_worker_park)
         .thread_name("fetchgate")
         .build()
         .map_err(|e| DaemonError::Service(format!("cannot start the runtime: {e}")))?;

@@ -17,6 +17,7 @@ pub mod debtags;
 pub mod http_client;
 pub mod idle;
 pub mod inspect;
+pub mod memory;
 pub mod proxy;
 pub use fetchgate_report::rfc3339;
 pub mod session;

@@ -15,8 +15,34 @@ use crate::stats::IdleSummary;
 
 /// Connections opened at once while building up the idle set.
 const BATCH: usize = 64;
-/// Time given to the proxy to settle before its memory is read.
-const SETTLE: Duration = Duration::from_millis(500);
+/// The proxy's memory is read every `SETTLE_STEP` until it has held within
+/// `SETTLED_KIB` for `SETTLED_FOR` (at most `SETTLE_MAX`): an allocator may give the
+/// buffers of the requests that opened the connections back a second or two later, and
+/// what is measured is the connections held, not that transient.
+const SETTLE_STEP: Duration = Duration::from_millis(250);
+const SETTLED_FOR: Duration = Duration::from_secs(2);
+const SETTLED_KIB: u64 = 256;
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// Waits for the proxy's memory to settle and returns its usage then (`None` when the
+/// proxy's processes are not known: after one step).
+async fn settled(harness: &Harness) -> Option<crate::procstat::Usage> {
+    let start = std::time::Instant::now();
+    let window = (SETTLED_FOR.as_millis() / SETTLE_STEP.as_millis()) as usize + 1;
+    let mut recent: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    loop {
+        tokio::time::sleep(SETTLE_STEP).await;
+        let usage = harness.target.usage()?;
+        recent.push_back(usage.rss_kib);
+        if recent.len() > window {
+            recent.pop_front();
+        }
+        let spread = recent.iter().max().unwrap_or(&0) - recent.iter().min().unwrap_or(&0);
+        if (recent.len() == window && spread <= SETTLED_KIB) || start.elapsed() >= SETTLE_MAX {
+            return Some(usage);
+        }
+    }
+}
 
 /// Opens `connections` idle keep-alive connections (`tls`: intercepted HTTPS) and
 /// reports the proxy's memory per connection. The session, if any, is ended afterwards.
@@ -62,8 +88,7 @@ pub async fn run(
         *errors.entry(e.kind).or_default() += 1;
     }
     let mut open = Vec::with_capacity(2 * connections);
-    tokio::time::sleep(SETTLE).await;
-    let before = harness.target.usage();
+    let before = settled(harness).await;
     // Two equal batches: the first also pays the proxy's one-off growth at this scale
     // (allocator arenas, the audit memtable); the second shows what each connection
     // adds to a process already holding N.
@@ -90,8 +115,7 @@ pub async fn run(
                 }
             }
         }
-        tokio::time::sleep(SETTLE).await;
-        *reading = harness.target.usage();
+        *reading = settled(harness).await;
         established_in[batch_no] = open.len() - opened_before;
     }
     let established = established_in[0];
