@@ -24,21 +24,39 @@ const SETTLED_FOR: Duration = Duration::from_secs(2);
 const SETTLED_KIB: u64 = 256;
 const SETTLE_MAX: Duration = Duration::from_secs(10);
 
+/// The last readings of the proxy's resident set, enough to span `SETTLED_FOR`.
+struct Readings(std::collections::VecDeque<u64>);
+
+impl Readings {
+    const WINDOW: usize = (SETTLED_FOR.as_millis() / SETTLE_STEP.as_millis()) as usize + 1;
+
+    fn new() -> Self {
+        Readings(std::collections::VecDeque::with_capacity(Self::WINDOW + 1))
+    }
+
+    /// Adds a reading; true once the readings span `SETTLED_FOR` within `SETTLED_KIB`.
+    fn push(&mut self, rss_kib: u64) -> bool {
+        self.0.push_back(rss_kib);
+        if self.0.len() > Self::WINDOW {
+            self.0.pop_front();
+        }
+        let (min, max) = self
+            .0
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        self.0.len() == Self::WINDOW && max - min <= SETTLED_KIB
+    }
+}
+
 /// Waits for the proxy's memory to settle and returns its usage then (`None` when the
 /// proxy's processes are not known: after one step).
 async fn settled(harness: &Harness) -> Option<crate::procstat::Usage> {
     let start = std::time::Instant::now();
-    let window = (SETTLED_FOR.as_millis() / SETTLE_STEP.as_millis()) as usize + 1;
-    let mut recent: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    let mut readings = Readings::new();
     loop {
         tokio::time::sleep(SETTLE_STEP).await;
         let usage = harness.target.usage()?;
-        recent.push_back(usage.rss_kib);
-        if recent.len() > window {
-            recent.pop_front();
-        }
-        let spread = recent.iter().max().unwrap_or(&0) - recent.iter().min().unwrap_or(&0);
-        if (recent.len() == window && spread <= SETTLED_KIB) || start.elapsed() >= SETTLE_MAX {
+        if readings.push(usage.rss_kib) || start.elapsed() >= SETTLE_MAX {
             return Some(usage);
         }
     }
@@ -147,5 +165,29 @@ pub async fn run(
         rss_after_second_kib,
         kib_per_connection: per(rss_before_kib, rss_after_kib, established),
         kib_per_added_connection: per(rss_after_kib, rss_after_second_kib, established_in[1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_settled_only_after_holding_steady_for_the_whole_window() {
+        let mut r = Readings::new();
+        // A burst's buffers given back a second in: not settled before, nor until the
+        // lower level has held for the whole window.
+        for _ in 0..4 {
+            assert!(!r.push(70_000));
+        }
+        for i in 1..Readings::WINDOW {
+            assert!(
+                !r.push(60_000 + (i as u64 % 2) * SETTLED_KIB),
+                "reading {i}"
+            );
+        }
+        assert!(r.push(60_000));
+        // A step beyond the tolerance starts the wait again.
+        assert!(!r.push(60_000 + SETTLED_KIB + 1));
     }
 }
