@@ -549,6 +549,11 @@ impl ProxyHttp for Pipeline {
         RequestCtx::new()
     }
 
+    /// No modules: Pingora's default adds its response compression (at level 0, so
+    /// off), which would still be set up and asked about every request and body chunk.
+    /// A proxy that hashes what it passes on never rewrites a body.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
