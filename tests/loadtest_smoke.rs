@@ -1,7 +1,8 @@
 //! The load-test harness driving the real daemon for a few seconds: complete sessions
 //! over plain HTTP and intercepted HTTPS, with keep-alive and with Launchpad's
 //! connection-per-request forwarder, end with reports that list exactly what was
-//! fetched; and the report check is not vacuous: a tampered report fails it.
+//! fetched; the report check is not vacuous: a tampered report fails it; and the idle
+//! scenario holds its connections open and reads the proxy's memory.
 
 mod common;
 
@@ -239,4 +240,21 @@ async fn real_package_files_are_inspected_when_trusted_and_only_hashed_when_not(
         }
         h.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_plain_and_intercepted_are_held_open_and_measured() {
+    let h = harness(OriginBehaviour::default()).await;
+    for tls in [false, true] {
+        let s = fetchgate_loadtest::idle::run(&h, 20, tls, "permissive", "idle").await;
+        assert!(s.errors.is_empty(), "tls {tls}: {:?}", s.errors);
+        assert_eq!(s.established, 20, "tls {tls}");
+        // All three readings of the proxy's memory were taken, once settled.
+        for reading in [s.rss_before_kib, s.rss_after_kib, s.rss_after_second_kib] {
+            assert!(reading.is_some_and(|kib| kib > 1024), "tls {tls}: {s:?}");
+        }
+        assert!(s.kib_per_connection.is_some(), "tls {tls}");
+        assert!(s.kib_per_added_connection.is_some(), "tls {tls}");
+    }
+    h.stop();
 }
