@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::DaemonOpts;
 use fetchgate_storage::rocks::RocksStorage;
 use fetchgate_storage::{
-    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, SessionId, Timestamp,
+    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, HeaderList, SessionId,
+    Timestamp,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -25,8 +26,8 @@ fn download(url: &str, status: u16, body: Option<u8>) -> AuditRecord {
         status_code: status,
         status: format!("{status}"),
         content_type: Some("application/octet-stream".into()),
-        request_headers: vec![("Accept".into(), vec!["*/*".into()])],
-        response_headers: vec![],
+        request_headers: HeaderList::from_iter([("Accept", ["*/*"])]),
+        response_headers: HeaderList::default(),
         body: body.map(|b| BodyDigest {
             sha1: [b; 20],
             sha256: [b; 32],

@@ -184,6 +184,11 @@ async fn curl_downloads_over_http_and_https_are_in_the_report() {
     assert_eq!(dl["status-code"], 200);
     assert_eq!(dl["user-agent"], "apt/2.6");
     assert!(dl["request-header"].get("proxy-authorization").is_none());
+    assert_eq!(dl["request-header"]["user-agent"], json!(["apt/2.6"]));
+    assert_eq!(
+        dl["response-header"]["content-length"],
+        json!([a.len().to_string()])
+    );
     assert!(
         !report.to_string().contains(&token),
         "the token never appears in the report"

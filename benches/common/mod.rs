@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use fetchgate_storage::{AuditRecord, BodyDigest, Download, Timestamp};
+use fetchgate_storage::{AuditRecord, BodyDigest, Download, HeaderList, Timestamp};
 
 /// A download of artifact `n`: a wheel from a PyPI-like index with realistic headers.
 pub fn download(n: u64) -> AuditRecord {
     let mut sha256 = [0u8; 32];
     sha256[..8].copy_from_slice(&n.to_be_bytes());
-    let h = |k: &str, v: &str| (k.to_owned(), vec![v.to_owned()]);
+    let h = |k, v| (k, [v]);
     AuditRecord::Download(Box::new(Download {
         start: Timestamp::from_micros(1_790_000_000_000_000 + n as i64),
         end: Timestamp::from_micros(1_790_000_000_050_000 + n as i64),
@@ -20,19 +20,19 @@ pub fn download(n: u64) -> AuditRecord {
         status_code: 200,
         status: "200 OK".into(),
         content_type: Some("binary/octet-stream".into()),
-        request_headers: vec![
+        request_headers: HeaderList::from_iter([
             h("Accept", "*/*"),
             h("Accept-Encoding", "gzip, deflate"),
             h("Connection", "keep-alive"),
-        ],
-        response_headers: vec![
+        ]),
+        response_headers: HeaderList::from_iter([
             h("Content-Type", "binary/octet-stream"),
             h("Content-Length", "123456"),
             h("ETag", "\"0123456789abcdef0123456789abcdef\""),
             h("Last-Modified", "Tue, 01 Oct 2024 12:00:00 GMT"),
             h("Cache-Control", "max-age=365000000, immutable, public"),
             h("Date", "Mon, 23 Nov 2026 02:05:31 GMT"),
-        ],
+        ]),
         body: Some(BodyDigest {
             sha1: [7; 20],
             sha256,

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use fetchgate_report::{fold, result, rfc3339};
 use fetchgate_storage::{
-    AuditRecord, BodyDigest, Denied, DeniedStage, Download, Failure, Inspection, Opinion, Policy,
-    SessionHeader, SessionId, Timestamp, codec,
+    AuditRecord, BodyDigest, Denied, DeniedStage, Download, Failure, HeaderList, Inspection,
+    Opinion, Policy, SessionHeader, SessionId, Timestamp, codec,
 };
 
 /// A short string out of a few characters that matter to JSON and the metadata keys.
@@ -69,10 +69,10 @@ fn inspection(u: &mut Unstructured) -> Result<Inspection> {
     })
 }
 
-fn headers(u: &mut Unstructured) -> Result<Vec<(String, Vec<String>)>> {
-    let mut h = Vec::new();
+fn headers(u: &mut Unstructured) -> Result<HeaderList> {
+    let mut h = HeaderList::default();
     for _ in 0..u.int_in_range(0..=2)? {
-        h.push((text(u)?, vec![text(u)?]));
+        h.push(&text(u)?, [text(u)?]);
     }
     Ok(h)
 }

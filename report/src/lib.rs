@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use fetchgate_storage::{
-    AuditRecord, Denied, Download, Inspection, Inspections, Opinion, Policy, SessionHeader,
-    Timestamp,
+    AuditRecord, Denied, Download, HeaderList, HeaderValues, Inspection, Inspections, Opinion,
+    Policy, SessionHeader, Timestamp,
 };
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -281,8 +281,8 @@ impl Serialize for DownloadView<'_> {
         if let Some(ct) = &d.content_type {
             m.serialize_entry("content-type", ct)?;
         }
-        m.serialize_entry("request-header", &Headers(&d.request_headers))?;
-        m.serialize_entry("response-header", &Headers(&d.response_headers))?;
+        m.serialize_entry("request-header", &HeadersView(&d.request_headers))?;
+        m.serialize_entry("response-header", &HeadersView(&d.response_headers))?;
         if let Some(f) = &d.failure {
             m.serialize_entry("error", &FailureView(f))?;
         }
@@ -290,15 +290,23 @@ impl Serialize for DownloadView<'_> {
     }
 }
 
-struct Headers<'a>(&'a [(String, Vec<String>)]);
+struct HeadersView<'a>(&'a HeaderList);
 
-impl Serialize for Headers<'_> {
+impl Serialize for HeadersView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (name, values) in self.0 {
-            m.serialize_entry(name, values)?;
+        for (name, values) in self.0.iter() {
+            m.serialize_entry(name, &ValuesView(values))?;
         }
         m.end()
+    }
+}
+
+struct ValuesView<'a>(HeaderValues<'a>);
+
+impl Serialize for ValuesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
     }
 }
 
@@ -374,8 +382,8 @@ mod tests {
             status_code: status,
             status: format!("{status} X"),
             content_type: Some("application/octet-stream".into()),
-            request_headers: vec![("Accept".into(), vec!["*/*".into()])],
-            response_headers: vec![("Content-Length".into(), vec!["3".into()])],
+            request_headers: HeaderList::from_iter([("Accept", ["*/*"])]),
+            response_headers: HeaderList::from_iter([("Content-Length", ["3"])]),
             body: body.map(|b| BodyDigest {
                 sha1: [b; 20],
                 sha256: [b; 32],
@@ -426,6 +434,15 @@ mod tests {
         assert_eq!(artifacts[0]["metadata"]["size"], 3);
         assert_eq!(artifacts[0]["artifact-metadata-version"], "0.3");
         assert_eq!(artifacts[1]["metadata"]["sha256"], "02".repeat(32));
+        let first = &artifacts[0]["downloads"][0];
+        assert_eq!(
+            first["request-header"],
+            serde_json::json!({"Accept": ["*/*"]})
+        );
+        assert_eq!(
+            first["response-header"],
+            serde_json::json!({"Content-Length": ["3"]})
+        );
     }
 
     #[test]

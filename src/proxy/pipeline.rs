@@ -31,8 +31,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fetchgate_storage::{
-    AuditRecord, Denied, DeniedStage, Download, Failure, Policy, SessionHeader, SessionId,
-    Timestamp,
+    AuditRecord, Denied, DeniedStage, Download, Failure, HeaderList, Policy, SessionHeader,
+    SessionId, Timestamp,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -104,7 +104,7 @@ struct ResponseInfo {
     status: String,
     content_type: Option<String>,
     content_length: Option<u64>,
-    headers: Vec<(String, Vec<String>)>,
+    headers: HeaderList,
 }
 
 /// Per-request state.
@@ -123,7 +123,7 @@ pub struct RequestCtx {
     /// From the connection's context (`Connection::client`).
     client: Arc<str>,
     user_agent: Option<String>,
-    request_headers: Vec<(String, Vec<String>)>,
+    request_headers: HeaderList,
     response: Option<ResponseInfo>,
     hasher: BodyHasher,
     failure: Option<(u16, Failure)>,
@@ -153,7 +153,7 @@ impl RequestCtx {
             start: Timestamp::now(),
             client: Arc::default(),
             user_agent: None,
-            request_headers: Vec::new(),
+            request_headers: HeaderList::default(),
             response: None,
             hasher: BodyHasher::default(),
             failure: None,
@@ -173,21 +173,20 @@ const CUT_OFF: &str = "policy";
 /// Header names never copied into the audit log.
 const SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "authorization"];
 
-fn header_list(headers: &http::HeaderMap) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(headers.keys_len());
+/// The headers as the audit log keeps them: each name once with all its values, minus
+/// credentials.
+fn header_list(headers: &http::HeaderMap) -> HeaderList {
+    // Most headers take under 48 bytes.
+    let mut out = HeaderList::with_capacity(headers.keys_len(), headers.len(), headers.len() * 48);
     for (name, value) in headers {
         if SECRET_HEADERS.contains(&name.as_str()) {
             continue;
         }
         // Visible ASCII (nearly every value) is checked by a plain byte loop; anything
         // else is read lossily.
-        let value = match value.to_str() {
-            Ok(v) => v.to_owned(),
-            Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        };
-        match out.iter_mut().find(|(n, _)| n == name.as_str()) {
-            Some((_, values)) => values.push(value),
-            None => out.push((name.as_str().to_owned(), vec![value])),
+        match value.to_str() {
+            Ok(v) => out.push(name.as_str(), v),
+            Err(_) => out.push(name.as_str(), &String::from_utf8_lossy(value.as_bytes())),
         }
     }
     out
@@ -455,8 +454,8 @@ impl Pipeline {
         let (status_code, status, content_type, response_headers) = match ctx.response.take() {
             Some(r) => (r.status_code, r.status, r.content_type, r.headers),
             None => match &ctx.failure {
-                Some((code, _)) => (*code, status_line(*code), None, Vec::new()),
-                None => (0, "no response".into(), None, Vec::new()),
+                Some((code, _)) => (*code, status_line(*code), None, HeaderList::default()),
+                None => (0, "no response".into(), None, HeaderList::default()),
             },
         };
         let body = std::mem::take(&mut ctx.hasher);
@@ -1041,10 +1040,10 @@ mod tests {
             HeaderValue::from_bytes("café".as_bytes()).unwrap(),
         );
         let list = header_list(&h);
-        let get = |n: &str| list.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("accept"), Some(vec!["a/b".into(), "c/d".into()]));
-        assert_eq!(get("x-latin1"), Some(vec!["caf\u{fffd}".into()]));
-        assert_eq!(get("x-utf8"), Some(vec!["café".into()]));
+        let get = |n: &str| list.get(n).map(Iterator::collect::<Vec<_>>);
+        assert_eq!(get("accept"), Some(vec!["a/b", "c/d"]));
+        assert_eq!(get("x-latin1"), Some(vec!["caf\u{fffd}"]));
+        assert_eq!(get("x-utf8"), Some(vec!["café"]));
         assert_eq!(get("proxy-authorization"), None);
         assert_eq!(get("authorization"), None);
         assert_eq!(list.len(), 3);

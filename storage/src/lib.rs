@@ -21,7 +21,8 @@ mod traits;
 pub use error::{Error, Result};
 pub use model::{
     ArtifactName, AuditRecord, BodyDigest, Counters, Denied, DeniedStage, Download, EndReason,
-    Ended, Failure, Inspection, Inspections, InvalidNodeId, InvalidSessionId, NodeId, Opinion,
-    Policy, Retained, SecretRule, SessionHeader, SessionId, Timestamp,
+    Ended, Failure, HeaderList, HeaderValues, Inspection, Inspections, InvalidNodeId,
+    InvalidSessionId, NodeId, Opinion, Policy, Retained, SecretRule, SessionHeader, SessionId,
+    Timestamp,
 };
 pub use traits::{AuditLog, NodeSets, SessionStore};

@@ -411,6 +411,308 @@ impl<'de> Deserialize<'de> for Inspections {
     }
 }
 
+/// Header name → values, in the order first seen, each name once. Stored exactly as
+/// the `Vec<(String, Vec<String>)>` it replaced, so records written before read back
+/// unchanged; held as one text buffer and spans into it, so a record's headers are a
+/// few allocations to build, decode and drop instead of two per header.
+#[derive(Clone, Default)]
+pub struct HeaderList {
+    /// Every name and value, back to back.
+    text: String,
+    /// Each name's span of `text`, and the end of its values in `values`.
+    names: Vec<(Span, usize)>,
+    /// The values' spans of `text`, name after name.
+    values: Vec<Span>,
+}
+
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl HeaderList {
+    /// Adds a value of `name`: after the name's other values if it is listed already,
+    /// else under a new name at the end. Values of one name given one after another (as
+    /// `http::HeaderMap` yields them) take the quick way.
+    pub fn push(&mut self, name: &str, value: &str) {
+        let value = self.push_text(value);
+        if let Some(last) = self.names.last_mut()
+            && self.text.get(last.0.start..last.0.end) == Some(name)
+        {
+            last.1 += 1;
+            self.values.push(value);
+            return;
+        }
+        match self.names.iter().position(|(n, _)| self.span(*n) == name) {
+            Some(i) => {
+                let at = self.names[i].1;
+                self.values.insert(at, value);
+                for (_, end) in &mut self.names[i..] {
+                    *end += 1;
+                }
+            }
+            None => {
+                self.push_name(name);
+                self.push_value(value);
+            }
+        }
+    }
+
+    /// Appends a name with no values yet: no grouping.
+    fn push_name(&mut self, name: &str) {
+        let span = self.push_text(name);
+        self.names.push((span, self.values.len()));
+    }
+
+    /// Appends a value of the last name.
+    fn push_value(&mut self, value: Span) {
+        self.values.push(value);
+        if let Some(last) = self.names.last_mut() {
+            last.1 = self.values.len();
+        }
+    }
+
+    fn push_text(&mut self, text: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(text);
+        Span {
+            start,
+            end: self.text.len(),
+        }
+    }
+
+    fn span(&self, span: Span) -> &str {
+        self.text.get(span.start..span.end).unwrap_or_default()
+    }
+
+    /// An empty list with room for `names` names and `values` values of `bytes` bytes
+    /// in all.
+    pub fn with_capacity(names: usize, values: usize, bytes: usize) -> Self {
+        HeaderList {
+            text: String::with_capacity(bytes),
+            names: Vec::with_capacity(names),
+            values: Vec::with_capacity(values),
+        }
+    }
+
+    /// The names in order, each with its values.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, HeaderValues<'_>)> {
+        self.names.iter().enumerate().map(|(i, &(name, end))| {
+            let start = match i.checked_sub(1) {
+                Some(previous) => self.names[previous].1,
+                None => 0,
+            };
+            let values = HeaderValues {
+                list: self,
+                spans: self.values.get(start..end).unwrap_or_default().iter(),
+            };
+            (self.span(name), values)
+        })
+    }
+
+    /// The values of `name` (compared exactly).
+    pub fn get(&self, name: &str) -> Option<HeaderValues<'_>> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// How many names are listed.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// No header is listed.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// The values of one name of a [`HeaderList`], in order.
+#[derive(Clone)]
+pub struct HeaderValues<'a> {
+    list: &'a HeaderList,
+    spans: std::slice::Iter<'a, Span>,
+}
+
+impl<'a> Iterator for HeaderValues<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let list = self.list;
+        self.spans.next().map(|s| list.span(*s))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}
+
+impl ExactSizeIterator for HeaderValues<'_> {}
+
+impl PartialEq for HeaderList {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((n, v), (m, w))| n == m && v.eq(w))
+    }
+}
+
+impl Eq for HeaderList {}
+
+impl fmt::Debug for HeaderList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(n, v)| (n, v.collect::<Vec<_>>())))
+            .finish()
+    }
+}
+
+impl<N, I> FromIterator<(N, I)> for HeaderList
+where
+    N: AsRef<str>,
+    I: IntoIterator<Item: AsRef<str>>,
+{
+    /// Pushes each name's values in turn.
+    fn from_iter<T: IntoIterator<Item = (N, I)>>(iter: T) -> Self {
+        let mut list = HeaderList::default();
+        for (name, values) in iter {
+            for value in values {
+                list.push(name.as_ref(), value.as_ref());
+            }
+        }
+        list
+    }
+}
+
+/// A name's values, serialised as the `Vec<String>` they were stored as.
+struct ValuesAsSeq<'a>(HeaderValues<'a>);
+
+impl Serialize for ValuesAsSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+impl Serialize for HeaderList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for (name, values) in self.iter() {
+            seq.serialize_element(&(name, ValuesAsSeq(values)))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+
+        /// The whole list: a sequence of (name, values) pairs.
+        struct List;
+        /// One (name, values) pair, read into the list.
+        struct Entry<'h>(&'h mut HeaderList);
+        /// One name's values, read into the list.
+        struct Values<'h>(&'h mut HeaderList);
+        /// One string, copied into the list as a name or a value.
+        struct Text<'h>(&'h mut HeaderList, bool);
+
+        impl<'de> Visitor<'de> for List {
+            type Value = HeaderList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of header names and values")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderList, A::Error> {
+                // The hint comes from the input: bounded, so a hostile length cannot
+                // reserve memory the entries never fill. Most headers take under 64 bytes.
+                let names = seq.size_hint().unwrap_or(0).min(64);
+                let mut list = HeaderList::with_capacity(names, names, names * 64);
+                while seq.next_element_seed(Entry(&mut list))?.is_some() {}
+                Ok(list)
+            }
+        }
+
+        impl<'de> DeserializeSeed<'de> for Entry<'_> {
+            type Value = ();
+
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_tuple(2, self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for Entry<'_> {
+            type Value = ();
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header name and its values")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                if seq.next_element_seed(Text(&mut *self.0, true))?.is_none() {
+                    return Err(A::Error::invalid_length(0, &self));
+                }
+                if seq.next_element_seed(Values(&mut *self.0))?.is_none() {
+                    return Err(A::Error::invalid_length(1, &self));
+                }
+                Ok(())
+            }
+        }
+
+        impl<'de> DeserializeSeed<'de> for Values<'_> {
+            type Value = ();
+
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for Values<'_> {
+            type Value = ();
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of header values")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element_seed(Text(&mut *self.0, false))?.is_some() {}
+                Ok(())
+            }
+        }
+
+        impl<'de> DeserializeSeed<'de> for Text<'_> {
+            type Value = ();
+
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for Text<'_> {
+            type Value = ();
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+                if self.1 {
+                    self.0.push_name(v);
+                } else {
+                    let span = self.0.push_text(v);
+                    self.0.push_value(span);
+                }
+                Ok(())
+            }
+        }
+
+        d.deserialize_seq(List)
+    }
+}
+
 /// Size and digests of a response body that was received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyDigest {
@@ -441,8 +743,8 @@ pub struct Download {
     pub status: String,
     pub content_type: Option<String>,
     /// Header name → values, as sent upstream minus credentials.
-    pub request_headers: Vec<(String, Vec<String>)>,
-    pub response_headers: Vec<(String, Vec<String>)>,
+    pub request_headers: HeaderList,
+    pub response_headers: HeaderList,
     pub body: Option<BodyDigest>,
     pub failure: Option<Failure>,
     pub request_inspection: Inspections,
@@ -669,6 +971,95 @@ mod tests {
             m.values().filter(|i| i.opinion == Opinion::Unknown).count(),
             2
         );
+    }
+
+    #[test]
+    fn header_lists_are_stored_exactly_as_the_vectors_they_replaced() {
+        let vectors: Vec<(String, Vec<String>)> = vec![
+            ("accept".into(), vec!["a/b".into(), "c/d".into()]),
+            ("x-empty".into(), vec![]),
+            ("user-agent".into(), vec!["caf\u{e9} \u{fffd}".into()]),
+            (
+                "accept".into(),
+                vec!["listed twice in an old record".into()],
+            ),
+        ];
+        // Built the way the proxy builds them, they are stored as those vectors were.
+        let built: HeaderList = [
+            ("accept", &["a/b", "c/d"][..]),
+            ("user-agent", &["caf\u{e9}"]),
+        ]
+        .into_iter()
+        .collect();
+        let as_vectors = vec![
+            (
+                "accept".to_owned(),
+                vec!["a/b".to_owned(), "c/d".to_owned()],
+            ),
+            ("user-agent".to_owned(), vec!["caf\u{e9}".to_owned()]),
+        ];
+        assert_eq!(
+            crate::codec::encode(&built).unwrap(),
+            crate::codec::encode(&as_vectors).unwrap()
+        );
+        // Whatever an old record held reads back as it was and is written back the same.
+        let stored = crate::codec::encode(&vectors).unwrap();
+        let read: HeaderList = crate::codec::decode(&stored).unwrap();
+        assert_eq!(crate::codec::encode(&read).unwrap(), stored);
+        let pairs: Vec<(&str, Vec<&str>)> = read.iter().map(|(n, v)| (n, v.collect())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("accept", vec!["a/b", "c/d"]),
+                ("x-empty", vec![]),
+                ("user-agent", vec!["caf\u{e9} \u{fffd}"]),
+                ("accept", vec!["listed twice in an old record"]),
+            ]
+        );
+        assert_eq!(read.len(), 4);
+        assert_eq!(read.get("accept").unwrap().len(), 2);
+        assert!(read.get("Accept").is_none());
+        let empty: HeaderList =
+            crate::codec::decode(&crate::codec::encode(&HeaderList::default()).unwrap()).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.iter().count(), 0);
+        assert_ne!(read, empty);
+    }
+
+    #[test]
+    fn header_values_are_grouped_under_the_first_occurrence_of_their_name() {
+        let mut list = HeaderList::default();
+        for (name, value) in [
+            ("a", "1"),
+            ("b", "2"),
+            ("a", "3"),
+            ("c", "4"),
+            ("b", "5"),
+            ("c", "6"),
+        ] {
+            list.push(name, value);
+        }
+        let pairs: Vec<(&str, Vec<&str>)> = list.iter().map(|(n, v)| (n, v.collect())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", vec!["1", "3"]),
+                ("b", vec!["2", "5"]),
+                ("c", vec!["4", "6"])
+            ]
+        );
+        assert_eq!(list.len(), 3);
+        let back: HeaderList = crate::codec::decode(&crate::codec::encode(&list).unwrap()).unwrap();
+        assert_eq!(back, list);
+    }
+
+    #[test]
+    fn a_header_entry_without_its_values_is_an_error() {
+        // A sequence of one (name) tuple where (name, values) pairs belong.
+        let bytes = crate::codec::encode(&vec![("accept".to_owned(),)]).unwrap();
+        assert!(crate::codec::decode::<HeaderList>(&bytes).is_err());
+        let bytes = crate::codec::encode(&vec![("accept", vec![7u32])]).unwrap();
+        assert!(crate::codec::decode::<HeaderList>(&bytes).is_err());
     }
 
     #[test]

@@ -13,8 +13,8 @@ use fetchgate_storage::memory::MemoryStorage;
 use fetchgate_storage::redis_store::{RedisConfig, RedisStorage};
 use fetchgate_storage::rocks::{OpenOptions, RocksStorage};
 use fetchgate_storage::{
-    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, Policy, Retained,
-    SessionHeader, SessionId, SessionStore, Timestamp,
+    AuditLog, AuditRecord, BodyDigest, Denied, DeniedStage, Download, EndReason, HeaderList,
+    Policy, Retained, SessionHeader, SessionId, SessionStore, Timestamp,
 };
 
 /// A backend under test; `_dir` keeps the RocksDB directory alive, `_redis` the server.
@@ -156,8 +156,8 @@ fn download(url: &str, sha: Option<u8>) -> AuditRecord {
         status_code: 200,
         status: "200 OK".into(),
         content_type: None,
-        request_headers: vec![("Accept".into(), vec!["*/*".into()])],
-        response_headers: vec![],
+        request_headers: HeaderList::from_iter([("Accept", ["*/*"])]),
+        response_headers: HeaderList::default(),
         body: sha.map(|s| BodyDigest {
             sha1: [s; 20],
             sha256: [s; 32],

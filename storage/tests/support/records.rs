@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use fetchgate_storage::{AuditRecord, BodyDigest, Download, Timestamp};
+use fetchgate_storage::{AuditRecord, BodyDigest, Download, HeaderList, Timestamp};
 
 /// A download at `at` (µs) of `size` bytes of content whose sha256 is `sha256`, named
 /// `name` version 1: one entry in each artifact index.
@@ -17,8 +17,8 @@ pub fn named_download(at: i64, sha256: [u8; 32], size: u64, name: &str) -> Audit
         status_code: 200,
         status: "200 OK".into(),
         content_type: None,
-        request_headers: vec![],
-        response_headers: vec![],
+        request_headers: HeaderList::default(),
+        response_headers: HeaderList::default(),
         body: Some(BodyDigest {
             sha1: [1; 20],
             sha256,
