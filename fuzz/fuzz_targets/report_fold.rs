@@ -72,7 +72,7 @@ fn inspection(u: &mut Unstructured) -> Result<Inspection> {
 fn headers(u: &mut Unstructured) -> Result<HeaderList> {
     let mut h = HeaderList::default();
     for _ in 0..u.int_in_range(0..=2)? {
-        h.push(&text(u)?, [text(u)?]);
+        h.push(&text(u)?, &text(u)?);
     }
     Ok(h)
 }
