@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use fetchgate_storage::{
-    AuditRecord, Denied, Download, HeaderList, HeaderValues, Inspection, Inspections, Opinion,
-    Policy, SessionHeader, Timestamp,
+    AuditRecord, Denied, Download, HeaderList, Inspection, Inspections, Opinion, Policy,
+    SessionHeader, Timestamp,
 };
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -296,17 +296,9 @@ impl Serialize for HeadersView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (name, values) in self.0.iter() {
-            m.serialize_entry(name, &ValuesView(values))?;
+            m.serialize_entry(name, &values)?;
         }
         m.end()
-    }
-}
-
-struct ValuesView<'a>(HeaderValues<'a>);
-
-impl Serialize for ValuesView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.clone())
     }
 }
 

@@ -411,8 +411,9 @@ impl<'de> Deserialize<'de> for Inspections {
     }
 }
 
-/// Header name → values, in the order first seen, each name once. Stored exactly as
-/// the `Vec<(String, Vec<String>)>` it replaced, so records written before read back
+/// Header name → values, in the order first seen, each name once as [`HeaderList::push`]
+/// builds it (a stored list reads back as it was written). Stored exactly as the
+/// `Vec<(String, Vec<String>)>` it replaced, so records written before read back
 /// unchanged; held as one text buffer and spans into it, so a record's headers are a
 /// few allocations to build, decode and drop instead of two per header.
 #[derive(Clone, Default)]
@@ -437,11 +438,12 @@ impl HeaderList {
     /// `http::HeaderMap` yields them) take the quick way.
     pub fn push(&mut self, name: &str, value: &str) {
         let value = self.push_text(value);
-        if let Some(last) = self.names.last_mut()
-            && self.text.get(last.0.start..last.0.end) == Some(name)
+        if self
+            .names
+            .last()
+            .is_some_and(|(n, _)| self.span(*n) == name)
         {
-            last.1 += 1;
-            self.values.push(value);
+            self.push_value(value);
             return;
         }
         match self.names.iter().position(|(n, _)| self.span(*n) == name) {
@@ -586,12 +588,10 @@ where
     }
 }
 
-/// A name's values, serialised as the `Vec<String>` they were stored as.
-struct ValuesAsSeq<'a>(HeaderValues<'a>);
-
-impl Serialize for ValuesAsSeq<'_> {
+/// A name's values, serialised as a sequence (the `Vec<String>` they were stored as).
+impl Serialize for HeaderValues<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.clone())
+        s.collect_seq(self.clone())
     }
 }
 
@@ -600,7 +600,7 @@ impl Serialize for HeaderList {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.len()))?;
         for (name, values) in self.iter() {
-            seq.serialize_element(&(name, ValuesAsSeq(values)))?;
+            seq.serialize_element(&(name, values))?;
         }
         seq.end()
     }
